@@ -40,9 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"llmservice: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
     module_name, function_name, _ = SUBCOMMANDS[name]
-    entry: Callable[[list[str]], int] = getattr(
-        importlib.import_module(module_name), function_name
-    )
+    entry: Callable[[list[str]], int] = getattr(importlib.import_module(module_name), function_name)
     return entry(rest)
 
 

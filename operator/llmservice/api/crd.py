@@ -1,0 +1,229 @@
+"""Generate the LLMService CustomResourceDefinition from the pydantic models.
+
+The models are the source of truth; this module translates their JSON Schema into the
+structural OpenAPI v3 dialect Kubernetes requires:
+- `$ref`s are inlined and `Optional[X]` becomes plain `X` (absent means unset);
+- numeric exclusive bounds become OpenAPI 3.0's boolean form;
+- `propertyNames` (not allowed in structural schemas) becomes a CEL rule on the map's keys;
+- defaults of nested objects become `{}` so the API server applies the inner defaults itself;
+- `title` and `additionalProperties: false` are dropped (unknown fields are pruned, and
+  rejected by strict field validation).
+The output is deterministic so the committed file can be compared byte for byte.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import yaml
+from pydantic import BaseModel
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
+from pydantic_core import core_schema, to_jsonable_python
+
+from llmservice.api.resource import (
+    GROUP,
+    KIND,
+    NAME_RULES,
+    PLURAL,
+    SHORT_NAME,
+    SINGULAR,
+    VERSION,
+)
+from llmservice.api.schema_types import CEL_RULES_KEY
+from llmservice.api.spec import LLMServiceSpec
+from llmservice.api.status import LLMServiceStatus
+
+CRD_NAME = f"{PLURAL}.{GROUP}"
+
+PRINTER_COLUMNS: list[dict[str, Any]] = [
+    {
+        "name": "Ready",
+        "type": "string",
+        "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
+        "description": "Whether the service answers requests.",
+    },
+    {
+        "name": "Model",
+        "type": "string",
+        "jsonPath": ".spec.model.name",
+        "description": "Model served.",
+    },
+    {
+        "name": "GPUs",
+        "type": "integer",
+        "jsonPath": ".spec.engine.gpus",
+        "description": "GPUs per engine replica.",
+    },
+    {
+        "name": "Replicas",
+        "type": "string",
+        "jsonPath": ".status.replicaSummary",
+        "description": "Ready/desired engine replicas.",
+    },
+    {
+        "name": "Tokens/s",
+        "type": "number",
+        "jsonPath": ".status.throughput.generationTokensPerSecond",
+        "description": "Generated tokens per second, recently.",
+    },
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    {
+        "name": "Reason",
+        "type": "string",
+        "priority": 1,
+        "jsonPath": '.status.conditions[?(@.type=="Ready")].reason',
+        "description": "Why the service is or is not ready.",
+    },
+    {
+        "name": "Endpoint",
+        "type": "string",
+        "priority": 1,
+        "jsonPath": ".status.endpoint",
+        "description": "OpenAI-compatible base URL.",
+    },
+]
+
+
+class _DefaultFactorySchema(GenerateJsonSchema):
+    """Also emit defaults that come from `default_factory` (pydantic leaves them out)."""
+
+    def default_schema(self, schema: core_schema.WithDefaultSchema) -> JsonSchemaValue:
+        json_schema = super().default_schema(schema)
+        factory = schema.get("default_factory")
+        if factory is not None and "default" not in json_schema:
+            value = factory()  # type: ignore[call-arg]
+            # Nested objects default to {}: the API server then applies their own defaults.
+            json_schema["default"] = (
+                {} if isinstance(value, BaseModel) else to_jsonable_python(value)
+            )
+        return json_schema
+
+
+def _resolve(node: Any, defs: dict[str, Any]) -> Any:
+    """Inline `$ref`s, merging any sibling keys (description, default) over the target."""
+    if isinstance(node, list):
+        return [_resolve(item, defs) for item in node]
+    if not isinstance(node, dict):
+        return node
+    if "$ref" in node:
+        target = copy.deepcopy(defs[node["$ref"].rsplit("/", 1)[-1]])
+        siblings = {k: v for k, v in node.items() if k != "$ref"}
+        return _resolve({**target, **siblings}, defs)
+    return {key: _resolve(value, defs) for key, value in node.items()}
+
+
+def _key_rules(property_names: dict[str, Any]) -> list[dict[str, str]]:
+    conditions = []
+    if "maxLength" in property_names:
+        conditions.append(f"k.size() <= {property_names['maxLength']}")
+    if "pattern" in property_names:
+        conditions.append(f"k.matches('{property_names['pattern']}')")
+    if not conditions:
+        return []
+    return [
+        {
+            "rule": "self.all(k, " + " && ".join(conditions) + ")",
+            "message": "keys must be qualified names (an optional DNS prefix and '/', then"
+            " at most 63 letters, digits, '-', '_' or '.')",
+        }
+    ]
+
+
+def _structural(node: Any) -> Any:
+    """Rewrite one resolved JSON Schema node into the structural dialect (see module doc)."""
+    if isinstance(node, list):
+        return [_structural(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    node = dict(node)
+    any_of = node.get("anyOf")
+    if isinstance(any_of, list) and not node.get("x-kubernetes-int-or-string"):
+        non_null = [option for option in any_of if option.get("type") != "null"]
+        if len(non_null) == 1:
+            del node["anyOf"]
+            node = {**non_null[0], **node}
+    if node.get("default", 0) is None:
+        del node["default"]
+    node.pop("title", None)
+    if node.get("additionalProperties") is False:
+        del node["additionalProperties"]
+    for bound, inclusive in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+        if isinstance(node.get(bound), int | float) and not isinstance(node.get(bound), bool):
+            node[inclusive] = node[bound]
+            node[bound] = True
+    property_names = node.pop("propertyNames", None)
+    if property_names:
+        node[CEL_RULES_KEY] = [*node.get(CEL_RULES_KEY, []), *_key_rules(property_names)]
+    return {key: _structural(value) for key, value in node.items()}
+
+
+def model_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The structural OpenAPI schema of one model."""
+    raw = model.model_json_schema(by_alias=True, schema_generator=_DefaultFactorySchema)
+    defs = raw.pop("$defs", {})
+    result: dict[str, Any] = _structural(_resolve(raw, defs))
+    return result
+
+
+def openapi_schema() -> dict[str, Any]:
+    """The whole `openAPIV3Schema` of the LLMService kind."""
+    return {
+        "type": "object",
+        "description": "LLMService turns one model into a complete serving stack: vLLM engine"
+        " replicas on GPUs, a session-affinity router, Services, Ingress and monitoring.",
+        "required": ["spec"],
+        "properties": {
+            "apiVersion": {"type": "string", "description": "API version of this object."},
+            "kind": {"type": "string", "description": "Kind of this object."},
+            # Declared so the name rules' fieldPath resolves; Kubernetes allows only name
+            # and generateName here.
+            "metadata": {"type": "object", "properties": {"name": {"type": "string"}}},
+            "spec": model_schema(LLMServiceSpec),
+            "status": model_schema(LLMServiceStatus),
+        },
+        CEL_RULES_KEY: [dict(rule) for rule in NAME_RULES],
+    }
+
+
+def build_crd() -> dict[str, Any]:
+    """The CustomResourceDefinition object."""
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {
+            "name": CRD_NAME,
+            "labels": {
+                "app.kubernetes.io/name": "llmservice",
+                "app.kubernetes.io/part-of": "llmservice",
+            },
+        },
+        "spec": {
+            "group": GROUP,
+            "scope": "Namespaced",
+            "names": {
+                "kind": KIND,
+                "listKind": f"{KIND}List",
+                "plural": PLURAL,
+                "singular": SINGULAR,
+                "shortNames": [SHORT_NAME],
+                "categories": ["all", "llm"],
+            },
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": PRINTER_COLUMNS,
+                    "schema": {"openAPIV3Schema": openapi_schema()},
+                }
+            ],
+        },
+    }
+
+
+def crd_yaml() -> str:
+    """The CRD as the YAML committed in `crds/`."""
+    header = "# Generated by `llmservice crd` from operator/llmservice/api; do not edit.\n"
+    return header + yaml.safe_dump(build_crd(), sort_keys=False, width=100)

@@ -1,0 +1,575 @@
+"""The LLMService spec: what a platform engineer writes.
+
+Every field is described, because the descriptions become `kubectl explain` output and the
+README's field reference. Cross-field rules are CEL (see `schema_types.cel`), so the API
+server enforces them at admission and offline validation evaluates the same text.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from llmservice.api.schema_types import (
+    DNS_SUBDOMAIN_PATTERN,
+    DURATION_PATTERN,
+    QUALIFIED_NAME_PATTERN,
+    QUANTITY_PATTERN,
+    AnnotationMap,
+    CamelModel,
+    LabelMap,
+    Quantity,
+    cel,
+    cel_rules,
+)
+
+DEFAULT_ENGINE_IMAGE = "docker.io/vllm/vllm-openai:v0.11.0"
+DEFAULT_ROUTER_IMAGE = "ghcr.io/llmservice/llmservice:0.1.0"
+DEFAULT_GPU_RESOURCE = "nvidia.com/gpu"
+DEFAULT_SESSION_HEADER = "X-Session-ID"
+
+# Flags the operator sets itself from typed fields; extraArgs may not override them, or the
+# Deployment, the Services and the status would disagree with the running engine.
+OWNED_ENGINE_FLAGS = (
+    "model",
+    "served-model-name",
+    "host",
+    "port",
+    "tensor-parallel-size",
+    "pipeline-parallel-size",
+    "quantization",
+    "dtype",
+    "max-model-len",
+    "gpu-memory-utilization",
+    "max-num-seqs",
+    "hf-overrides",
+    "revision",
+    "download-dir",
+)
+_OWNED_FLAGS_REGEX = "^--(" + "|".join(OWNED_ENGINE_FLAGS) + ")(=.*)?$"
+
+# A Hugging Face repository id ("org/name" or "name") or a path on an existing claim.
+MODEL_NAME_PATTERN = (
+    r"^(pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?/[^\s]+|[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9._-]+)?)$"
+)
+OPENAI_MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$"
+HEADER_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9-]*$"
+ENV_NAME_PATTERN = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
+
+Quantization = Literal[
+    "none",
+    "awq",
+    "awq_marlin",
+    "gptq",
+    "gptq_marlin",
+    "fp8",
+    "bitsandbytes",
+    "compressed-tensors",
+    "gguf",
+    "modelopt",
+]
+DType = Literal["auto", "half", "float16", "bfloat16", "float", "float32"]
+RopeType = Literal["linear", "dynamic", "yarn", "longrope", "llama3"]
+AccessMode = Literal["ReadWriteOnce", "ReadWriteMany", "ReadOnlyMany", "ReadWriteOncePod"]
+RoutingStrategy = Literal["SessionAffinity", "LeastLoad", "RoundRobin"]
+PullPolicy = Literal["Always", "IfNotPresent", "Never"]
+Spread = Literal["Preferred", "Required", "None"]
+
+
+class SecretKeyRef(CamelModel):
+    """A key of a Secret in the LLMService's namespace. Only its name is rendered; the value is
+    read by the kubelet (`secretKeyRef`) or mounted as a file, never by the operator."""
+
+    name: Annotated[str, Field(max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)] = Field(
+        description="Name of the Secret."
+    )
+    key: Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")] = Field(
+        description="Key inside the Secret."
+    )
+
+
+class HFTokenSecretRef(SecretKeyRef):
+    """The Hugging Face token for gated models, passed to the engine as `HF_TOKEN`."""
+
+    key: Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")] = Field(
+        default="token", description="Key inside the Secret holding the token."
+    )
+
+
+class RopeScaling(CamelModel):
+    """RoPE scaling to serve a context longer than the model was trained on. Rendered as
+    `--hf-overrides '{"rope_scaling": ...}'`, since current vLLM has no `--rope-scaling` flag."""
+
+    model_config = CamelModel.model_config | {
+        "json_schema_extra": cel_rules(
+            cel("self.factor > 1.0", "ropeScaling.factor must be greater than 1", ".factor"),
+            cel(
+                "!(self.type in ['yarn', 'longrope', 'llama3', 'dynamic'])"
+                " || has(self.originalMaxPositionEmbeddings)",
+                "ropeScaling.originalMaxPositionEmbeddings is required for the"
+                " yarn, longrope, llama3 and dynamic types",
+                ".originalMaxPositionEmbeddings",
+            ),
+        )
+    }
+
+    type: RopeType = Field(description="RoPE scaling method (`rope_type` in the model config).")
+    factor: Annotated[float, Field(le=64)] = Field(
+        description="Scaling factor: the new context is about this many times the original."
+    )
+    original_max_position_embeddings: Annotated[int, Field(ge=128, le=1_048_576)] | None = Field(
+        default=None, description="Context length the model was trained with."
+    )
+    theta: Annotated[float, Field(gt=0, le=1e9)] | None = Field(
+        default=None, description="Optional RoPE base frequency (`rope_theta`)."
+    )
+
+
+class ModelSpec(CamelModel):
+    """Which model to serve and how vLLM loads it."""
+
+    model_config = CamelModel.model_config | {
+        "json_schema_extra": cel_rules(
+            cel(
+                "!has(self.ropeScaling) || !has(self.maxModelLen)"
+                " || !has(self.ropeScaling.originalMaxPositionEmbeddings)"
+                " || double(self.maxModelLen)"
+                " <= double(self.ropeScaling.originalMaxPositionEmbeddings)"
+                " * self.ropeScaling.factor",
+                "model.maxModelLen must not exceed"
+                " ropeScaling.originalMaxPositionEmbeddings * ropeScaling.factor",
+                ".maxModelLen",
+            ),
+            cel(
+                "!has(self.servedName) || !has(self.aliases) || !(self.servedName in self.aliases)",
+                "model.aliases must not repeat model.servedName",
+                ".aliases",
+            ),
+            cel(
+                "!self.name.startsWith('pvc://') || !has(self.hfTokenSecretRef)",
+                "model.hfTokenSecretRef is only used for Hugging Face models, not pvc:// paths",
+                ".hfTokenSecretRef",
+            ),
+        )
+    }
+
+    name: Annotated[str, Field(max_length=256, pattern=MODEL_NAME_PATTERN)] = Field(
+        description="Hugging Face repository id (`org/model`) or `pvc://CLAIM/PATH` for a model"
+        " already on a PersistentVolumeClaim in this namespace."
+    )
+    revision: Annotated[str, Field(max_length=128, pattern=r"^[A-Za-z0-9._/-]+$")] | None = Field(
+        default=None, description="Model revision: a branch, tag or commit id."
+    )
+    served_name: Annotated[str, Field(max_length=128, pattern=OPENAI_MODEL_NAME_PATTERN)] | None = (
+        Field(default=None, description="Model name clients send; defaults to `name`.")
+    )
+    aliases: (
+        Annotated[
+            list[Annotated[str, Field(max_length=128, pattern=OPENAI_MODEL_NAME_PATTERN)]],
+            Field(max_length=16, json_schema_extra={"x-kubernetes-list-type": "set"}),
+        ]
+        | None
+    ) = Field(
+        default=None,
+        description="Extra model names the router accepts and rewrites to the served name"
+        " (for example `gpt-3.5-turbo` for clients that hard-code it).",
+    )
+    quantization: Quantization = Field(
+        default="none", description="Weight quantization method (`--quantization`)."
+    )
+    dtype: DType = Field(default="auto", description="Activation and weight data type (`--dtype`).")
+    max_model_len: Annotated[int, Field(ge=128, le=10_000_000)] | None = Field(
+        default=None, description="Maximum context length in tokens (`--max-model-len`)."
+    )
+    rope_scaling: RopeScaling | None = Field(
+        default=None, description="RoPE scaling for contexts beyond the trained length."
+    )
+    hf_token_secret_ref: HFTokenSecretRef | None = Field(
+        default=None, description="Secret with a Hugging Face token, for gated models."
+    )
+
+
+class EnvSource(CamelModel):
+    """Where an environment variable's value comes from."""
+
+    model_config = CamelModel.model_config | {
+        "json_schema_extra": cel_rules(
+            cel(
+                "has(self.secretKeyRef) != has(self.configMapKeyRef)",
+                "valueFrom needs exactly one of secretKeyRef and configMapKeyRef",
+            )
+        )
+    }
+
+    secret_key_ref: SecretKeyRef | None = Field(default=None, description="A Secret key.")
+    config_map_key_ref: SecretKeyRef | None = Field(default=None, description="A ConfigMap key.")
+
+
+class EnvVar(CamelModel):
+    """One environment variable of the engine container."""
+
+    model_config = CamelModel.model_config | {
+        "json_schema_extra": cel_rules(
+            cel(
+                "has(self.value) != has(self.valueFrom)",
+                "env needs exactly one of value and valueFrom",
+            )
+        )
+    }
+
+    name: Annotated[str, Field(min_length=1, max_length=128, pattern=ENV_NAME_PATTERN)] = Field(
+        description="Variable name."
+    )
+    value: Annotated[str, Field(max_length=4096)] | None = Field(
+        default=None, description="Literal value."
+    )
+    value_from: EnvSource | None = Field(
+        default=None, description="Value from a Secret or ConfigMap."
+    )
+
+
+class Toleration(CamelModel):
+    """A toleration for node taints, as in a Pod spec."""
+
+    key: Annotated[str, Field(max_length=253, pattern=QUALIFIED_NAME_PATTERN)] | None = Field(
+        default=None, description="Taint key; empty with operator Exists matches every taint."
+    )
+    operator: Literal["Exists", "Equal"] = Field(default="Equal", description="Match operator.")
+    value: Annotated[str, Field(max_length=63)] | None = Field(default=None, description="Value.")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        default=None, description="Taint effect to match; empty matches all."
+    )
+    toleration_seconds: Annotated[int, Field(ge=0, le=86400)] | None = Field(
+        default=None, description="For NoExecute: how long the Pod stays after the taint appears."
+    )
+
+
+class ResourceRequirements(CamelModel):
+    """CPU and memory for a container. GPUs are set by `engine.gpus`, not here."""
+
+    model_config = CamelModel.model_config | {
+        "json_schema_extra": cel_rules(
+            cel(
+                "!has(self.limits)"
+                " || self.limits.all(k, k in ['cpu', 'memory', 'ephemeral-storage'])",
+                "resources.limits may only name cpu, memory and ephemeral-storage;"
+                " GPUs come from engine.gpus",
+                ".limits",
+            ),
+            cel(
+                "!has(self.requests)"
+                " || self.requests.all(k, k in ['cpu', 'memory', 'ephemeral-storage'])",
+                "resources.requests may only name cpu, memory and ephemeral-storage;"
+                " GPUs come from engine.gpus",
+                ".requests",
+            ),
+        )
+    }
+
+    requests: Annotated[dict[str, Quantity], Field(max_length=3)] | None = Field(
+        default=None, description="Minimum resources the scheduler reserves."
+    )
+    limits: Annotated[dict[str, Quantity], Field(max_length=3)] | None = Field(
+        default=None, description="Maximum resources the container may use."
+    )
+
+
+class EngineSpec(CamelModel):
+    """The vLLM engine replicas."""
+
+    model_config = CamelModel.model_config | {
+        "json_schema_extra": cel_rules(
+            cel(
+                "!has(self.tensorParallelSize) || self.gpus % self.tensorParallelSize == 0",
+                "engine.tensorParallelSize must divide engine.gpus"
+                " (the rest becomes pipeline parallelism)",
+                ".tensorParallelSize",
+            ),
+            cel(
+                "!has(self.extraArgs) || self.extraArgs.all(a, !a.matches('"
+                + _OWNED_FLAGS_REGEX
+                + "'))",
+                "engine.extraArgs must not set flags that have typed fields"
+                " (--model, --port, --tensor-parallel-size, ...)",
+                ".extraArgs",
+            ),
+            cel(
+                "!has(self.env) || self.env.all(e, e.name != 'HF_TOKEN')",
+                "engine.env must not set HF_TOKEN; use model.hfTokenSecretRef",
+                ".env",
+            ),
+        )
+    }
+
+    image: Annotated[str, Field(min_length=1, max_length=512)] = Field(
+        default=DEFAULT_ENGINE_IMAGE, description="vLLM OpenAI-compatible server image."
+    )
+    image_pull_policy: PullPolicy = Field(default="IfNotPresent", description="Image pull policy.")
+    replicas: Annotated[int, Field(ge=0, le=64)] = Field(
+        default=1, description="Number of engine replicas; each holds a full copy of the model."
+    )
+    gpus: Annotated[int, Field(ge=1, le=16)] = Field(
+        default=1, description="GPUs per replica (the GPU resource limit of each engine Pod)."
+    )
+    gpu_resource_name: Annotated[str, Field(max_length=253, pattern=QUALIFIED_NAME_PATTERN)] = (
+        Field(default=DEFAULT_GPU_RESOURCE, description="Extended resource name of the GPUs.")
+    )
+    tensor_parallel_size: Annotated[int, Field(ge=1, le=16)] | None = Field(
+        default=None,
+        description="Tensor parallel size; defaults to `gpus`. When smaller, it must divide"
+        " `gpus` and the quotient becomes the pipeline parallel size.",
+    )
+    gpu_memory_utilization: Annotated[float, Field(ge=0.1, le=0.99)] = Field(
+        default=0.9, description="Fraction of GPU memory vLLM may use (`--gpu-memory-utilization`)."
+    )
+    max_num_seqs: Annotated[int, Field(ge=1, le=4096)] = Field(
+        default=256, description="Maximum sequences batched at once (`--max-num-seqs`)."
+    )
+    extra_args: (
+        Annotated[list[Annotated[str, Field(max_length=1024)]], Field(max_length=64)] | None
+    ) = Field(default=None, description="Further vLLM flags, appended verbatim.")
+    env: Annotated[list[EnvVar], Field(max_length=64)] | None = Field(
+        default=None, description="Extra environment variables of the engine container."
+    )
+    resources: ResourceRequirements | None = Field(
+        default=None, description="CPU and memory of the engine container."
+    )
+    node_selector: LabelMap | None = Field(default=None, description="Node labels to require.")
+    tolerations: Annotated[list[Toleration], Field(max_length=32)] | None = Field(
+        default=None,
+        description="Tolerations in addition to the one for the GPU resource's taint.",
+    )
+    spread_across_nodes: Spread = Field(
+        default="Preferred",
+        description="Place replicas on different nodes: Preferred (best effort),"
+        " Required (stay Pending rather than share a node) or None.",
+    )
+    priority_class_name: (
+        Annotated[str, Field(max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)] | None
+    ) = Field(default=None, description="PriorityClass of the engine Pods.")
+    termination_grace_period_seconds: Annotated[int, Field(ge=0, le=3600)] = Field(
+        default=120, description="Time for in-flight requests to finish when a Pod stops."
+    )
+    shm_size: Annotated[str, Field(max_length=64, pattern=QUANTITY_PATTERN)] = Field(
+        default="16Gi", description="Size of the memory-backed /dev/shm (NCCL needs it)."
+    )
+
+
+def _default_access_modes() -> list[AccessMode]:
+    return ["ReadWriteOnce"]
+
+
+class StorageSpec(CamelModel):
+    """A PersistentVolumeClaim that caches downloaded weights across restarts."""
+
+    model_config = CamelModel.model_config | {
+        "json_schema_extra": cel_rules(
+            cel(
+                "!(self.enabled && has(self.existingClaim))",
+                "storage.existingClaim and storage.enabled are exclusive:"
+                " use one claim the operator creates, or one that exists",
+                ".existingClaim",
+            ),
+        )
+    }
+
+    enabled: bool = Field(
+        default=False, description="Create a claim `<name>-models` for the cache."
+    )
+    size: Annotated[str, Field(max_length=64, pattern=QUANTITY_PATTERN)] = Field(
+        default="100Gi", description="Requested size of the created claim."
+    )
+    storage_class_name: (
+        Annotated[str, Field(max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)] | None
+    ) = Field(
+        default=None,
+        description="StorageClass of the created claim; the cluster default when empty."
+        " Immutable once set.",
+        json_schema_extra=cel_rules(
+            cel("self == oldSelf", "storage.storageClassName is immutable")
+        ),
+    )
+    access_modes: Annotated[
+        list[AccessMode],
+        Field(min_length=1, max_length=4, json_schema_extra={"x-kubernetes-list-type": "set"}),
+    ] = Field(
+        default_factory=_default_access_modes,
+        description="Access modes of the created claim. More than one engine replica needs"
+        " ReadWriteMany: a ReadWriteOnce volume cannot follow replicas onto several nodes.",
+    )
+    existing_claim: Annotated[str, Field(max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)] | None = (
+        Field(default=None, description="Use this existing claim for the cache instead.")
+    )
+    mount_path: Annotated[str, Field(max_length=256, pattern=r"^/[^\s]*$")] = Field(
+        default="/models", description="Where the cache is mounted; `HF_HOME` points here."
+    )
+
+
+class Timeouts(CamelModel):
+    """Router timeouts towards the engine."""
+
+    model_config = CamelModel.model_config | {
+        "json_schema_extra": cel_rules(
+            cel(
+                "self.connectSeconds <= self.firstByteSeconds"
+                " && self.firstByteSeconds <= self.totalSeconds",
+                "router.timeouts must satisfy connectSeconds <= firstByteSeconds <= totalSeconds",
+            ),
+        )
+    }
+
+    connect_seconds: Annotated[float, Field(gt=0, le=60)] = Field(
+        default=5, description="Time to open a connection to a replica."
+    )
+    first_byte_seconds: Annotated[float, Field(gt=0, le=3600)] = Field(
+        default=120,
+        description="Time until a replica sends response headers (covers queueing and prefill).",
+    )
+    idle_seconds: Annotated[float, Field(gt=0, le=3600)] = Field(
+        default=60, description="Longest silence between two chunks of a streamed response."
+    )
+    total_seconds: Annotated[float, Field(gt=0, le=86400)] = Field(
+        default=1800, description="Longest time for a whole request."
+    )
+
+
+class RouterSpec(CamelModel):
+    """The session-affinity router in front of the engine replicas."""
+
+    replicas: Annotated[int, Field(ge=1, le=32)] = Field(
+        default=2, description="Router replicas; sessions stay sticky across all of them."
+    )
+    image: Annotated[str, Field(min_length=1, max_length=512)] = Field(
+        default=DEFAULT_ROUTER_IMAGE, description="Router image."
+    )
+    image_pull_policy: PullPolicy = Field(default="IfNotPresent", description="Image pull policy.")
+    strategy: RoutingStrategy = Field(
+        default="SessionAffinity",
+        description="SessionAffinity: consistent hashing with bounded loads on the session key,"
+        " falling back to a prompt-prefix hash; LeastLoad; RoundRobin.",
+    )
+    session_header: Annotated[
+        str, Field(min_length=1, max_length=64, pattern=HEADER_NAME_PATTERN)
+    ] = Field(
+        default=DEFAULT_SESSION_HEADER, description="Request header carrying the session key."
+    )
+    load_bound: Annotated[float, Field(ge=1.0, le=4.0)] = Field(
+        default=1.25, description="No replica takes more than this multiple of the mean load."
+    )
+    retries: Annotated[int, Field(ge=0, le=5)] = Field(
+        default=2, description="Attempts on other replicas for failures before the first byte."
+    )
+    timeouts: Timeouts = Field(default_factory=Timeouts, description="Timeouts towards the engine.")
+    max_request_bytes: Annotated[int, Field(ge=1024, le=67_108_864)] = Field(
+        default=8_388_608, description="Largest request body accepted."
+    )
+    api_keys_secret_ref: SecretKeyRef | None = Field(
+        default=None,
+        description="Secret key holding the API keys (with priority, rate limit and queue"
+        " limit each). Mounted into the router as a file; without it the router is open.",
+    )
+    forward_authorization: bool = Field(
+        default=False, description="Pass the client's Authorization header on to the engine."
+    )
+    resources: ResourceRequirements | None = Field(
+        default=None, description="CPU and memory of the router container."
+    )
+
+
+class TLSSpec(CamelModel):
+    """TLS for the Ingress."""
+
+    secret_name: Annotated[str, Field(max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)] = Field(
+        description="Secret of type kubernetes.io/tls with the certificate for `ingress.host`."
+    )
+
+
+class IngressSpec(CamelModel):
+    """An Ingress that exposes the router outside the cluster."""
+
+    model_config = CamelModel.model_config | {
+        "json_schema_extra": cel_rules(
+            cel(
+                "!self.enabled || has(self.host)",
+                "ingress.host is required when ingress is enabled",
+                ".host",
+            ),
+        )
+    }
+
+    enabled: bool = Field(default=False, description="Create the Ingress `<name>`.")
+    class_name: Annotated[str, Field(max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)] | None = Field(
+        default=None, description="IngressClass; the cluster default when empty."
+    )
+    host: Annotated[str, Field(max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)] | None = Field(
+        default=None, description="Host name clients use."
+    )
+    path: Annotated[str, Field(max_length=256, pattern=r"^/[^\s]*$")] = Field(
+        default="/", description="Path prefix routed to the router."
+    )
+    tls: TLSSpec | None = Field(default=None, description="Terminate TLS with this certificate.")
+    annotations: AnnotationMap | None = Field(
+        default=None, description="Annotations for the ingress controller."
+    )
+
+
+class MonitoringSpec(CamelModel):
+    """Prometheus scraping of engine and router metrics."""
+
+    service_monitor: bool = Field(
+        default=True,
+        description="Create ServiceMonitors when the Prometheus Operator CRD is installed;"
+        " otherwise the MonitoringConfigured condition says why not.",
+    )
+    interval: Annotated[str, Field(max_length=16, pattern=DURATION_PATTERN)] = Field(
+        default="30s", description="Scrape interval."
+    )
+    labels: LabelMap | None = Field(
+        default=None, description="Extra labels on the ServiceMonitors (for Prometheus selectors)."
+    )
+
+
+class NetworkPolicySpec(CamelModel):
+    """Who may reach the engine replicas directly."""
+
+    enabled: bool = Field(
+        default=True,
+        description="Allow engine traffic only from the router, the operator and monitoring.",
+    )
+    monitoring_namespace_labels: LabelMap = Field(
+        default_factory=lambda: {"kubernetes.io/metadata.name": "monitoring"},
+        description="Labels of the namespaces whose Pods may scrape the engine's metrics.",
+    )
+
+
+class LLMServiceSpec(CamelModel):
+    """Desired state: one model served by GPU engine replicas behind a router."""
+
+    model_config = CamelModel.model_config | {
+        "json_schema_extra": cel_rules(
+            cel(
+                "!self.storage.enabled || self.engine.replicas <= 1"
+                " || 'ReadWriteMany' in self.storage.accessModes",
+                "storage.accessModes must include ReadWriteMany when engine.replicas > 1:"
+                " a ReadWriteOnce claim cannot be shared by replicas on different nodes",
+                ".storage.accessModes",
+            ),
+            cel(
+                "!self.model.name.startsWith('pvc://') || !self.storage.enabled",
+                "storage.enabled cannot be combined with a pvc:// model.name:"
+                " the model is already on a claim",
+                ".storage.enabled",
+            ),
+        )
+    }
+
+    model: ModelSpec = Field(description="The model to serve.")
+    engine: EngineSpec = Field(default_factory=EngineSpec, description="The vLLM engine replicas.")
+    storage: StorageSpec = Field(default_factory=StorageSpec, description="Model cache volume.")
+    router: RouterSpec = Field(default_factory=RouterSpec, description="The router.")
+    ingress: IngressSpec = Field(default_factory=IngressSpec, description="External access.")
+    monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec, description="Metrics.")
+    network_policy: NetworkPolicySpec = Field(
+        default_factory=NetworkPolicySpec, description="Engine NetworkPolicy."
+    )

@@ -1,0 +1,87 @@
+"""The LLMService status: what the operator observed, in the shape kstatus reads.
+
+Flux and Argo CD compute health from `observedGeneration` and the `Ready`, `Reconciling` and
+`Stalled` conditions without custom code. Component conditions explain which part is not
+ready. Throughput is a rate over a stated window, stamped with when it was observed.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from llmservice.api.schema_types import CamelModel
+
+ConditionStatus = Literal["True", "False", "Unknown"]
+
+
+class Condition(CamelModel):
+    """One observation, as in metav1.Condition."""
+
+    type: Annotated[str, Field(max_length=316, pattern=r"^[A-Za-z][A-Za-z0-9]*$")] = Field(
+        description="Condition type, e.g. Ready, EngineAvailable."
+    )
+    status: ConditionStatus = Field(description="True, False or Unknown.")
+    observed_generation: Annotated[int, Field(ge=0)] | None = Field(
+        default=None, description="The generation of the spec this condition describes."
+    )
+    last_transition_time: datetime | None = Field(
+        default=None, description="When `status` last changed."
+    )
+    reason: Annotated[
+        str, Field(max_length=1024, pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")
+    ] = Field(description="CamelCase reason for the last transition.")
+    message: Annotated[str, Field(max_length=32768)] = Field(
+        default="", description="Human-readable details."
+    )
+
+
+class Throughput(CamelModel):
+    """Served load measured from the engines' vLLM counters."""
+
+    requests_per_second: float = Field(default=0.0, description="Finished requests per second.")
+    prompt_tokens_per_second: float = Field(default=0.0, description="Prompt tokens per second.")
+    generation_tokens_per_second: float = Field(
+        default=0.0, description="Generated tokens per second."
+    )
+    window_seconds: float = Field(default=0.0, description="Length of the measurement window.")
+    observed_at: datetime | None = Field(default=None, description="End of the window.")
+
+
+class LLMServiceStatus(CamelModel):
+    """Observed state, written only by the operator."""
+
+    observed_generation: Annotated[int, Field(ge=0)] | None = Field(
+        default=None, description="The spec generation the status describes."
+    )
+    conditions: (
+        Annotated[
+            list[Condition],
+            Field(
+                max_length=16,
+                json_schema_extra={
+                    "x-kubernetes-list-type": "map",
+                    "x-kubernetes-list-map-keys": ["type"],
+                },
+            ),
+        ]
+        | None
+    ) = Field(default=None, description="Ready, Reconciling, Stalled and component conditions.")
+    replicas: Annotated[int, Field(ge=0)] | None = Field(
+        default=None, description="Engine replicas desired."
+    )
+    ready_replicas: Annotated[int, Field(ge=0)] | None = Field(
+        default=None, description="Engine replicas ready to serve."
+    )
+    replica_summary: Annotated[str, Field(max_length=32)] | None = Field(
+        default=None, description="`ready/desired` engine replicas, for `kubectl get`."
+    )
+    router_ready_replicas: Annotated[int, Field(ge=0)] | None = Field(
+        default=None, description="Router replicas ready to serve."
+    )
+    endpoint: Annotated[str, Field(max_length=2048)] | None = Field(
+        default=None, description="OpenAI-compatible base URL of the router."
+    )
+    throughput: Throughput | None = Field(default=None, description="Recent served load.")

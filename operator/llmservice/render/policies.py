@@ -1,0 +1,38 @@
+"""PodDisruptionBudgets for engine and router, and the engine's NetworkPolicy."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from llmservice.api import LLMService
+from llmservice.render import naming
+from llmservice.render.templating import render_template
+
+# Labels of the operator's own Pods (deploy/), allowed to scrape engine metrics.
+OPERATOR_SELECTOR = {"app.kubernetes.io/name": "llmservice-operator"}
+
+
+def _budget(service: LLMService, name: str, component: str) -> dict[str, Any]:
+    return {
+        "metadata": naming.object_meta(service, name, component),
+        "selector": naming.selector_labels(service, component),
+    }
+
+
+def render(service: LLMService) -> list[dict[str, Any]]:
+    budgets = [_budget(service, naming.router_name(service), naming.ROUTER)]
+    if service.spec.engine.replicas > 1:
+        # One replica cannot be protected without blocking drains forever.
+        budgets.insert(0, _budget(service, naming.engine_name(service), naming.ENGINE))
+    network_policy = None
+    if service.spec.network_policy.enabled:
+        network_policy = {
+            "metadata": naming.object_meta(service, naming.engine_name(service), naming.ENGINE),
+            "engine_selector": naming.selector_labels(service, naming.ENGINE),
+            "router_selector": naming.selector_labels(service, naming.ROUTER),
+            "operator_selector": OPERATOR_SELECTOR,
+            "monitoring_namespace_labels": dict(
+                service.spec.network_policy.monitoring_namespace_labels
+            ),
+        }
+    return render_template("policies.yaml.j2", budgets=budgets, network_policy=network_policy)

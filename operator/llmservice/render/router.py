@@ -1,0 +1,115 @@
+"""The router `<name>-router`: Deployment, ServiceAccount, Role and RoleBinding.
+
+The router discovers engine replicas by watching their Pods, so its Role grants exactly
+get/list/watch on Pods in its namespace. API keys arrive as a mounted Secret file; the
+operator names the Secret and never reads it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from llmservice.api import LLMService
+from llmservice.render import naming
+from llmservice.render.engine import served_name
+from llmservice.render.templating import render_template
+
+API_KEYS_DIR = "/etc/llmservice/api-keys"
+API_KEYS_VOLUME = "api-keys"
+DRAIN_MARGIN_SECONDS = 15
+DEFAULT_RESOURCES: dict[str, Any] = {
+    "requests": {"cpu": "250m", "memory": "256Mi"},
+    "limits": {"memory": "1Gi"},
+}
+
+# The API's strategy names (Kubernetes style) mapped to the router's flag values.
+STRATEGY_FLAGS = {
+    "SessionAffinity": "session",
+    "LeastLoad": "least-load",
+    "RoundRobin": "round-robin",
+}
+
+
+def selector_string(labels: dict[str, str]) -> str:
+    return ",".join(f"{key}={value}" for key, value in labels.items())
+
+
+def router_args(service: LLMService) -> list[str]:
+    """Flags of `llmservice router`, from the spec."""
+    router, model = service.spec.router, service.spec.model
+    timeouts = router.timeouts
+    args = [
+        "router",
+        "--host", "0.0.0.0",  # noqa: S104 - the Pod's own address
+        "--port", str(naming.ROUTER_PORT),
+        "--served-model-name", served_name(model),
+    ]  # fmt: skip
+    for alias in model.aliases or []:
+        args += ["--alias", alias]
+    args += [
+        "--namespace", service.namespace,
+        "--selector", selector_string(naming.selector_labels(service, naming.ENGINE)),
+        "--engine-port", str(naming.ENGINE_PORT),
+        "--strategy", STRATEGY_FLAGS[router.strategy],
+        "--session-header", router.session_header,
+        "--load-bound", str(router.load_bound),
+        "--retries", str(router.retries),
+        "--connect-timeout", str(timeouts.connect_seconds),
+        "--first-byte-timeout", str(timeouts.first_byte_seconds),
+        "--idle-timeout", str(timeouts.idle_seconds),
+        "--total-timeout", str(timeouts.total_seconds),
+        "--max-request-bytes", str(router.max_request_bytes),
+    ]  # fmt: skip
+    if router.api_keys_secret_ref is not None:
+        args += ["--api-keys-file", f"{API_KEYS_DIR}/{router.api_keys_secret_ref.key}"]
+    if router.forward_authorization:
+        args.append("--forward-authorization")
+    return args
+
+
+def _volumes(service: LLMService) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    # readOnlyRootFilesystem: the only writable place is a small /tmp.
+    volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}]
+    mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]  # noqa: S108
+    ref = service.spec.router.api_keys_secret_ref
+    if ref is not None:
+        volumes.append(
+            {
+                "name": API_KEYS_VOLUME,
+                "secret": {
+                    "secretName": ref.name,
+                    "items": [{"key": ref.key, "path": ref.key}],
+                    "defaultMode": 0o440,
+                },
+            }
+        )
+        mounts.append({"name": API_KEYS_VOLUME, "mountPath": API_KEYS_DIR, "readOnly": True})
+    return volumes, mounts
+
+
+def _resources(service: LLMService) -> dict[str, Any]:
+    user = service.spec.router.resources
+    if user is None:
+        return DEFAULT_RESOURCES
+    return user.model_dump(by_alias=True, exclude_none=True)
+
+
+def render(service: LLMService) -> list[dict[str, Any]]:
+    router = service.spec.router
+    volumes, mounts = _volumes(service)
+    grace = int(router.timeouts.total_seconds) + DRAIN_MARGIN_SECONDS
+    return render_template(
+        "router.yaml.j2",
+        metadata=naming.object_meta(service, naming.router_name(service), naming.ROUTER),
+        labels=naming.labels(service, naming.ROUTER),
+        selector=naming.selector_labels(service, naming.ROUTER),
+        replicas=router.replicas,
+        termination_grace_period_seconds=min(grace, 3600),
+        image=router.image,
+        image_pull_policy=router.image_pull_policy,
+        args=router_args(service),
+        port=naming.ROUTER_PORT,
+        resources=_resources(service),
+        volume_mounts=mounts,
+        volumes=volumes,
+    )
