@@ -30,7 +30,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: test-unit ## all tests (unit and loopback-socket tests)
+test: test-unit test-e2e ## all tests: unit, then e2e on the sandbox (built on first use)
 
 test-unit: $(STAMP) ## pure tests and tests on real loopback sockets
 	$(BIN)/pytest tests/unit

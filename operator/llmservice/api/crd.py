@@ -5,7 +5,9 @@ structural OpenAPI v3 dialect Kubernetes requires:
 - `$ref`s are inlined and `Optional[X]` becomes plain `X` (absent means unset);
 - numeric exclusive bounds become OpenAPI 3.0's boolean form;
 - `propertyNames` (not allowed in structural schemas) becomes a CEL rule on the map's keys;
-- defaults of nested objects become `{}` so the API server applies the inner defaults itself;
+- `patternProperties` becomes `additionalProperties`;
+- defaults of nested objects are written out in full, because the API server checks a
+  default against the CEL rules as it stands;
 - `title` and `additionalProperties: false` are dropped (unknown fields are pruned, and
   rejected by strict field validation).
 The output is deterministic so the committed file can be compared byte for byte.
@@ -18,8 +20,8 @@ from typing import Any
 
 import yaml
 from pydantic import BaseModel
-from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
-from pydantic_core import core_schema, to_jsonable_python
+from pydantic.json_schema import GenerateJsonSchema
+from pydantic_core import core_schema
 
 from llmservice.api.resource import (
     GROUP,
@@ -86,18 +88,18 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
 
 
 class _DefaultFactorySchema(GenerateJsonSchema):
-    """Also emit defaults that come from `default_factory` (pydantic leaves them out)."""
+    """Emit defaults that come from `default_factory` in full (pydantic may write `{}`)."""
 
-    def default_schema(self, schema: core_schema.WithDefaultSchema) -> JsonSchemaValue:
-        json_schema = super().default_schema(schema)
+    def get_default_value(self, schema: core_schema.WithDefaultSchema) -> Any:
         factory = schema.get("default_factory")
-        if factory is not None and "default" not in json_schema:
-            value = factory()  # type: ignore[call-arg]
-            # Nested objects default to {}: the API server then applies their own defaults.
-            json_schema["default"] = (
-                {} if isinstance(value, BaseModel) else to_jsonable_python(value)
-            )
-        return json_schema
+        if factory is None:
+            return super().get_default_value(schema)
+        value = factory()  # type: ignore[call-arg]
+        # Nested objects default to their fully expanded value, not {}: the API server
+        # checks a default against the CEL rules without applying the inner defaults.
+        if isinstance(value, BaseModel):
+            return value.model_dump(by_alias=True, exclude_none=True, mode="json")
+        return value
 
 
 def _resolve(node: Any, defs: dict[str, Any]) -> Any:
@@ -152,6 +154,12 @@ def _structural(node: Any) -> Any:
         if isinstance(node.get(bound), int | float) and not isinstance(node.get(bound), bool):
             node[inclusive] = node[bound]
             node[bound] = True
+    pattern_properties = node.pop("patternProperties", None)
+    if pattern_properties:
+        # Structural schemas have no patternProperties: the value schema becomes
+        # additionalProperties and the key pattern a CEL rule (from propertyNames below).
+        (value_schema,) = pattern_properties.values()
+        node["additionalProperties"] = value_schema
     property_names = node.pop("propertyNames", None)
     if property_names:
         node[CEL_RULES_KEY] = [*node.get(CEL_RULES_KEY, []), *_key_rules(property_names)]

@@ -549,14 +549,16 @@ class LLMServiceSpec(CamelModel):
     model_config = CamelModel.model_config | {
         "json_schema_extra": cel_rules(
             cel(
-                "!self.storage.enabled || self.engine.replicas <= 1"
+                "!has(self.storage) || !has(self.engine) || !self.storage.enabled"
+                " || self.engine.replicas <= 1"
                 " || 'ReadWriteMany' in self.storage.accessModes",
                 "storage.accessModes must include ReadWriteMany when engine.replicas > 1:"
                 " a ReadWriteOnce claim cannot be shared by replicas on different nodes",
                 ".storage.accessModes",
             ),
             cel(
-                "!self.model.name.startsWith('pvc://') || !self.storage.enabled",
+                "!has(self.storage) || !self.model.name.startsWith('pvc://')"
+                " || !self.storage.enabled",
                 "storage.enabled cannot be combined with a pvc:// model.name:"
                 " the model is already on a claim",
                 ".storage.enabled",

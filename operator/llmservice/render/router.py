@@ -58,7 +58,7 @@ def router_args(service: LLMService) -> list[str]:
         "--first-byte-timeout", str(timeouts.first_byte_seconds),
         "--idle-timeout", str(timeouts.idle_seconds),
         "--total-timeout", str(timeouts.total_seconds),
-        "--max-request-bytes", str(router.max_request_bytes),
+        "--max-body-bytes", str(router.max_request_bytes),
     ]  # fmt: skip
     if router.api_keys_secret_ref is not None:
         args += ["--api-keys-file", f"{API_KEYS_DIR}/{router.api_keys_secret_ref.key}"]
