@@ -1,0 +1,93 @@
+"""`llmservice sandbox build | up | down | status | env`.
+
+Faults a user can fix surface as one line on stderr and exit code 1; an interrupted `up`
+tears down what it started and exits 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from llmservice.sandbox.build import Builder
+from llmservice.sandbox.cluster import Sandbox
+from llmservice.sandbox.errors import SandboxError
+from llmservice.sandbox.layout import DEFAULT_POD_CIDR, GPU_RESOURCE, Settings, default_directory
+from llmservice.sandbox.progress import Progress
+from llmservice.sandbox.report import describe_status, usage
+from llmservice.sandbox.versions import default_layout
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(
+        prog="llmservice sandbox",
+        description="A local Kubernetes control plane with simulated GPU nodes.",
+    )
+    root.add_argument(
+        "--dir",
+        type=Path,
+        default=None,
+        help="sandbox directory (default: $LLMSERVICE_SANDBOX_DIR or ~/.cache/llmservice/sandbox)",
+    )
+    commands = root.add_subparsers(dest="command", required=True)
+    commands.add_parser("build", help="build and cache the binaries (once per version)")
+    up = commands.add_parser("up", help="start the sandbox (builds first if needed)")
+    up.add_argument("--nodes", type=int, default=Settings.nodes, help="kwok nodes (default 2)")
+    up.add_argument(
+        "--gpus-per-node", type=int, default=Settings.gpus_per_node, help=f"{GPU_RESOURCE} each"
+    )
+    up.add_argument("--pod-cidr", default=DEFAULT_POD_CIDR, help="loopback range for Pod IPs")
+    up.add_argument("--apiserver-port", type=int, default=0, help="fixed API server port")
+    up.add_argument("--no-runtime", action="store_true", help="do not start the local runtime")
+    commands.add_parser("down", help="stop every sandbox process and remove its files")
+    commands.add_parser("status", help="show the processes, nodes and Pod processes")
+    commands.add_parser("env", help="print `export KUBECONFIG=...` for eval")
+    return root
+
+
+def run(args: argparse.Namespace) -> int:
+    directory = args.dir or default_directory()
+    progress = Progress()
+    if args.command == "build":
+        Builder(default_layout(), progress).ensure()
+        return 0
+    if args.command == "up":
+        settings = Settings(
+            nodes=args.nodes,
+            gpus_per_node=args.gpus_per_node,
+            pod_cidr=args.pod_cidr,
+            apiserver_port=args.apiserver_port,
+            runtime=not args.no_runtime,
+        )
+        sandbox = Sandbox(directory, settings, progress=progress)
+        state = sandbox.up()
+        print(usage(sandbox, state, progress.elapsed()))
+        return 0
+    sandbox = Sandbox(directory, progress=progress)
+    if args.command == "down":
+        found = sandbox.down()
+        print("Sandbox stopped and its files removed." if found else "No sandbox was running.")
+        return 0
+    if args.command == "status":
+        text, healthy = describe_status(sandbox)
+        print(text)
+        return 0 if healthy else 1
+    if args.command == "env":
+        if sandbox.load() is None:
+            raise SandboxError("no sandbox is running", "start one with `llmservice sandbox up`")
+        print(f"export KUBECONFIG={sandbox.kubeconfig}")
+        return 0
+    raise AssertionError(args.command)
+
+
+def main(argv: list[str]) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return run(args)
+    except SandboxError as exc:
+        print(f"llmservice sandbox: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("llmservice sandbox: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,132 @@
+"""Starting and stopping the sandbox's processes, always by pid.
+
+Each process runs in its own session (so a Ctrl-C in the terminal that ran `sandbox up`
+does not kill the control plane) with its output in a log file. A `ProcessRecord` keeps the
+pid together with the kernel's start time of that pid, so `down` never signals an unrelated
+process that happens to reuse a pid after a reboot or a crash.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from llmservice.sandbox.errors import SandboxError
+
+STOP_TIMEOUT_SECONDS = 10.0
+_POLL_SECONDS = 0.05
+
+
+def process_start_time(pid: int) -> int | None:
+    """The start time of `pid` in clock ticks since boot, or None if it is gone or a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8")
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    # The command name may contain spaces and parentheses: split after the last ')'.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    if fields[0] in ("Z", "X"):
+        return None
+    return int(fields[19])
+
+
+def _reap(pid: int) -> None:
+    """Collect the exit status if `pid` is our child, so it does not linger as a zombie."""
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+@dataclass(frozen=True)
+class ProcessRecord:
+    """One started process: what it is, its pid, and that pid's start time."""
+
+    name: str
+    pid: int
+    start_time: int
+    log: str
+
+    def alive(self) -> bool:
+        _reap(self.pid)
+        return process_start_time(self.pid) == self.start_time
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ProcessRecord:
+        return cls(str(data["name"]), int(data["pid"]), int(data["start_time"]), str(data["log"]))
+
+
+def start(
+    name: str,
+    argv: Sequence[str],
+    log: Path,
+    env: Mapping[str, str] | None = None,
+) -> ProcessRecord:
+    """Start `argv` in the background in a new session, logging to `log`.
+
+    posix_spawn rather than subprocess.Popen: the process must outlive this Python object
+    (and usually this Python process), and a Popen dropped while its child runs warns.
+    """
+    log.parent.mkdir(parents=True, exist_ok=True)
+    sink = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    stdin = os.open(os.devnull, os.O_RDONLY)
+    try:
+        pid = os.posix_spawnp(
+            argv[0],
+            list(argv),
+            dict(env) if env is not None else dict(os.environ),
+            file_actions=[
+                (os.POSIX_SPAWN_DUP2, stdin, 0),
+                (os.POSIX_SPAWN_DUP2, sink, 1),
+                (os.POSIX_SPAWN_DUP2, sink, 2),
+            ],
+            setsid=True,
+        )
+    except OSError as exc:
+        raise SandboxError(
+            f"{name} could not be started ({argv[0]}: {exc.strerror})",
+            "run `llmservice sandbox build` to rebuild the binaries",
+        ) from None
+    finally:
+        os.close(sink)
+        os.close(stdin)
+    started = process_start_time(pid)
+    if started is None:
+        _reap(pid)
+        last = next((ln.strip() for ln in reversed(log_tail(log)) if ln.strip()), "no output")
+        raise SandboxError(f"{name} failed to start: {last[:240]}", f"see {log}")
+    return ProcessRecord(name=name, pid=pid, start_time=started, log=str(log))
+
+
+def stop(record: ProcessRecord, timeout: float = STOP_TIMEOUT_SECONDS) -> None:
+    """SIGTERM, wait up to `timeout`, then SIGKILL; a no-op if the process is already gone."""
+    if not record.alive():
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(record.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not record.alive():
+            return
+        time.sleep(_POLL_SECONDS)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(record.pid, signal.SIGKILL)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and record.alive():
+        time.sleep(_POLL_SECONDS)
+
+
+def log_tail(path: str | Path, lines: int = 200) -> list[str]:
+    """The last lines of a log, for turning a component's failure into one line."""
+    try:
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return []
+    return text.splitlines()[-lines:]

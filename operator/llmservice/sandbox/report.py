@@ -1,0 +1,72 @@
+"""What the sandbox tells a person: how to use it after `up`, and `status`."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from kubernetes import client
+
+from llmservice.sandbox.apiclient import api_client
+from llmservice.sandbox.layout import GPU_RESOURCE
+from llmservice.sandbox.runtime.records import load_all
+from llmservice.sandbox.state import SandboxState
+
+if TYPE_CHECKING:
+    from llmservice.sandbox.cluster import Sandbox
+
+
+def usage(sandbox: Sandbox, state: SandboxState, elapsed: float) -> str:
+    settings = state.settings
+    return "\n".join(
+        [
+            f"Sandbox up in {elapsed:.1f}s: Kubernetes {state.kubernetes_version} at "
+            f"{state.ports.apiserver_url}, {settings.nodes} nodes with "
+            f"{settings.gpus_per_node} {GPU_RESOURCE} each, Pod IPs from {settings.pod_cidr}.",
+            "",
+            "Use it:",
+            f"  export KUBECONFIG={sandbox.kubeconfig}",
+            "  kubectl get nodes",
+            "",
+            "  llmservice sandbox status    # processes, nodes, Pod processes",
+            "  llmservice sandbox down      # stop everything and remove its files",
+        ]
+    )
+
+
+def describe_status(sandbox: Sandbox) -> tuple[str, bool]:
+    """A readable status, and whether the sandbox is healthy."""
+    state = sandbox.load()
+    if state is None:
+        return "No sandbox is running (start one with `llmservice sandbox up`).", False
+    healthy = sandbox.healthy(state)
+    lines = [
+        f"Sandbox in {sandbox.dir.root}: {'healthy' if healthy else 'NOT healthy'}",
+        f"  API server {state.ports.apiserver_url} (Kubernetes {state.kubernetes_version})",
+        f"  KUBECONFIG={sandbox.kubeconfig}",
+        "Processes:",
+    ]
+    for record in state.processes:
+        mark = "running" if record.alive() else "STOPPED"
+        lines.append(f"  {record.name:<24} pid {record.pid:<8} {mark}  log {record.log}")
+    if healthy:
+        with api_client(sandbox.kubeconfig) as api:
+            nodes: list[Any] = client.CoreV1Api(api).list_node().items
+        lines.append("Nodes:")
+        for node in nodes:
+            ready = any(
+                c.type == "Ready" and c.status == "True" for c in node.status.conditions or []
+            )
+            gpus = (node.status.allocatable or {}).get(GPU_RESOURCE, "0")
+            lines.append(
+                f"  {node.metadata.name:<24} {'Ready' if ready else 'NotReady':<9} {gpus} GPUs"
+            )
+    pods = load_all(sandbox.dir.runtime)
+    if pods:
+        lines.append("Pod processes:")
+        for pod in pods.values():
+            mark = "running" if pod.process.alive() else "STOPPED"
+            lines.append(
+                f"  {pod.namespace}/{pod.name:<30} {pod.component:<7} {pod.ip}:{pod.port} "
+                f"pid {pod.process.pid} {mark}"
+            )
+    return "\n".join(lines), healthy

@@ -1,0 +1,88 @@
+"""Pinned versions of everything the sandbox builds, and where their binaries are cached.
+
+`KUBERNETES_VERSION` is the one place the sandbox's Kubernetes release is named: the
+schema validation of rendered manifests reads it too, so the manifests are checked against
+the same API server the e2e tests run.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+KUBERNETES_VERSION = "v1.37.2"
+KWOK_VERSION = "v0.8.0"
+
+KUBERNETES_MODULE = "k8s.io/kubernetes"
+ETCD_MODULE = "go.etcd.io/etcd/server/v3"
+KWOK_PACKAGE = "sigs.k8s.io/kwok/cmd/kwok"
+
+KUBERNETES_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
+
+# The stage files kwok v0.8.0 needs (it ships none built in), relative to its module root.
+KWOK_STAGES = (
+    "kustomize/stage/node/fast/node-initialize.yaml",
+    "kustomize/stage/node/heartbeat-with-lease/node-heartbeat-with-lease.yaml",
+    "kustomize/stage/pod/fast/pod-ready.yaml",
+    "kustomize/stage/pod/fast/pod-complete.yaml",
+    "kustomize/stage/pod/fast/pod-delete.yaml",
+)
+
+
+def cache_root() -> Path:
+    """The cache directory outside the repository; `LLMSERVICE_CACHE_DIR` overrides it."""
+    override = os.environ.get("LLMSERVICE_CACHE_DIR")
+    if override:
+        return Path(override)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg) if xdg else Path.home() / ".cache"
+    return base / "llmservice"
+
+
+@dataclass(frozen=True)
+class BinaryLayout:
+    """Where the binaries of one pinned set of versions live; a new version gets new paths."""
+
+    root: Path
+    kubernetes_version: str = KUBERNETES_VERSION
+    kwok_version: str = KWOK_VERSION
+
+    @property
+    def kubernetes_dir(self) -> Path:
+        return self.root / "k8s" / self.kubernetes_version
+
+    @property
+    def kubernetes_bin(self) -> Path:
+        return self.kubernetes_dir / "bin"
+
+    @property
+    def build_module(self) -> Path:
+        return self.kubernetes_dir / "module"
+
+    @property
+    def kwok_dir(self) -> Path:
+        return self.root / "kwok" / self.kwok_version
+
+    def binary(self, name: str) -> Path:
+        """The path of one binary: the Kubernetes commands and etcd, or kwok."""
+        if name == "kwok":
+            return self.kwok_dir / "bin" / "kwok"
+        return self.kubernetes_bin / name
+
+    def stage(self, relative: str) -> Path:
+        """A kwok stage file, copied out of the Go module cache at build time."""
+        return self.kwok_dir / "stages" / Path(relative).name
+
+    def all_binaries(self) -> list[Path]:
+        names = [*KUBERNETES_COMMANDS, "etcd", "kwok"]
+        return [self.binary(name) for name in names]
+
+    def missing(self) -> list[Path]:
+        """Binaries and stage files not yet in the cache."""
+        wanted = self.all_binaries() + [self.stage(s) for s in KWOK_STAGES]
+        return [p for p in wanted if not p.is_file()]
+
+
+def default_layout() -> BinaryLayout:
+    return BinaryLayout(root=cache_root())
