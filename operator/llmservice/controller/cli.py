@@ -1,0 +1,100 @@
+"""`llmservice operator`: run the operator (kopf) against the current cluster.
+
+Credentials: in a Pod, its ServiceAccount; elsewhere, the kubeconfig in $KUBECONFIG.
+One replica runs standalone; for more, pass `--peering NAME` (kopf's peering keeps one
+active) after installing kopf's peering CRD.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import socket
+from typing import Any
+
+import httpx
+import kopf
+from kubernetes import client, config
+
+from llmservice.controller.handlers import OperatorState, configure, register
+from llmservice.controller.kube import ClusterAPI
+from llmservice.controller.throughput import ThroughputTracker
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="llmservice operator", description=__doc__)
+    parser.add_argument(
+        "--namespace",
+        action="append",
+        default=[],
+        help="watch only this namespace (repeatable); default: all namespaces",
+    )
+    parser.add_argument("--timer-interval", type=float, default=10.0,
+                        help="seconds between reconciles of each LLMService")  # fmt: skip
+    parser.add_argument("--scrape-interval", type=float, default=10.0,
+                        help="seconds between throughput scrapes of the engine Pods")  # fmt: skip
+    parser.add_argument("--status-interval", type=float, default=30.0,
+                        help="minimum seconds between throughput writes to the status")  # fmt: skip
+    parser.add_argument("--liveness-host", default="0.0.0.0")  # noqa: S104 - probed by kubelet
+    parser.add_argument("--liveness-port", type=int, default=8081)
+    parser.add_argument("--peering", help="kopf peering name (enables several replicas)")
+    parser.add_argument("--verbose", action="store_true", help="debug logging")
+    return parser
+
+
+def cluster_api_client() -> client.ApiClient:
+    """An API client from the Pod's ServiceAccount, or from $KUBECONFIG outside a cluster."""
+    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        configuration = client.Configuration()
+        config.load_incluster_config(  # type: ignore[no-untyped-call]
+            client_configuration=configuration
+        )
+        return client.ApiClient(configuration)
+    api: client.ApiClient = config.new_client_from_config(  # type: ignore[no-untyped-call]
+        config_file=os.environ.get("KUBECONFIG")
+    )
+    return api
+
+
+async def run(args: argparse.Namespace) -> None:
+    instance = os.environ.get("POD_NAME") or socket.gethostname()
+    registry = kopf.OperatorRegistry()
+    async with httpx.AsyncClient() as http:
+        state = OperatorState(
+            api=ClusterAPI(cluster_api_client(), instance=instance),
+            throughput=ThroughputTracker(http, args.scrape_interval, args.status_interval),
+        )
+        register(registry, state, args.timer_interval)
+        kopf.on.login(registry=registry)(kopf.login_via_client)
+
+        @kopf.on.startup(registry=registry)
+        def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+            configure(settings, instance)
+
+        await kopf.operator(
+            registry=registry,
+            clusterwide=not args.namespace,
+            namespaces=args.namespace,
+            standalone=args.peering is None,
+            peering_name=args.peering,
+            liveness_endpoint=f"http://{args.liveness_host}:{args.liveness_port}/healthz",
+        )
+
+
+def main(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if not args.verbose:
+        # One line per handler run and per scrape would drown the lines that matter.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+        logging.getLogger("httpx").setLevel(logging.WARNING)
+    try:
+        asyncio.run(run(args))
+    except KeyboardInterrupt:
+        return 0
+    return 0

@@ -1,0 +1,92 @@
+"""Condition types, reasons and `set_condition()`.
+
+| type                 | True means                                    | abnormal when |
+| -------------------- | --------------------------------------------- | ------------- |
+| Ready                | the endpoint serves requests                  | False         |
+| Reconciling          | the operator is still converging the children | True          |
+| Stalled              | progress needs a spec or cluster change       | True          |
+| EngineAvailable      | every engine replica is ready                 | False         |
+| RouterAvailable      | at least one router replica is ready          | False         |
+| MonitoringConfigured | ServiceMonitors exist (or are not wanted)     | False         |
+
+Ready, Reconciling and Stalled follow kstatus, so Flux and Argo CD read health without
+custom code. `lastTransitionTime` moves only when `status` changes; every condition is
+stamped with the generation it describes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+READY = "Ready"
+RECONCILING = "Reconciling"
+STALLED = "Stalled"
+ENGINE_AVAILABLE = "EngineAvailable"
+ROUTER_AVAILABLE = "RouterAvailable"
+MONITORING_CONFIGURED = "MonitoringConfigured"
+
+# Order in which conditions are listed in the status.
+TYPES = (READY, RECONCILING, STALLED, ENGINE_AVAILABLE, ROUTER_AVAILABLE, MONITORING_CONFIGURED)
+
+TRUE, FALSE, UNKNOWN = "True", "False", "Unknown"
+
+# Reasons (CamelCase, as the API conventions ask).
+AVAILABLE = "Available"
+PROGRESSING = "Progressing"
+UNSCHEDULABLE = "Unschedulable"
+SCALED_TO_ZERO = "ScaledToZero"
+SECRET_NOT_FOUND = "SecretNotFound"  # noqa: S105 - a reason, not a secret
+CONTAINER_FAILING = "ContainerFailing"
+APPLY_FAILED = "ApplyFailed"
+API_ERROR = "APIError"
+INVALID_SPEC = "InvalidSpec"
+CRD_NOT_INSTALLED = "CRDNotInstalled"
+DISABLED = "Disabled"
+CONFIGURED = "Configured"
+RECONCILED = "Reconciled"
+APPLYING = "Applying"
+WAITING_FOR_ENGINE = "WaitingForEngine"
+WAITING_FOR_ROUTER = "WaitingForRouter"
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One condition as observed now, before it is merged into the stored list."""
+
+    type: str
+    status: str
+    reason: str
+    message: str = ""
+
+
+def set_condition(
+    current: Sequence[dict[str, Any]],
+    observation: Observation,
+    generation: int,
+    now: str,
+) -> list[dict[str, Any]]:
+    """`current` with `observation` merged in; `lastTransitionTime` kept unless status moved."""
+    if observation.status not in (TRUE, FALSE, UNKNOWN):
+        raise ValueError(f"condition status must be True, False or Unknown: {observation.status}")
+    previous = next((c for c in current if c.get("type") == observation.type), None)
+    transition = now
+    if previous is not None and previous.get("status") == observation.status:
+        transition = previous.get("lastTransitionTime", now)
+    merged = {
+        "type": observation.type,
+        "status": observation.status,
+        "observedGeneration": generation,
+        "lastTransitionTime": transition,
+        "reason": observation.reason,
+        "message": observation.message,
+    }
+    others = [c for c in current if c.get("type") != observation.type]
+    ordered = [*others, merged]
+    rank = {name: index for index, name in enumerate(TYPES)}
+    return sorted(ordered, key=lambda c: rank.get(str(c.get("type")), len(TYPES)))
+
+
+def find(conditions: Sequence[dict[str, Any]], condition_type: str) -> dict[str, Any] | None:
+    return next((c for c in conditions if c.get("type") == condition_type), None)

@@ -1,0 +1,154 @@
+"""Status from what the cluster shows: pure functions, no I/O.
+
+Readiness comes from the children themselves: the engine Deployment's availability at its
+current generation, the router's ready replicas, and, when replicas are missing, the reason
+the engine Pods give (the scheduler's message, a missing Secret, a crashing container).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from llmservice.controller import conditions as c
+from llmservice.controller.conditions import Observation
+
+# Container waiting reasons that mean "the Pod cannot start as specified".
+CONFIG_ERRORS = {"CreateContainerConfigError", "CreateContainerError"}
+FAILING = {"CrashLoopBackOff", "ErrImagePull", "ImagePullBackOff", "InvalidImageName"}
+
+
+@dataclass(frozen=True)
+class DeploymentState:
+    desired: int
+    ready: int
+    available: int
+    updated: int
+    current_generation: bool
+
+    @property
+    def rolled_out(self) -> bool:
+        return (
+            self.current_generation
+            and self.updated >= self.desired
+            and self.available >= self.desired
+            and self.ready >= self.desired
+        )
+
+
+def deployment_state(deployment: Mapping[str, Any] | None, desired: int) -> DeploymentState:
+    if deployment is None:
+        return DeploymentState(desired, 0, 0, 0, False)
+    status = deployment.get("status") or {}
+    generation = deployment["metadata"].get("generation", 0)
+    return DeploymentState(
+        desired=desired,
+        ready=int(status.get("readyReplicas", 0)),
+        available=int(status.get("availableReplicas", 0)),
+        updated=int(status.get("updatedReplicas", 0)),
+        current_generation=int(status.get("observedGeneration", 0)) >= generation,
+    )
+
+
+def pod_problem(pods: Sequence[Mapping[str, Any]]) -> Observation | None:
+    """The first reason a Pod gives for not running, as an EngineAvailable observation."""
+    for pod in pods:
+        status = pod.get("status") or {}
+        for condition in status.get("conditions") or []:
+            if (
+                condition.get("type") == "PodScheduled"
+                and condition.get("status") == "False"
+                and condition.get("reason") == "Unschedulable"
+            ):
+                return Observation(
+                    c.ENGINE_AVAILABLE, c.FALSE, c.UNSCHEDULABLE, condition.get("message", "")
+                )
+        for container in status.get("containerStatuses") or []:
+            waiting = (container.get("state") or {}).get("waiting") or {}
+            reason, message = waiting.get("reason"), waiting.get("message", "")
+            if reason in CONFIG_ERRORS and "secret" in message.lower():
+                return Observation(c.ENGINE_AVAILABLE, c.FALSE, c.SECRET_NOT_FOUND, message)
+            if reason in CONFIG_ERRORS or reason in FAILING:
+                return Observation(
+                    c.ENGINE_AVAILABLE, c.FALSE, c.CONTAINER_FAILING, f"{reason}: {message}"
+                )
+    return None
+
+
+def engine_observation(state: DeploymentState, pods: Sequence[Mapping[str, Any]]) -> Observation:
+    if state.desired == 0:
+        return Observation(c.ENGINE_AVAILABLE, c.FALSE, c.SCALED_TO_ZERO, "engine.replicas is 0")
+    if state.rolled_out:
+        return Observation(
+            c.ENGINE_AVAILABLE, c.TRUE, c.AVAILABLE, f"{state.ready}/{state.desired} replicas ready"
+        )
+    problem = pod_problem(pods)
+    if problem is not None:
+        return problem
+    return Observation(
+        c.ENGINE_AVAILABLE,
+        c.FALSE,
+        c.PROGRESSING,
+        f"{state.ready}/{state.desired} replicas ready",
+    )
+
+
+def router_observation(state: DeploymentState) -> Observation:
+    if state.ready >= 1 and state.current_generation:
+        return Observation(
+            c.ROUTER_AVAILABLE, c.TRUE, c.AVAILABLE, f"{state.ready}/{state.desired} replicas ready"
+        )
+    return Observation(
+        c.ROUTER_AVAILABLE, c.FALSE, c.PROGRESSING, f"{state.ready}/{state.desired} replicas ready"
+    )
+
+
+# Reasons that no amount of waiting fixes: they make the LLMService Stalled.
+STALLING_REASONS = {c.UNSCHEDULABLE, c.SECRET_NOT_FOUND, c.INVALID_SPEC, c.CONTAINER_FAILING}
+
+
+def summary(
+    engine: Observation, router: Observation, apply_error: str | None
+) -> tuple[Observation, Observation, Observation]:
+    """Ready, Reconciling and Stalled from the component observations (kstatus semantics)."""
+    if apply_error is not None:
+        return (
+            Observation(c.READY, c.FALSE, c.APPLY_FAILED, apply_error),
+            Observation(c.RECONCILING, c.TRUE, c.APPLY_FAILED, apply_error),
+            Observation(c.STALLED, c.FALSE, c.APPLY_FAILED, ""),
+        )
+    if engine.reason in STALLING_REASONS:
+        return (
+            Observation(c.READY, c.FALSE, engine.reason, engine.message),
+            Observation(c.RECONCILING, c.FALSE, engine.reason, ""),
+            Observation(c.STALLED, c.TRUE, engine.reason, engine.message),
+        )
+    if engine.status == c.TRUE and router.status == c.TRUE:
+        return (
+            Observation(c.READY, c.TRUE, c.AVAILABLE, "the endpoint serves requests"),
+            Observation(c.RECONCILING, c.FALSE, c.RECONCILED, ""),
+            Observation(c.STALLED, c.FALSE, c.RECONCILED, ""),
+        )
+    if engine.reason == c.SCALED_TO_ZERO:
+        return (
+            Observation(c.READY, c.FALSE, c.SCALED_TO_ZERO, engine.message),
+            Observation(c.RECONCILING, c.FALSE, c.SCALED_TO_ZERO, ""),
+            Observation(c.STALLED, c.FALSE, c.SCALED_TO_ZERO, ""),
+        )
+    waiting = engine if engine.status != c.TRUE else router
+    reason = c.WAITING_FOR_ENGINE if waiting is engine else c.WAITING_FOR_ROUTER
+    message = f"{waiting.type}: {waiting.message}"
+    return (
+        Observation(c.READY, c.FALSE, reason, message),
+        Observation(c.RECONCILING, c.TRUE, reason, message),
+        Observation(c.STALLED, c.FALSE, reason, ""),
+    )
+
+
+def invalid_spec_observations(message: str) -> list[Observation]:
+    return [
+        Observation(c.READY, c.FALSE, c.INVALID_SPEC, message),
+        Observation(c.RECONCILING, c.FALSE, c.INVALID_SPEC, ""),
+        Observation(c.STALLED, c.TRUE, c.INVALID_SPEC, message),
+    ]

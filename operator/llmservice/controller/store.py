@@ -1,0 +1,72 @@
+"""What the watches have seen: LLMServices, their children and their engine Pods.
+
+Fed by kopf's event handlers (the list at start, then every change), read by `reconcile()`,
+so a converged LLMService is checked without a single API request. Objects are keyed by
+(kind, namespace, name) and grouped by the `app.kubernetes.io/instance` label that every
+child carries.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import defaultdict
+from collections.abc import Mapping
+from typing import Any
+
+from llmservice.controller.kinds import key_of
+from llmservice.render.naming import ENGINE
+
+INSTANCE_LABEL = "app.kubernetes.io/instance"
+COMPONENT_LABEL = "app.kubernetes.io/component"
+Key = tuple[str, str, str]
+
+
+class ClusterStore:
+    """An in-memory mirror of the objects the operator cares about."""
+
+    def __init__(self) -> None:
+        self._objects: dict[Key, dict[str, Any]] = {}
+        self._by_instance: dict[tuple[str, str], set[Key]] = defaultdict(set)
+
+    @staticmethod
+    def _instance(obj: Mapping[str, Any]) -> tuple[str, str] | None:
+        meta = obj.get("metadata") or {}
+        instance = (meta.get("labels") or {}).get(INSTANCE_LABEL)
+        if obj.get("kind") == "LLMService":
+            instance = meta.get("name")
+        return (str(meta.get("namespace")), str(instance)) if instance else None
+
+    def upsert(self, obj: Mapping[str, Any]) -> None:
+        key = key_of(obj)
+        self.remove(obj)
+        self._objects[key] = copy.deepcopy(dict(obj))
+        instance = self._instance(obj)
+        if instance is not None:
+            self._by_instance[instance].add(key)
+
+    def remove(self, obj: Mapping[str, Any]) -> None:
+        key = key_of(obj)
+        previous = self._objects.pop(key, None)
+        if previous is None:
+            return
+        instance = self._instance(previous)
+        if instance is not None:
+            self._by_instance[instance].discard(key)
+            if not self._by_instance[instance]:
+                del self._by_instance[instance]
+
+    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._objects.get((kind, namespace, name))
+
+    def children(self, namespace: str, instance: str) -> dict[Key, dict[str, Any]]:
+        """Every stored object labelled with this instance, except Pods and the LLMService."""
+        keys = self._by_instance.get((namespace, instance), set())
+        return {key: self._objects[key] for key in keys if key[0] not in ("Pod", "LLMService")}
+
+    def engine_pods(self, namespace: str, instance: str) -> list[dict[str, Any]]:
+        keys = self._by_instance.get((namespace, instance), set())
+        pods = [self._objects[key] for key in keys if key[0] == "Pod"]
+        return sorted(
+            (p for p in pods if p["metadata"].get("labels", {}).get(COMPONENT_LABEL) == ENGINE),
+            key=lambda p: str(p["metadata"]["name"]),
+        )

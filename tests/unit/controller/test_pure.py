@@ -1,0 +1,109 @@
+"""Pure parts of the operator: comparison, conditions, status summary, throughput rates."""
+
+from __future__ import annotations
+
+import pytest
+
+from llmservice.controller import conditions as c
+from llmservice.controller import observe
+from llmservice.controller.compare import is_subset
+from llmservice.controller.conditions import Observation, set_condition
+from llmservice.controller.throughput import Rates, Sample, parse_sample, rates_between
+
+
+def test_subset_ignores_fields_set_by_others() -> None:
+    desired = {"spec": {"replicas": 1, "template": {"containers": [{"name": "a"}]}}}
+    live = {"spec": {"replicas": 1, "paused": False, "template": {"containers": [{"name": "a", "imagePullPolicy": "Always"}]}}}  # fmt: skip
+    assert is_subset(desired, live)
+
+
+@pytest.mark.parametrize(
+    ("desired", "live"),
+    [({"replicas": 1}, {"replicas": 2}), ({"a": [1, 2]}, {"a": [1]}), ({"a": {"b": 1}}, {}), ({"x": "1"}, {"x": 1})],
+)  # fmt: skip
+def test_subset_detects_differences(desired: object, live: object) -> None:
+    assert not is_subset(desired, live)
+
+
+def test_quantities_compare_by_value() -> None:
+    assert is_subset({"limits": {"nvidia.com/gpu": 1, "memory": "17179869184"}}, {"limits": {"nvidia.com/gpu": "1", "memory": "16Gi"}})  # fmt: skip
+    assert not is_subset({"memory": "16Gi"}, {"memory": "17Gi"})
+
+
+def test_transition_time_moves_only_when_status_changes() -> None:
+    first = set_condition([], Observation(c.READY, c.FALSE, "Waiting"), 1, "t1")
+    same = set_condition(first, Observation(c.READY, c.FALSE, "StillWaiting", "m"), 2, "t2")
+    assert same[0]["lastTransitionTime"] == "t1"
+    assert same[0]["observedGeneration"] == 2
+    flipped = set_condition(same, Observation(c.READY, c.TRUE, "Available"), 2, "t3")
+    assert flipped[0]["lastTransitionTime"] == "t3"
+
+
+def test_condition_status_must_be_true_false_or_unknown() -> None:
+    with pytest.raises(ValueError, match="True, False or Unknown"):
+        set_condition([], Observation(c.READY, "Yes", "Bad"), 1, "t")
+
+
+def test_unschedulable_pod_stalls_with_the_scheduler_message() -> None:
+    pod = {"status": {"conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                                      "message": "0/2 nodes are available: 2 Insufficient nvidia.com/gpu."}]}}  # fmt: skip
+    state = observe.DeploymentState(
+        desired=1, ready=0, available=0, updated=1, current_generation=True
+    )
+    engine = observe.engine_observation(state, [pod])
+    assert (engine.status, engine.reason) == (c.FALSE, c.UNSCHEDULABLE)
+    ready, reconciling, stalled = observe.summary(
+        engine, Observation(c.ROUTER_AVAILABLE, c.TRUE, "Available"), None
+    )
+    assert (ready.status, reconciling.status, stalled.status) == (c.FALSE, c.FALSE, c.TRUE)
+    assert "Insufficient nvidia.com/gpu" in stalled.message
+
+
+def test_missing_secret_is_named() -> None:
+    pod = {"status": {"containerStatuses": [{"state": {"waiting": {"reason": "CreateContainerConfigError",
+                                                                  "message": 'secret "hf-token" not found'}}}]}}  # fmt: skip
+    state = observe.DeploymentState(1, 0, 0, 1, True)
+    engine = observe.engine_observation(state, [pod])
+    assert engine.reason == c.SECRET_NOT_FOUND
+    assert "hf-token" in engine.message
+
+
+def test_rollout_in_progress_is_reconciling() -> None:
+    engine = observe.engine_observation(observe.DeploymentState(3, 1, 1, 3, True), [])
+    ready, reconciling, stalled = observe.summary(
+        engine, Observation(c.ROUTER_AVAILABLE, c.TRUE, "A"), None
+    )
+    assert (ready.status, reconciling.status, stalled.status) == (c.FALSE, c.TRUE, c.FALSE)
+    assert "1/3" in reconciling.message
+
+
+METRICS = """# TYPE vllm:request_success counter
+vllm:request_success_total{finished_reason="stop",model_name="m"} 10
+vllm:request_success_total{finished_reason="length",model_name="m"} 5
+# TYPE vllm:prompt_tokens counter
+vllm:prompt_tokens_total{model_name="m"} 1000
+# TYPE vllm:generation_tokens counter
+vllm:generation_tokens_total{model_name="m"} 2000
+"""
+
+
+def test_counters_are_summed_over_labels() -> None:
+    sample = parse_sample(METRICS, at=5.0)
+    assert (sample.requests, sample.prompt_tokens, sample.generation_tokens) == (15, 1000, 2000)
+
+
+def test_rates_sum_pods_and_handle_counter_resets() -> None:
+    before = {"a": Sample(0.0, 10, 100, 200), "b": Sample(0.0, 50, 500, 5000)}
+    after = {"a": Sample(10.0, 20, 200, 400), "b": Sample(10.0, 5, 50, 100)}  # b restarted
+    rates = rates_between(before, after)
+    assert rates == Rates(1.5, 15.0, 30.0, 10.0)
+
+
+def test_no_rate_without_two_scrapes_of_one_pod() -> None:
+    assert rates_between({}, {"a": Sample(1.0)}) is None
+
+
+def test_small_changes_are_not_worth_a_write() -> None:
+    assert not Rates(1.0, 10.0, 100.0, 10).meaningfully_different(Rates(1.0, 10.0, 105.0, 10))
+    assert Rates(1.0, 10.0, 100.0, 10).meaningfully_different(Rates(1.0, 10.0, 150.0, 10))
+    assert Rates(0.0, 0.0, 0.0, 10).meaningfully_different(Rates(0.1, 1.0, 1.0, 10))
