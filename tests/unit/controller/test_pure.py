@@ -13,20 +13,34 @@ from llmservice.controller.throughput import Rates, Sample, parse_sample, rates_
 
 def test_subset_ignores_fields_set_by_others() -> None:
     desired = {"spec": {"replicas": 1, "template": {"containers": [{"name": "a"}]}}}
-    live = {"spec": {"replicas": 1, "paused": False, "template": {"containers": [{"name": "a", "imagePullPolicy": "Always"}]}}}  # fmt: skip
+    live = {
+        "spec": {
+            "replicas": 1,
+            "paused": False,
+            "template": {"containers": [{"name": "a", "imagePullPolicy": "Always"}]},
+        }
+    }
     assert is_subset(desired, live)
 
 
 @pytest.mark.parametrize(
     ("desired", "live"),
-    [({"replicas": 1}, {"replicas": 2}), ({"a": [1, 2]}, {"a": [1]}), ({"a": {"b": 1}}, {}), ({"x": "1"}, {"x": 1})],
-)  # fmt: skip
+    [
+        ({"replicas": 1}, {"replicas": 2}),
+        ({"a": [1, 2]}, {"a": [1]}),
+        ({"a": {"b": 1}}, {}),
+        ({"x": "1"}, {"x": 1}),
+    ],
+)
 def test_subset_detects_differences(desired: object, live: object) -> None:
     assert not is_subset(desired, live)
 
 
 def test_quantities_compare_by_value() -> None:
-    assert is_subset({"limits": {"nvidia.com/gpu": 1, "memory": "17179869184"}}, {"limits": {"nvidia.com/gpu": "1", "memory": "16Gi"}})  # fmt: skip
+    assert is_subset(
+        {"limits": {"nvidia.com/gpu": 1, "memory": "17179869184"}},
+        {"limits": {"nvidia.com/gpu": "1", "memory": "16Gi"}},
+    )
     assert not is_subset({"memory": "16Gi"}, {"memory": "17Gi"})
 
 
@@ -45,8 +59,18 @@ def test_condition_status_must_be_true_false_or_unknown() -> None:
 
 
 def test_unschedulable_pod_stalls_with_the_scheduler_message() -> None:
-    pod = {"status": {"conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
-                                      "message": "0/2 nodes are available: 2 Insufficient nvidia.com/gpu."}]}}  # fmt: skip
+    pod = {
+        "status": {
+            "conditions": [
+                {
+                    "type": "PodScheduled",
+                    "status": "False",
+                    "reason": "Unschedulable",
+                    "message": "0/2 nodes are available: 2 Insufficient nvidia.com/gpu.",
+                }
+            ]
+        }
+    }
     state = observe.DeploymentState(
         desired=1, ready=0, available=0, updated=1, current_generation=True
     )
@@ -60,8 +84,20 @@ def test_unschedulable_pod_stalls_with_the_scheduler_message() -> None:
 
 
 def test_missing_secret_is_named() -> None:
-    pod = {"status": {"containerStatuses": [{"state": {"waiting": {"reason": "CreateContainerConfigError",
-                                                                  "message": 'secret "hf-token" not found'}}}]}}  # fmt: skip
+    pod = {
+        "status": {
+            "containerStatuses": [
+                {
+                    "state": {
+                        "waiting": {
+                            "reason": "CreateContainerConfigError",
+                            "message": 'secret "hf-token" not found',
+                        }
+                    }
+                }
+            ]
+        }
+    }
     state = observe.DeploymentState(1, 0, 0, 1, True)
     engine = observe.engine_observation(state, [pod])
     assert engine.reason == c.SECRET_NOT_FOUND
