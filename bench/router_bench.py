@@ -1,0 +1,273 @@
+"""Router overhead: direct to the backend vs. `llmservice router` vs. the Rust vllm-router.
+
+Layout on a 2-core machine: the router under test is pinned to core 0 (taskset); the
+backend (bench/fast_backend.py, answers at once so it is never the bottleneck) and the load
+generator (wrk, with a Lua script that sends a different X-Session-ID per request from a
+pool of 1,000) share core 1. Each run measures, for every target:
+
+- latency p50/p99 at concurrency 1 (wrk --latency); "added" is the difference to direct;
+- the most requests per second at concurrency 32 with session hashing, and the router's
+  CPU time per request (utime + stime from /proc, divided by completed requests);
+- CPU per streamed chunk: SSE replies of ``--chunks`` events sent ``--sse-delay`` apart (so
+  every event is its own chunk on the wire), at concurrency 32; router CPU time divided by
+  the events delivered.
+
+Medians over ``--runs`` runs are printed as a Markdown table. vllm-router (PyPI package
+``vllm-router``, ``--policy consistent_hash``) is used when ``--vllm-router`` names its
+executable or one is found on PATH; install it in a separate virtualenv, it is not a
+project dependency. Needs ``wrk`` and ``taskset``.
+
+    python -m bench.router_bench --runs 3 --seconds 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROUTER_CORE = "0"
+LOAD_CORE = "1"
+TICKS = os.sysconf("SC_CLK_TCK")
+
+POST_LUA = """
+wrk.method = "POST"
+wrk.body = '{"model":"m","stream":%(stream)s,"messages":[{"role":"user","content":"hello"}]}'
+wrk.headers["Content-Type"] = "application/json"
+local n = 0
+request = function()
+  n = n + 1
+  wrk.headers["X-Session-ID"] = "session-" .. (n %% 1000)
+  return wrk.format()
+end
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def wait_http(url: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2):  # noqa: S310 - loopback only
+                return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            time.sleep(0.1)
+    raise TimeoutError(f"{url} did not come up")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+@contextlib.contextmanager
+def process(
+    argv: list[str], core: str, log: Path | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(["taskset", "-c", core, *argv], stdout=out, stderr=subprocess.STDOUT)
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if log:
+            out.close()  # type: ignore[union-attr]
+
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def _ms(text: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s)", text)
+    if not match:
+        raise ValueError(text)
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+@dataclass
+class Wrk:
+    requests: int
+    rate: float
+    p50_ms: float = 0.0
+    p99_ms: float = 0.0
+
+
+def wrk(url: str, script: Path, connections: int, seconds: float, latency: bool) -> Wrk:
+    argv = [
+        "taskset",
+        "-c",
+        LOAD_CORE,
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{max(1, round(seconds))}s",
+    ]
+    argv += ["-s", str(script), "--timeout", "10s"]
+    if latency:
+        argv.append("--latency")
+    out = subprocess.run(
+        [*argv, url], capture_output=True, text=True, check=True, timeout=seconds + 60
+    ).stdout
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    result = Wrk(requests, rate)
+    if latency:
+        result.p50_ms = _ms(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+        result.p99_ms = _ms(re.search(r"\s99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    return result
+
+
+@dataclass
+class Sample:
+    p50_ms: list[float] = field(default_factory=list)
+    p99_ms: list[float] = field(default_factory=list)
+    rate: list[float] = field(default_factory=list)
+    cpu_per_request_us: list[float] = field(default_factory=list)
+    cpu_per_chunk_us: list[float] = field(default_factory=list)
+
+
+def router_argv(kind: str, port: int, backend: str, vllm_router: str | None) -> list[str]:
+    if kind == "llmservice":
+        return [
+            sys.executable, "-m", "llmservice.cli", "router", "--served-model-name", "m",
+            "--host", "127.0.0.1", "--port", str(port), "--static-backends", backend,
+            "--drain-delay", "0", "--log-level", "warning",
+        ]  # fmt: skip
+    assert vllm_router is not None
+    return [
+        vllm_router, "--host", "127.0.0.1", "--port", str(port), "--worker-urls", backend,
+        "--policy", "consistent_hash", "--log-level", "warning",
+    ]  # fmt: skip
+
+
+def measure(
+    kind: str, args: argparse.Namespace, scripts: dict[str, Path], sample: Sample, logdir: Path
+) -> None:
+    json_port, sse_port = free_port(), free_port()
+    backend_argv = [sys.executable, "-m", "bench.fast_backend", "--port"]
+    sse_args = ["--chunks", str(args.chunks), "--sse-delay", str(args.sse_delay)]
+    with (
+        process([*backend_argv, str(json_port)], LOAD_CORE),
+        process([*backend_argv, str(sse_port), *sse_args], LOAD_CORE),
+    ):
+        wait_http(f"http://127.0.0.1:{json_port}/health")
+        wait_http(f"http://127.0.0.1:{sse_port}/health")
+        for phase, backend_port in (("json", json_port), ("sse", sse_port)):
+            backend = f"http://127.0.0.1:{backend_port}"
+            if kind == "direct":
+                target, pid = backend, None
+                stack: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
+            else:
+                port = free_port()
+                target = f"http://127.0.0.1:{port}"
+                argv = router_argv(kind, port, backend, args.vllm_router)
+                stack = process(argv, ROUTER_CORE, logdir / f"{kind}-{phase}.log")
+            with stack as proc:
+                pid = proc.pid if isinstance(proc, subprocess.Popen) else None
+                wait_http(target + ("/readyz" if kind == "llmservice" else "/v1/models"))
+                url = target + "/v1/chat/completions"
+                # Warm up connections and caches.
+                wrk(url, scripts[phase], 8, 1, latency=False)
+                if phase == "json":
+                    single = wrk(url, scripts["json"], 1, args.seconds, latency=True)
+                    sample.p50_ms.append(single.p50_ms)
+                    sample.p99_ms.append(single.p99_ms)
+                    before = cpu_seconds(pid) if pid else 0.0
+                    loaded = wrk(url, scripts["json"], 32, args.seconds, latency=False)
+                    sample.rate.append(loaded.rate)
+                    if pid:
+                        used = cpu_seconds(pid) - before
+                        sample.cpu_per_request_us.append(used / loaded.requests * 1e6)
+                elif pid:
+                    before = cpu_seconds(pid)
+                    streams = wrk(url, scripts["sse"], 32, args.seconds, latency=False)
+                    used = cpu_seconds(pid) - before
+                    chunks = streams.requests * (args.chunks + 1)
+                    sample.cpu_per_chunk_us.append(used / chunks * 1e6)
+
+
+def table(results: dict[str, Sample]) -> str:
+    """Medians, with the range over runs in brackets."""
+
+    def cell(values: list[float], digits: int, minus: float = 0.0) -> str:
+        if not values:
+            return "-"
+        low, mid, high = min(values) - minus, statistics.median(values) - minus, max(values) - minus
+        return f"{mid:.{digits}f} [{low:.{digits}f}-{high:.{digits}f}]"
+
+    base = results["direct"]
+    p50, p99 = statistics.median(base.p50_ms), statistics.median(base.p99_ms)
+    rows = [
+        "| target | p50 ms (c=1) | p99 ms (c=1) | added p50 ms | added p99 ms "
+        "| req/s (c=32, sessions) | router CPU us/request | router CPU us/chunk |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, s in results.items():
+        cells = [name, cell(s.p50_ms, 3), cell(s.p99_ms, 3)]
+        if name == "direct":
+            cells += ["-", "-", cell(s.rate, 0), "-", "-"]
+        else:
+            cells += [
+                cell(s.p50_ms, 3, p50),
+                cell(s.p99_ms, 3, p99),
+                cell(s.rate, 0),
+                cell(s.cpu_per_request_us, 1),
+                cell(s.cpu_per_chunk_us, 1),
+            ]
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--chunks", type=int, default=64, help="SSE events per streamed reply")
+    parser.add_argument("--sse-delay", type=float, default=0.002, help="seconds between events")
+    parser.add_argument("--vllm-router", default=shutil.which("vllm-router"))
+    args = parser.parse_args()
+    if shutil.which("wrk") is None or shutil.which("taskset") is None:
+        sys.exit("router_bench needs wrk and taskset (apt-get install wrk util-linux)")
+    kinds = ["direct", "llmservice"] + (["vllm-router"] if args.vllm_router else [])
+    results = {kind: Sample() for kind in kinds}
+    with tempfile.TemporaryDirectory(prefix="router-bench-") as tmp:
+        scripts = {
+            "json": Path(tmp, "json.lua"),
+            "sse": Path(tmp, "sse.lua"),
+        }
+        scripts["json"].write_text(POST_LUA % {"stream": "false"})
+        scripts["sse"].write_text(POST_LUA % {"stream": "true"})
+        for run in range(args.runs):
+            for kind in kinds:
+                measure(kind, args, scripts, results[kind], Path(tmp))
+            print(f"run {run + 1}/{args.runs} done", file=sys.stderr)
+    print(f"load average at the end: {os.getloadavg()[0]:.2f}")
+    print(table(results))
+
+
+if __name__ == "__main__":
+    main()

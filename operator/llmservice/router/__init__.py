@@ -1,0 +1,100 @@
+"""The data plane: an OpenAI-compatible, session-affinity router in front of the engines.
+
+Small modules with injected collaborators and no module-level state:
+
+- `config`: frozen value objects with named defaults
+- `errors`: the one exception tree and the OpenAI-style error body
+- `balancer`: pure replica choice (CHWBL, least-load, round-robin)
+- `discovery`: engine Pods from the API server, or a static list
+- `proxy`: the pooled upstream client, retries, timeouts, streaming
+- `payloads`: request validation and rewriting, usage extraction
+- `metrics`, `accesslog`: Prometheus metrics and one JSON line per request
+- `app`: the ASGI application and `create_app`; `cli`: ``llmservice router``
+"""
+
+from llmservice.router.accesslog import AccessLog
+from llmservice.router.app import RouterApp, create_app
+from llmservice.router.balancer import (
+    Balancer,
+    Choice,
+    ConsistentHashBalancer,
+    LeastLoadBalancer,
+    RoundRobinBalancer,
+    make_balancer,
+    prefix_key,
+    routing_key,
+)
+from llmservice.router.config import (
+    BalancerConfig,
+    DiscoveryConfig,
+    RetryPolicy,
+    RouterConfig,
+    Strategy,
+    Timeouts,
+)
+from llmservice.router.discovery import (
+    Discovery,
+    KubernetesDiscovery,
+    PodTracker,
+    Replica,
+    StaticDiscovery,
+)
+from llmservice.router.errors import (
+    ClientError,
+    InvalidRequest,
+    MethodNotAllowed,
+    ModelNotFound,
+    NoReadyReplica,
+    NotFound,
+    PayloadTooLarge,
+    RouterError,
+    ServiceError,
+    Unauthorized,
+    UnsupportedMediaType,
+    UpstreamConnectError,
+    UpstreamProtocolError,
+    UpstreamTimeout,
+    error_body,
+)
+from llmservice.router.metrics import RouterMetrics
+
+__all__ = [
+    "AccessLog",
+    "Balancer",
+    "BalancerConfig",
+    "Choice",
+    "ClientError",
+    "ConsistentHashBalancer",
+    "Discovery",
+    "DiscoveryConfig",
+    "InvalidRequest",
+    "KubernetesDiscovery",
+    "LeastLoadBalancer",
+    "MethodNotAllowed",
+    "ModelNotFound",
+    "NoReadyReplica",
+    "NotFound",
+    "PayloadTooLarge",
+    "PodTracker",
+    "Replica",
+    "RetryPolicy",
+    "RoundRobinBalancer",
+    "RouterApp",
+    "RouterConfig",
+    "RouterError",
+    "RouterMetrics",
+    "ServiceError",
+    "StaticDiscovery",
+    "Strategy",
+    "Timeouts",
+    "Unauthorized",
+    "UnsupportedMediaType",
+    "UpstreamConnectError",
+    "UpstreamProtocolError",
+    "UpstreamTimeout",
+    "create_app",
+    "error_body",
+    "make_balancer",
+    "prefix_key",
+    "routing_key",
+]

@@ -1,0 +1,399 @@
+"""The router's ASGI application and its factory.
+
+`create_app` wires the collaborators (discovery, balancer, metrics registry, access log,
+clock); nothing is global, so several apps can live in one process. The app is plain ASGI:
+a dictionary from path to handler, no framework routing and no middleware stack on the hot
+path.
+
+Routes:
+
+====================================  ====  ================================================
+``/v1/chat/completions``              POST  proxied (model aliases rewritten)
+``/v1/completions``                   POST  proxied
+``/v1/embeddings``                    POST  proxied
+``/api/chat``                         POST  simple chat: ``messages`` + sampling parameters,
+                                            sent as /v1/chat/completions; the session id is
+                                            returned in the session header (made up when
+                                            the client sent none) so the client can stick
+``/v1/models``                        GET   the served name and the aliases
+``/healthz``                          GET   alive
+``/readyz``                           GET   discovery synced, a replica routable, not draining
+``/metrics``                          GET   Prometheus text format
+====================================  ====  ================================================
+
+A client that disconnects is noticed at once: while a proxied request is in flight the app
+listens for ``http.disconnect`` (from ``WATCH_AFTER`` seconds in, so that short requests do
+not pay for the listening task) and cancels the upstream request, which closes the upstream
+connection (the server would otherwise drop writes silently and let the engine generate on).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import re
+import secrets
+import time
+import uuid
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
+
+from llmservice.router.accesslog import AccessLog
+from llmservice.router.balancer import Balancer, make_balancer, routing_key
+from llmservice.router.config import RouterConfig
+from llmservice.router.discovery import Discovery, Replica
+from llmservice.router.errors import (
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    RouterError,
+    error_body,
+)
+from llmservice.router.limits import RetryBudget
+from llmservice.router.metrics import RouterMetrics
+from llmservice.router.payloads import (
+    api_chat_request,
+    check_content_type,
+    check_required,
+    parse_body,
+    resolve_model,
+)
+from llmservice.router.proxy import Exchange, Proxy, make_pool
+
+__all__ = ["RouterApp", "create_app"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+PROXIED = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/embeddings"})
+API_CHAT = "/api/chat"
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
+_JSON = [(b"content-type", b"application/json")]
+LOG_FLUSH_INTERVAL = 1.0
+# How long a proxied request runs before the app starts listening for a disconnect.
+WATCH_AFTER = 0.05
+
+
+class _ClientGone(Exception):
+    """The client disconnected before its request was read."""
+
+
+class RouterApp:
+    """One router: an ASGI callable plus the state it routes with."""
+
+    def __init__(
+        self,
+        config: RouterConfig,
+        *,
+        discovery: Discovery,
+        balancer: Balancer,
+        metrics: RouterMetrics,
+        access_log: AccessLog,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.discovery = discovery
+        self.metrics = metrics
+        self.access_log = access_log
+        self.clock = clock
+        self.proxy = Proxy(config, balancer, metrics, RetryBudget(config.retry, clock), clock)
+        metrics.in_flight = lambda: self.proxy.loads
+        self.draining = False
+        self._flusher: asyncio.Task[None] | None = None
+        self._session_header = config.session_header.lower().encode()
+        self._request_id_header = config.request_id_header.lower().encode()
+        self._models = self._models_body()
+        self._names = config.model_names
+        # Request ids: a random per-process prefix and a counter, unique without a syscall.
+        self._id_prefix = secrets.token_hex(8)
+        self._ids = itertools.count()
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def startup(self) -> None:
+        """Open the upstream pool and start discovery."""
+        self.proxy.pool = make_pool(self.config)
+        self._flusher = asyncio.create_task(self._flush_logs())
+        await self.discovery.start(self._on_replicas)
+
+    async def shutdown(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+            self._flusher = None
+        self.access_log.flush()
+        await self.discovery.stop()
+        if self.proxy.pool is not None:
+            await self.proxy.pool.close()
+            self.proxy.pool = None
+
+    async def _flush_logs(self) -> None:
+        while True:
+            await asyncio.sleep(LOG_FLUSH_INTERVAL)
+            self.access_log.flush()
+
+    def begin_drain(self) -> None:
+        """Fail /readyz from now on; requests in flight and new ones are still served."""
+        self.draining = True
+
+    def _on_replicas(self, routable: dict[str, Replica]) -> None:
+        self.proxy.set_replicas(routable)
+
+    @property
+    def ready(self) -> tuple[bool, str]:
+        if self.draining:
+            return False, "draining"
+        if not self.discovery.synced:
+            return False, "replica discovery has not synced yet"
+        if not self.proxy.replicas:
+            return False, "no engine replica is ready"
+        return True, "ok"
+
+    # -- ASGI ---------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as error:  # report to the server, which exits
+                    await send({"type": "lifespan.startup.failed", "message": repr(error)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    def _header(self, scope: Scope, name: bytes) -> bytes | None:
+        for key, value in scope["headers"]:
+            if key == name:
+                return bytes(value)
+        return None
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = self.clock()
+        path: str = scope["path"]
+        given = self._header(scope, self._request_id_header)
+        request_id = given.decode("latin-1") if given else ""
+        if not _REQUEST_ID.match(request_id):
+            request_id = f"{self._id_prefix}{next(self._ids):08x}"
+        route = path if path in PROXIED or path == API_CHAT else "other"
+        exchange = Exchange(request_id=request_id, route=route, model="")
+        try:
+            if path in PROXIED or path == API_CHAT:
+                await self._proxied(scope, receive, send, exchange, started)
+            else:
+                await self._local(scope, send, exchange)
+        except RouterError as error:
+            exchange.cause = error.cause
+            if not exchange.response_started:
+                exchange.status = error.status
+                await self._send(send, error.status, error_body(error, request_id), exchange)
+        except _ClientGone:
+            exchange.status, exchange.cause = 499, "client_disconnect"
+        finally:
+            self._record(exchange, started, path, scope["method"])
+
+    def _record(self, exchange: Exchange, started: float, path: str, method: str) -> None:
+        duration = self.clock() - started
+        first_byte = None if exchange.first_byte_at is None else exchange.first_byte_at - started
+        if exchange.cause is not None:
+            self.metrics.error(exchange.cause)
+        if exchange.route != "other":
+            self.metrics.observe_request(
+                exchange.route, exchange.status, exchange.model or "-", duration, first_byte
+            )
+            self.metrics.add_tokens(exchange.prompt_tokens, exchange.completion_tokens)
+        self.access_log.write(exchange, method, path, duration, first_byte)
+
+    async def _send(
+        self,
+        send: Send,
+        status: int,
+        body: bytes,
+        exchange: Exchange,
+        content_type: list[tuple[bytes, bytes]] = _JSON,
+    ) -> None:
+        headers = [
+            *content_type,
+            (b"content-length", str(len(body)).encode()),
+            (b"x-request-id", exchange.request_id.encode()),
+            *exchange.extra_headers,
+        ]
+        exchange.status = status
+        exchange.response_started = True
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+        exchange.response_finished = True
+
+    # -- local endpoints ----------------------------------------------------------------
+
+    def _models_body(self) -> bytes:
+        data = [
+            {"id": name, "object": "model", "created": 0, "owned_by": "llmservice",
+             "root": self.config.served_model_name}
+            for name in self.config.model_names
+        ]  # fmt: skip
+        return json.dumps({"object": "list", "data": data}).encode()
+
+    async def _local(self, scope: Scope, send: Send, exchange: Exchange) -> None:
+        path = scope["path"]
+        handlers = {"/healthz", "/readyz", "/metrics", "/v1/models"}
+        if path not in handlers:
+            raise NotFound(f"Unknown path {path!r}.")
+        if scope["method"] not in ("GET", "HEAD"):
+            raise MethodNotAllowed(f"Use GET for {path}.")
+        if path == "/healthz":
+            await self._send(send, 200, b'{"status":"ok"}', exchange)
+        elif path == "/readyz":
+            ready, reason = self.ready
+            body = json.dumps({"status": "ok" if ready else "unavailable", "reason": reason})
+            await self._send(send, 200 if ready else 503, body.encode(), exchange)
+        elif path == "/metrics":
+            kind = [(b"content-type", CONTENT_TYPE_LATEST.encode())]
+            await self._send(send, 200, self.metrics.render(), exchange, kind)
+        else:
+            await self._send(send, 200, self._models, exchange)
+
+    # -- proxied endpoints --------------------------------------------------------------
+
+    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
+        limit = self.config.max_body_bytes
+        declared = self._header(scope, b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise PayloadTooLarge(f"The request body exceeds {limit} bytes.")
+        parts: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise _ClientGone
+            chunk = message.get("body", b"")
+            if chunk:
+                size += len(chunk)
+                if size > limit:
+                    raise PayloadTooLarge(f"The request body exceeds {limit} bytes.")
+                parts.append(chunk)
+            if not message.get("more_body", False):
+                return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    async def _proxied(
+        self, scope: Scope, receive: Receive, send: Send, exchange: Exchange, started: float
+    ) -> None:
+        path: str = scope["path"]
+        if scope["method"] != "POST":
+            raise MethodNotAllowed(f"Use POST for {path}.")
+        check_content_type(self._header(scope, b"content-type"))
+        raw = await self._read_body(scope, receive)
+        body = parse_body(raw)
+        session_value = self._header(scope, self._session_header)
+        session = session_value.decode("latin-1") if session_value else None
+        names = self._names
+        served = self.config.served_model_name
+        if path == API_CHAT:
+            exchange.model = resolve_model(body, names, required=False)
+            if session is None:
+                session = uuid.uuid4().hex
+            exchange.extra_headers.append((self._session_header, session.encode("latin-1")))
+            body = api_chat_request(body, served)
+            raw = json.dumps(body).encode()
+            path = "/v1/chat/completions"
+        else:
+            exchange.model = resolve_model(body, names, required=True)
+            check_required(path, body)
+            if exchange.model != served:
+                body["model"] = served
+                raw = json.dumps(body).encode()
+        exchange.stream = body.get("stream") is True
+        exchange.session = session
+        exchange.key, exchange.key_kind = routing_key(
+            session, body, self.config.balancer.prefix_chars
+        )
+        headers = self.proxy.upstream_headers(scope["headers"], exchange.request_id)
+        target = path + (
+            "?" + scope["query_string"].decode("latin-1") if scope["query_string"] else ""
+        )
+        await self._forward_watching_disconnect(
+            receive, send, exchange, target, raw, headers, started
+        )
+
+    async def _forward_watching_disconnect(
+        self,
+        receive: Receive,
+        send: Send,
+        exchange: Exchange,
+        target: str,
+        raw: bytes,
+        headers: bytes,
+        started: float,
+    ) -> None:
+        task = asyncio.current_task()
+        if task is None:  # pragma: no cover - always inside a task under a server
+            raise RuntimeError("no current task")
+        disconnected = False
+        watcher: asyncio.Future[Message] | None = None
+
+        def on_message(done: asyncio.Future[Message]) -> None:
+            nonlocal disconnected
+            if done.cancelled() or done.exception() is not None or exchange.response_finished:
+                return
+            # The only message left once the body is read is http.disconnect.
+            disconnected = True
+            task.cancel()
+
+        def watch() -> None:
+            nonlocal watcher
+            watcher = asyncio.ensure_future(receive())
+            watcher.add_done_callback(on_message)
+
+        # Most proxied requests finish in milliseconds; listening costs a task, so it starts
+        # only once the request has lasted WATCH_AFTER seconds (on the request's own timer).
+        try:
+            await self.proxy.forward(
+                exchange, send, target, raw, headers, started, watch, WATCH_AFTER
+            )
+        except asyncio.CancelledError:
+            if not disconnected:
+                raise
+            task.uncancel()
+            exchange.status, exchange.cause = 499, "client_disconnect"
+        finally:
+            if watcher is not None and not watcher.done():
+                watcher.remove_done_callback(on_message)
+                watcher.cancel()
+
+
+def create_app(
+    config: RouterConfig,
+    *,
+    discovery: Discovery,
+    registry: CollectorRegistry | None = None,
+    access_log: AccessLog | None = None,
+    balancer: Balancer | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> RouterApp:
+    """A router app; every collaborator can be injected, none is shared between apps."""
+    return RouterApp(
+        config,
+        discovery=discovery,
+        balancer=balancer or make_balancer(config.balancer),
+        metrics=RouterMetrics(registry or CollectorRegistry(auto_describe=True)),
+        access_log=access_log or AccessLog(),
+        clock=clock,
+    )

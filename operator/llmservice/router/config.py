@@ -1,0 +1,153 @@
+"""Configuration value objects of the router, with named defaults.
+
+Every knob the router has lives here as a frozen dataclass field whose default is a named
+module constant, so the CLI, the operator's rendering and the tests agree on one value. The
+objects are plain data: building an app from them performs no I/O.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+DEFAULT_HOST = "0.0.0.0"  # noqa: S104 - the router serves the Pod network
+DEFAULT_PORT = 8080
+DEFAULT_ENGINE_PORT = 8000
+DEFAULT_SESSION_HEADER = "X-Session-ID"
+DEFAULT_REQUEST_ID_HEADER = "X-Request-ID"
+DEFAULT_LOAD_BOUND = 1.25
+DEFAULT_VIRTUAL_NODES = 1000
+DEFAULT_PREFIX_CHARS = 512
+DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
+
+DEFAULT_CONNECT_TIMEOUT = 5.0
+DEFAULT_FIRST_BYTE_TIMEOUT = 300.0
+DEFAULT_IDLE_TIMEOUT = 120.0
+DEFAULT_TOTAL_TIMEOUT = 1800.0
+
+DEFAULT_RETRIES = 2
+DEFAULT_RETRY_BUDGET_RATIO = 0.2
+DEFAULT_RETRY_BUDGET_MIN_PER_SECOND = 10.0
+DEFAULT_RETRY_BUDGET_WINDOW = 10.0
+
+DEFAULT_MAX_CONNECTIONS = 1024
+DEFAULT_DRAIN_DELAY = 5.0
+DEFAULT_GRACE_PERIOD = 60.0
+
+
+class Strategy(enum.StrEnum):
+    """How the balancer picks a replica (see `llmservice.router.balancer`)."""
+
+    SESSION = "session"
+    """CHWBL on the session key; a bounded prompt prefix when there is none."""
+    LEAST_LOAD = "least-load"
+    """The replica with the fewest requests in flight."""
+    ROUND_ROBIN = "round-robin"
+    """Each ready replica in turn."""
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Upstream timeouts in seconds; none of them is unbounded.
+
+    ``connect`` covers the TCP connect, ``first_byte`` the wait from sending the request to
+    the response headers, ``idle`` the longest silence between two body chunks, and ``total``
+    the whole exchange including the streamed body. An engine answers a non-streaming
+    request only when the whole completion is ready, so ``first_byte`` bounds the generation
+    of non-streaming requests and should be generous.
+    """
+
+    connect: float = DEFAULT_CONNECT_TIMEOUT
+    first_byte: float = DEFAULT_FIRST_BYTE_TIMEOUT
+    idle: float = DEFAULT_IDLE_TIMEOUT
+    total: float = DEFAULT_TOTAL_TIMEOUT
+
+    def __post_init__(self) -> None:
+        for name in ("connect", "first_byte", "idle", "total"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"timeout {name} must be positive")
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Retries on another replica, only for failures before the first response byte.
+
+    ``attempts_max`` is the number of retries per request (not counting the first try).
+    The budget keeps retries to ``budget_ratio`` of the requests seen in the last
+    ``budget_window`` seconds, with at least ``budget_min_per_second`` always allowed, so a
+    failing fleet is not hit with a multiple of its load.
+    """
+
+    attempts_max: int = DEFAULT_RETRIES
+    budget_ratio: float = DEFAULT_RETRY_BUDGET_RATIO
+    budget_min_per_second: float = DEFAULT_RETRY_BUDGET_MIN_PER_SECOND
+    budget_window: float = DEFAULT_RETRY_BUDGET_WINDOW
+
+    def __post_init__(self) -> None:
+        if self.attempts_max < 0:
+            raise ValueError("retries must be >= 0")
+        if self.budget_ratio < 0 or self.budget_min_per_second < 0 or self.budget_window <= 0:
+            raise ValueError("retry budget values must be >= 0 (window > 0)")
+
+
+@dataclass(frozen=True, slots=True)
+class BalancerConfig:
+    """Routing: the strategy, the CHWBL load bound and the prefix used without a session."""
+
+    strategy: Strategy = Strategy.SESSION
+    load_bound: float = DEFAULT_LOAD_BOUND
+    virtual_nodes: int = DEFAULT_VIRTUAL_NODES
+    prefix_chars: int = DEFAULT_PREFIX_CHARS
+
+    def __post_init__(self) -> None:
+        if self.load_bound < 1.0:
+            raise ValueError("load bound must be >= 1.0")
+        if self.virtual_nodes < 1 or self.prefix_chars < 1:
+            raise ValueError("virtual nodes and prefix chars must be >= 1")
+
+
+@dataclass(frozen=True, slots=True)
+class DiscoveryConfig:
+    """Where the engine replicas are: a static list, or Pods found through the API server.
+
+    With ``static_backends`` set, the API server is never contacted. Otherwise the router
+    watches Pods in ``namespace`` matching ``selector`` and sends to ``podIP:engine_port``.
+    """
+
+    static_backends: tuple[str, ...] = ()
+    namespace: str | None = None
+    selector: str = ""
+    engine_port: int = DEFAULT_ENGINE_PORT
+
+    def __post_init__(self) -> None:
+        if not self.static_backends and not self.selector:
+            raise ValueError("either static backends or a pod label selector is required")
+
+
+@dataclass(frozen=True, slots=True)
+class RouterConfig:
+    """Everything `create_app` needs besides its injected collaborators."""
+
+    served_model_name: str
+    discovery: DiscoveryConfig
+    aliases: tuple[str, ...] = ()
+    session_header: str = DEFAULT_SESSION_HEADER
+    request_id_header: str = DEFAULT_REQUEST_ID_HEADER
+    balancer: BalancerConfig = field(default_factory=BalancerConfig)
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    forward_authorization: bool = False
+    api_keys_file: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.served_model_name:
+            raise ValueError("served model name is required")
+        if self.max_body_bytes < 1 or self.max_connections < 1:
+            raise ValueError("max body bytes and max connections must be >= 1")
+
+    @property
+    def model_names(self) -> tuple[str, ...]:
+        """The served name first, then the aliases, without duplicates."""
+        return tuple(dict.fromkeys((self.served_model_name, *self.aliases)))

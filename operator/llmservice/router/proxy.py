@@ -1,0 +1,376 @@
+"""Forwarding one request to a replica and streaming the answer back.
+
+The upstream client is one `llmservice.router.upstream.Pool` of keep-alive connections per
+app, chosen by measurement (see that module and bench/README.md). Bodies pass through
+untouched and are forwarded as each piece arrives, never buffered; SSE therefore streams
+chunk by chunk.
+
+Retry policy: a request is retried on another replica only when the attempt failed before
+the first response byte: the connection was refused or the connect timed out (the engine
+never saw the request), or the connection broke before any response byte (a keep-alive
+connection the engine had closed, or an engine that died before answering).
+Retries are capped per request (``RetryPolicy.attempts_max``) and by a budget over all
+requests (`RetryBudget`). A first-byte timeout is not retried: the engine may be working
+on the request, and a second copy would double the load that made it slow. A response
+status, even 5xx, is the engine's answer and is passed on as it is.
+
+Timeouts: ``connect`` bounds the TCP connect, ``first_byte`` the wait for the response
+headers, ``idle`` each wait for the next body chunk, ``total`` the whole exchange. A
+failure after the headers went out cannot change the status: an SSE stream gets a final
+``data: {"error": ...}`` event, any other body is cut off by closing the connection.
+
+Headers: hop-by-hop headers (RFC 9110 section 7.6.1) are dropped both ways, the client's
+``Authorization`` is dropped unless ``forward_authorization`` is set, and the request id
+travels upstream in ``X-Request-ID``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from llmservice.router.balancer import Balancer
+from llmservice.router.config import RouterConfig
+from llmservice.router.discovery import Replica
+from llmservice.router.errors import (
+    NoReadyReplica,
+    RouterError,
+    UpstreamConnectError,
+    UpstreamProtocolError,
+    UpstreamTimeout,
+)
+from llmservice.router.limits import TIMEOUT_MESSAGES, RetryBudget, Watchdog
+from llmservice.router.metrics import RouterMetrics
+from llmservice.router.payloads import usage_from_json, usage_from_sse_tail
+from llmservice.router.upstream import (
+    ConnectError,
+    DisconnectedError,
+    Pool,
+    ProtocolError,
+    Response,
+    UpstreamError,
+)
+
+__all__ = ["HOP_BY_HOP", "Exchange", "Proxy", "make_pool"]
+
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+# Request headers the router sets itself or never forwards.
+_DROP_REQUEST = HOP_BY_HOP | {
+    b"host", b"content-length", b"content-type", b"expect", b"x-request-id",
+}  # fmt: skip
+_DROP_REQUEST_AUTH = _DROP_REQUEST | {b"authorization"}
+_USAGE_BODY_LIMIT = 1 << 20
+
+
+def make_pool(config: RouterConfig) -> Pool:
+    """The one pooled upstream client of an app."""
+    return Pool(limit=config.max_connections, connect_timeout=config.timeouts.connect)
+
+
+def _target(url: str) -> tuple[str, int, bytes, bytes]:
+    """(host, port, base path, Host header line) of an engine's base URL."""
+    parts = urlsplit(url)
+    host = parts.hostname or "127.0.0.1"
+    port = parts.port or 80
+    netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return host, port, parts.path.rstrip("/").encode(), f"host: {netloc}\r\n".encode()
+
+
+@dataclass(slots=True)
+class Exchange:
+    """What happened to one proxied request, for metrics and the access log."""
+
+    request_id: str
+    route: str
+    model: str
+    key: str | None = None
+    key_kind: str = "none"
+    session: str | None = None
+    stream: bool = False
+    replica: str | None = None
+    attempts: int = 0
+    status: int = 0
+    cause: str | None = None
+    first_byte_at: float | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    sse: bool = False
+    response_started: bool = False
+    response_finished: bool = False
+    extra_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+
+class _AbortStream(Exception):
+    """Stop the response after its headers went out; carries the cause."""
+
+    def __init__(self, error: RouterError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+class Proxy:
+    """Chooses a replica, forwards, retries before the first byte, streams back."""
+
+    def __init__(
+        self,
+        config: RouterConfig,
+        balancer: Balancer,
+        metrics: RouterMetrics,
+        budget: RetryBudget,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.balancer = balancer
+        self.metrics = metrics
+        self.budget = budget
+        self.clock = clock
+        self.pool: Pool | None = None
+        self.replicas: dict[str, Replica] = {}
+        self.loads: dict[str, int] = {}
+        self._gone: set[str] = set()
+        self._targets: dict[str, tuple[str, int, bytes, bytes]] = {}
+
+    # -- replica set --------------------------------------------------------------------
+
+    def set_replicas(self, routable: dict[str, Replica]) -> None:
+        """Route to exactly ``routable``; replicas that left keep their in-flight count."""
+        for name in self.replicas.keys() - routable.keys():
+            if self.loads.get(name, 0):
+                self._gone.add(name)
+            else:
+                self._forget(name)
+        self._gone -= routable.keys()
+        self.replicas = dict(routable)
+        self._targets = {name: _target(replica.url) for name, replica in routable.items()}
+        for name in routable:
+            self.loads.setdefault(name, 0)
+        self.balancer.update(routable.keys())
+        self.metrics.set_replicas(len(routable), len(self._gone))
+
+    def _forget(self, name: str) -> None:
+        self.loads.pop(name, None)
+
+    def _release(self, name: str) -> None:
+        value = self.loads[name] - 1
+        self.loads[name] = value
+        if value == 0 and name in self._gone:
+            self._gone.discard(name)
+            self._forget(name)
+            self.metrics.set_replicas(len(self.replicas), len(self._gone))
+
+    # -- one request --------------------------------------------------------------------
+
+    def upstream_headers(self, headers: Iterable[tuple[bytes, bytes]], request_id: str) -> bytes:
+        """The request's header lines for the engine, ``\\r\\n``-joined (no Host, no length)."""
+        drop = _DROP_REQUEST if self.config.forward_authorization else _DROP_REQUEST_AUTH
+        lines: list[bytes] = []
+        for name, value in headers:
+            if name in drop:
+                if name == b"connection":  # and the headers it names (RFC 9110 7.6.1)
+                    named = {t.strip().lower() for t in value.split(b",")}
+                    drop = drop | (named - {b"close", b"keep-alive"})
+                    lines = [line for line in lines if line.split(b":", 1)[0] not in drop]
+                continue
+            if name not in drop:
+                lines.append(name + b": " + value)
+        lines.append(b"content-type: application/json")
+        lines.append(b"x-request-id: " + request_id.encode())
+        return b"\r\n".join(lines)
+
+    async def forward(
+        self,
+        exchange: Exchange,
+        send: Send,
+        path: str,
+        body: bytes,
+        headers: bytes,
+        started: float,
+        on_slow: Callable[[], None] | None = None,
+        slow_after: float = math.inf,
+    ) -> None:
+        """Send ``body`` to ``path`` on a chosen replica and stream its answer to ``send``."""
+        self.budget.record_request()
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        if task is None:  # pragma: no cover - always inside a task under a server
+            raise RuntimeError("no current task")
+        # The total deadline counts from when the request arrived, on the loop's clock.
+        deadline = loop.time() + self.config.timeouts.total - (self.clock() - started)
+        timeouts = self.config.timeouts
+        first_check = min(timeouts.first_byte, timeouts.idle)
+        watchdog = Watchdog(loop, task, deadline, first_check, on_slow, slow_after)
+        try:
+            await self._attempts(exchange, send, path, body, headers, watchdog)
+        except asyncio.CancelledError:
+            if watchdog.expired is None:
+                raise
+            task.uncancel()
+            error = UpstreamTimeout(TIMEOUT_MESSAGES[watchdog.expired])
+            if not exchange.response_started:
+                raise error from None
+            await self._abort(exchange, send, error)
+        except _AbortStream as abort:
+            await self._abort(exchange, send, abort.error)
+        finally:
+            watchdog.close()
+
+    async def _attempts(
+        self,
+        exchange: Exchange,
+        send: Send,
+        path: str,
+        body: bytes,
+        headers: bytes,
+        watchdog: Watchdog,
+    ) -> None:
+        if self.pool is None:
+            raise RuntimeError("the app has not started")
+        target = path.encode("latin-1")
+        tried: set[str] = set()
+        stale: set[str] = set()
+        last_error: RouterError | None = None
+        while True:
+            choice = self.balancer.pick(exchange.key, self.loads, tried)
+            if choice is None:
+                if last_error is not None:
+                    raise last_error
+                raise NoReadyReplica("No engine replica is ready to serve this request.")
+            name = choice.replica
+            if not tried and exchange.key_kind != "none":
+                self.metrics.routed(exchange.key_kind, choice.primary)
+            tried.add(name)
+            exchange.replica = name
+            exchange.attempts += 1
+            host, port, base, host_header = self._targets[name]
+            self.loads[name] = self.loads.get(name, 0) + 1
+            try:
+                watchdog.enter("first_byte", self.config.timeouts.first_byte)
+                head = b"POST " + base + target + b" HTTP/1.1\r\n" + host_header + headers
+                try:
+                    response = await self.pool.request(host, port, head, body)
+                except (ConnectError, DisconnectedError) as error:
+                    if isinstance(error, DisconnectedError) and not error.before_response:
+                        raise UpstreamProtocolError(
+                            "The engine closed the connection in the middle of its response."
+                        ) from None
+                    last_error = UpstreamConnectError(
+                        f"Could not reach an engine replica: {type(error).__name__}."
+                    )
+                    if (
+                        exchange.attempts > self.config.retry.attempts_max
+                        or not self.budget.try_spend()
+                    ):
+                        raise last_error from None
+                    if isinstance(error, DisconnectedError) and name not in stale:
+                        # A pooled keep-alive connection the engine had closed: the same
+                        # replica gets one more try on a fresh connection.
+                        stale.add(name)
+                        tried.discard(name)
+                    self.metrics.retry(last_error.cause)
+                    continue
+                except ProtocolError as error:
+                    raise UpstreamProtocolError(
+                        f"The engine sent an invalid response: {error}."
+                    ) from None
+                watchdog.enter("idle", self.config.timeouts.idle)
+                try:
+                    await self._relay(exchange, send, response, watchdog)
+                finally:
+                    response.close()
+                return
+            finally:
+                self._release(name)
+
+    async def _relay(
+        self,
+        exchange: Exchange,
+        send: Send,
+        response: Response,
+        watchdog: Watchdog,
+    ) -> None:
+        status = response.status
+        exchange.status = status
+        if status >= 500:
+            exchange.cause = "upstream_5xx"
+        out_headers = [
+            (name.lower(), value)
+            for name, value in response.headers
+            if name.lower() not in HOP_BY_HOP and name.lower() != b"x-request-id"
+        ]
+        out_headers.append((b"x-request-id", exchange.request_id.encode()))
+        out_headers.extend(exchange.extra_headers)
+        content_type = response.header(b"content-type") or b""
+        sse = content_type.startswith(b"text/event-stream")
+        keep_json = not sse and content_type.startswith(b"application/json")
+        await send({"type": "http.response.start", "status": status, "headers": out_headers})
+        exchange.response_started = True
+        exchange.sse = sse
+        kept: list[bytes] = []
+        kept_size = 0
+        previous = tail = b""
+        read_chunk = response.read_chunk
+        touch = watchdog.touch
+        try:
+            while True:
+                chunk = await read_chunk()
+                if not chunk:
+                    break
+                if exchange.first_byte_at is None:
+                    exchange.first_byte_at = self.clock()
+                if sse:
+                    previous, tail = tail, chunk
+                elif keep_json and kept_size < _USAGE_BODY_LIMIT:
+                    kept.append(chunk)
+                    kept_size += len(chunk)
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                touch()
+        except UpstreamError as error:
+            raise _AbortStream(
+                UpstreamProtocolError(f"The engine broke off its response: {error}.")
+            ) from None
+        exchange.response_finished = True
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        if sse:
+            exchange.prompt_tokens, exchange.completion_tokens = usage_from_sse_tail(
+                previous + tail
+            )
+        elif kept and kept_size < _USAGE_BODY_LIMIT:
+            exchange.prompt_tokens, exchange.completion_tokens = usage_from_json(b"".join(kept))
+
+    async def _abort(self, exchange: Exchange, send: Send, error: RouterError) -> None:
+        """End a response whose headers are already out; see the module docstring."""
+        exchange.cause = error.cause
+        if not exchange.sse:
+            return  # the app returns with the body incomplete and the server closes the connection
+        event = {
+            "error": {
+                "message": error.message,
+                "type": error.error_type,
+                "code": error.code,
+                "request_id": exchange.request_id,
+            }
+        }
+        payload = b"data: " + json.dumps(event).encode() + b"\n\n"
+        await send({"type": "http.response.body", "body": payload, "more_body": True})
+        exchange.response_finished = True
+        await send({"type": "http.response.body", "body": b"", "more_body": False})

@@ -1,0 +1,153 @@
+"""Running a router app on a real loopback socket inside the test's own event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import socket
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import replace
+from types import TracebackType
+from typing import Any, TypeVar
+
+import uvicorn
+import uvloop
+
+from llmservice.router import (
+    AccessLog,
+    DiscoveryConfig,
+    Replica,
+    RouterApp,
+    RouterConfig,
+    StaticDiscovery,
+    create_app,
+)
+from llmservice.router.discovery import Listener
+
+T = TypeVar("T")
+
+TEST_TIMEOUT = 60.0
+
+
+def run(coro: Coroutine[Any, Any, T], timeout: float = TEST_TIMEOUT) -> T:
+    """Run one test scenario on a fresh uvloop loop, bounded in time."""
+
+    async def bounded() -> T:
+        async with asyncio.timeout(timeout):
+            return await coro
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(bounded())
+
+
+def config(*backends: str, **changes: Any) -> RouterConfig:
+    base = RouterConfig(
+        served_model_name="llama",
+        aliases=("gpt-3.5-turbo",),
+        discovery=DiscoveryConfig(static_backends=backends or ("http://127.0.0.1:9",)),
+    )
+    return replace(base, **changes)
+
+
+class MutableDiscovery:
+    """Discovery whose replica set a test changes at will."""
+
+    def __init__(self, urls: list[str], *, synced: bool = True) -> None:
+        self._replicas = {url: Replica(url, url) for url in urls}
+        self._listener: Listener | None = None
+        self._synced = synced
+
+    @property
+    def synced(self) -> bool:
+        return self._synced
+
+    async def start(self, listener: Listener) -> None:
+        self._listener = listener
+        listener(dict(self._replicas))
+
+    async def stop(self) -> None:
+        self._listener = None
+
+    def set(self, urls: list[str]) -> None:
+        self._replicas = {url: Replica(url, url) for url in urls}
+        self._synced = True
+        if self._listener is not None:
+            self._listener(dict(self._replicas))
+
+
+class RouterServer:
+    """A router app served by uvicorn on 127.0.0.1:<free port> in the running loop."""
+
+    def __init__(
+        self,
+        cfg: RouterConfig,
+        *,
+        discovery: Any = None,
+    ) -> None:
+        self.log = io.StringIO()
+        self.app: RouterApp = create_app(
+            cfg,
+            discovery=discovery or StaticDiscovery(cfg.discovery.static_backends),
+            access_log=AccessLog(self.log),
+        )
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self.port: int = self._sock.getsockname()[1]
+        self._server = uvicorn.Server(
+            uvicorn.Config(
+                self.app,
+                http="httptools",
+                loop="none",
+                lifespan="on",
+                log_config=None,
+                access_log=False,
+                timeout_graceful_shutdown=5,
+            )
+        )
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log_lines(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.log.getvalue().splitlines()]
+
+    async def __aenter__(self) -> RouterServer:
+        self._task = asyncio.create_task(self._server.serve(sockets=[self._sock]))
+        await until(lambda: self._server.started or self._task is None or self._task.done())
+        if self._task.done():
+            self._task.result()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._server.should_exit = True
+        if self._task is not None:
+            await self._task
+        self._sock.close()
+
+
+async def until(
+    condition: Callable[[], bool | Awaitable[bool]], within: float = 20.0, step: float = 0.01
+) -> None:
+    """Poll ``condition`` until it holds; fail after ``within`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while True:
+        result = condition()
+        if not isinstance(result, bool):
+            result = await result
+        if result:
+            return
+        if loop.time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(step)
+
+
+CHAT = {"model": "llama", "messages": [{"role": "user", "content": "hello"}]}

@@ -1,0 +1,145 @@
+"""Every client mistake is a 4xx with an OpenAI-style error and the request id; never a 500."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import aiohttp
+import pytest
+
+from .backends import FakeBackend, Mode
+from .conftest import CHAT, MutableDiscovery, RouterServer, config, run
+
+CASES = [
+    # (name, method, path, headers, body, status, code, param)
+    ("malformed json", "POST", "/v1/chat/completions", {}, b'{"model": "llama",', 400,
+     "invalid_request", None),
+    ("not an object", "POST", "/v1/chat/completions", {}, b"[1, 2]", 400, "invalid_request",
+     None),
+    ("not utf-8", "POST", "/v1/chat/completions", {}, b"\xff\xfe{}", 400, "invalid_request",
+     None),
+    ("missing messages", "POST", "/v1/chat/completions", {}, b'{"model": "llama"}', 400,
+     "invalid_request", "messages"),
+    ("empty messages", "POST", "/v1/chat/completions", {},
+     b'{"model": "llama", "messages": []}', 400, "invalid_request", "messages"),
+    ("messages not objects", "POST", "/v1/chat/completions", {},
+     b'{"model": "llama", "messages": ["hi"]}', 400, "invalid_request", "messages"),
+    ("missing prompt", "POST", "/v1/completions", {}, b'{"model": "llama"}', 400,
+     "invalid_request", "prompt"),
+    ("missing input", "POST", "/v1/embeddings", {}, b'{"model": "llama"}', 400,
+     "invalid_request", "input"),
+    ("missing model", "POST", "/v1/chat/completions", {},
+     b'{"messages": [{"role": "user", "content": "x"}]}', 400, "invalid_request", "model"),
+    ("unknown model", "POST", "/v1/chat/completions", {},
+     b'{"model": "gpt-4", "messages": [{"role": "user", "content": "x"}]}', 404,
+     "model_not_found", "model"),
+    ("form content type", "POST", "/v1/chat/completions",
+     {"Content-Type": "application/x-www-form-urlencoded"}, b"a=b", 415,
+     "unsupported_media_type", None),
+    ("text content type", "POST", "/v1/chat/completions", {"Content-Type": "text/plain"},
+     json.dumps(CHAT).encode(), 415, "unsupported_media_type", None),
+    ("oversized body", "POST", "/v1/chat/completions", {}, b"x" * 5000, 413,
+     "payload_too_large", None),
+    ("get on a post route", "GET", "/v1/chat/completions", {}, b"", 405,
+     "method_not_allowed", None),
+    ("post on a get route", "POST", "/v1/models", {}, b"{}", 405, "method_not_allowed", None),
+    ("unknown path", "GET", "/v2/nothing", {}, b"", 404, "not_found", None),
+    ("api chat unknown parameter", "POST", "/api/chat", {},
+     b'{"messages": [{"role": "user", "content": "x"}], "temprature": 1}', 400,
+     "invalid_request", "temprature"),
+    ("api chat wrong type", "POST", "/api/chat", {},
+     b'{"messages": [{"role": "user", "content": "x"}], "top_k": "many"}', 400,
+     "invalid_request", "top_k"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "headers", "body", "status", "code", "param"),
+    [case[1:] for case in CASES],
+    ids=[case[0] for case in CASES],
+)
+def test_bad_input_is_a_4xx_openai_error(
+    method: str,
+    path: str,
+    headers: dict[str, str],
+    body: bytes,
+    status: int,
+    code: str,
+    param: str | None,
+) -> None:
+    async def scenario() -> None:
+        async with (
+            FakeBackend(Mode.JSON) as backend,
+            RouterServer(config(backend.url, max_body_bytes=4096)) as router,
+            aiohttp.ClientSession() as client,
+        ):
+            sent = {"Content-Type": "application/json", "X-Request-ID": "req-42", **headers}
+            async with client.request(
+                method, router.url + path, data=body, headers=sent
+            ) as response:
+                assert response.status == status
+                assert response.headers["X-Request-ID"] == "req-42"
+                error = (await response.json())["error"]
+            assert error["code"] == code
+            assert error["param"] == param
+            assert error["request_id"] == "req-42"
+            assert error["message"]
+            assert error["type"] in ("invalid_request_error",)
+            assert backend.requests == []
+
+    run(scenario())
+
+
+def test_oversized_chunked_body_is_413_without_content_length() -> None:
+    async def scenario() -> None:
+        async with RouterServer(config(max_body_bytes=1024)) as router:
+            reader, writer = await asyncio.open_connection("127.0.0.1", router.port)
+            writer.write(
+                b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n"
+                b"content-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n"
+            )
+            for _ in range(4):
+                writer.write(b"200\r\n" + b"x" * 512 + b"\r\n")
+            writer.write(b"0\r\n\r\n")
+            await writer.drain()
+            head = await reader.readuntil(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 413")
+            writer.close()
+            await writer.wait_closed()
+
+    run(scenario())
+
+
+def test_no_ready_replica_is_503() -> None:
+    async def scenario() -> None:
+        discovery = MutableDiscovery([])
+        async with (
+            RouterServer(config(), discovery=discovery) as router,
+            aiohttp.ClientSession() as client,
+        ):
+            async with client.post(router.url + "/v1/chat/completions", json=CHAT) as response:
+                assert response.status == 503
+                error = (await response.json())["error"]
+            assert error["code"] == "no_ready_replica"
+            assert error["type"] == "server_error"
+            async with client.get(router.url + "/readyz") as response:
+                assert response.status == 503
+
+    run(scenario())
+
+
+def test_invalid_request_id_is_replaced() -> None:
+    async def scenario() -> None:
+        async with (
+            RouterServer(config()) as router,
+            aiohttp.ClientSession() as client,
+            client.get(
+                router.url + "/nothing", headers={"X-Request-ID": "bad id with spaces"}
+            ) as response,
+        ):
+            given = response.headers["X-Request-ID"]
+            assert given != "bad id with spaces"
+            assert (await response.json())["error"]["request_id"] == given
+
+    run(scenario())

@@ -1,0 +1,62 @@
+"""The router's public names are pinned: changing them is a deliberate, reviewed act."""
+
+from __future__ import annotations
+
+import llmservice.router
+from llmservice.router import errors
+
+PUBLIC = [
+    "AccessLog",
+    "Balancer",
+    "BalancerConfig",
+    "Choice",
+    "ClientError",
+    "ConsistentHashBalancer",
+    "Discovery",
+    "DiscoveryConfig",
+    "InvalidRequest",
+    "KubernetesDiscovery",
+    "LeastLoadBalancer",
+    "MethodNotAllowed",
+    "ModelNotFound",
+    "NoReadyReplica",
+    "NotFound",
+    "PayloadTooLarge",
+    "PodTracker",
+    "Replica",
+    "RetryPolicy",
+    "RoundRobinBalancer",
+    "RouterApp",
+    "RouterConfig",
+    "RouterError",
+    "RouterMetrics",
+    "ServiceError",
+    "StaticDiscovery",
+    "Strategy",
+    "Timeouts",
+    "Unauthorized",
+    "UnsupportedMediaType",
+    "UpstreamConnectError",
+    "UpstreamProtocolError",
+    "UpstreamTimeout",
+    "create_app",
+    "error_body",
+    "make_balancer",
+    "prefix_key",
+    "routing_key",
+]
+
+
+def test_public_names_are_pinned() -> None:
+    assert sorted(llmservice.router.__all__) == PUBLIC
+    for name in PUBLIC:
+        assert getattr(llmservice.router, name) is not None
+
+
+def test_every_error_is_in_the_tree_and_documented() -> None:
+    doc = errors.__doc__ or ""
+    for name in errors.__all__:
+        value = getattr(errors, name)
+        if isinstance(value, type):
+            assert issubclass(value, errors.RouterError)
+            assert name in doc, name

@@ -1,0 +1,133 @@
+"""The pooled upstream client on real sockets: reuse, errors, framing."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from llmservice.router.upstream import (
+    ConnectError,
+    DisconnectedError,
+    Pool,
+    ProtocolError,
+    Response,
+)
+
+from .backends import FakeBackend, Mode, refusing_url
+from .conftest import run, until
+
+HEAD = b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json"
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+async def read_all(pool: Pool, port: int) -> tuple[int, bytes]:
+    response = await pool.request("127.0.0.1", port, HEAD, b"{}")
+    body = b""
+    while chunk := await response.read_chunk():
+        body += chunk
+    return response.status, body
+
+
+async def drain(response: Response) -> None:
+    while await response.read_chunk():
+        pass
+
+
+async def raw_server(handler: Handler) -> tuple[asyncio.Server, int]:
+    server = await asyncio.start_server(handler, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+def test_keep_alive_connections_are_reused() -> None:
+    async def scenario() -> None:
+        async with FakeBackend(Mode.JSON) as backend, Pool(limit=4, connect_timeout=5) as pool:
+            for _ in range(5):
+                status, body = await read_all(pool, backend.port)
+                assert status == 200
+                assert b'"usage"' in body
+            assert len(backend.requests) == 5
+            assert len(backend._writers) == 1  # one connection served all five
+
+    run(scenario())
+
+
+def test_refused_connection_is_a_connect_error() -> None:
+    async def scenario() -> None:
+        port = int(refusing_url().rsplit(":", 1)[1])
+        async with Pool(limit=4, connect_timeout=5) as pool:
+            with pytest.raises(ConnectError):
+                await pool.request("127.0.0.1", port, HEAD, b"{}")
+
+    run(scenario())
+
+
+def test_close_before_response_is_retryable_and_mid_body_is_not() -> None:
+    async def scenario() -> None:
+        async with FakeBackend(Mode.CLOSE) as closing, Pool(limit=4, connect_timeout=5) as pool:
+            with pytest.raises(DisconnectedError) as caught:
+                await pool.request("127.0.0.1", closing.port, HEAD, b"{}")
+            assert caught.value.before_response
+        async with (
+            FakeBackend(Mode.DIE_MID_STREAM, chunks=2) as dying,
+            Pool(limit=4, connect_timeout=5) as pool,
+        ):
+            response = await pool.request("127.0.0.1", dying.port, HEAD, b"{}")
+            with pytest.raises(DisconnectedError) as caught:
+                await drain(response)
+            assert not caught.value.before_response
+
+    run(scenario())
+
+
+def test_body_delimited_by_connection_close_and_garbage() -> None:
+    async def scenario() -> None:
+        async def until_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\nall of it")
+            await writer.drain()
+            writer.close()
+
+        async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"SMTP ready\r\n\r\n")
+            await writer.drain()
+            await reader.read()  # until the client hangs up
+            writer.close()
+
+        first, port = await raw_server(until_close)
+        second, bad_port = await raw_server(garbage)
+        async with first, second, Pool(limit=4, connect_timeout=5) as pool:
+            assert await read_all(pool, port) == (200, b"all of it")
+            with pytest.raises(ProtocolError):
+                await pool.request("127.0.0.1", bad_port, HEAD, b"{}")
+
+    run(scenario())
+
+
+def test_idle_connection_closed_by_the_engine_frees_its_slot() -> None:
+    async def scenario() -> None:
+        finished = 0
+
+        async def once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal finished
+            try:
+                await reader.readuntil(b"\r\n\r\n")
+                await reader.readexactly(2)
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                await writer.drain()
+                await asyncio.sleep(0.05)
+            finally:
+                writer.close()  # the server closes the keep-alive connection
+                finished += 1
+
+        server, port = await raw_server(once)
+        async with server, Pool(limit=1, connect_timeout=5) as pool:
+            assert await read_all(pool, port) == (200, b"ok")
+            await until(lambda: not pool._open)
+            # The single slot is free again: a new connection can be made.
+            assert await asyncio.wait_for(read_all(pool, port), 5) == (200, b"ok")
+            await until(lambda: finished == 2)
+
+    run(scenario())
