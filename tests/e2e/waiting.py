@@ -20,3 +20,12 @@ def eventually(probe: Callable[[], T | None], timeout: float, what: str) -> T:
             return last
         time.sleep(POLL_SECONDS)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+
+
+def holds_for(probe: Callable[[], bool], duration: float, what: str) -> None:
+    """Poll `probe` for `duration` seconds; fail as soon as it is false."""
+    deadline = time.monotonic() + duration
+    while time.monotonic() < deadline:
+        if not probe():
+            raise AssertionError(f"{what} stopped holding")
+        time.sleep(POLL_SECONDS * 4)

@@ -16,7 +16,8 @@ from llmservice.render.templating import render_template
 
 API_KEYS_DIR = "/etc/llmservice/api-keys"
 API_KEYS_VOLUME = "api-keys"
-DRAIN_MARGIN_SECONDS = 15
+# The router's drain delay (5 s) plus a margin before the kubelet's SIGKILL.
+DRAIN_MARGIN_SECONDS = 20
 DEFAULT_RESOURCES: dict[str, Any] = {
     "requests": {"cpu": "250m", "memory": "256Mi"},
     "limits": {"memory": "1Gi"},
@@ -59,6 +60,8 @@ def router_args(service: LLMService) -> list[str]:
         "--idle-timeout", str(timeouts.idle_seconds),
         "--total-timeout", str(timeouts.total_seconds),
         "--max-body-bytes", str(router.max_request_bytes),
+        # On SIGTERM, streams in flight may run to the total timeout before the Pod goes.
+        "--grace-period", str(timeouts.total_seconds),
     ]  # fmt: skip
     if router.api_keys_secret_ref is not None:
         args += ["--api-keys-file", f"{API_KEYS_DIR}/{router.api_keys_secret_ref.key}"]

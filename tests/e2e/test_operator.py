@@ -1,0 +1,347 @@
+"""The operator on the sandbox: apply an LLMService, watch it become a running stack.
+
+Real API server, scheduler, controllers and kwok nodes; the local runtime runs the
+simulator for engine Pods and the router for router Pods. Every wait polls a condition with
+a deadline.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+
+from llmservice.sandbox.cluster import Sandbox
+from tests.e2e.operator_fixture import OperatorProcess
+from tests.e2e.waiting import eventually, holds_for
+
+pytestmark = pytest.mark.e2e
+
+GROUP, VERSION, PLURAL = "serving.llmservice.dev", "v1alpha1", "llmservices"
+REPO = Path(__file__).resolve().parents[2]
+CRD_FILE = REPO / "crds" / "llmservices.serving.llmservice.dev.yaml"
+EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
+READY_TIMEOUT = 120
+INSTANCE = "app.kubernetes.io/instance=chat"
+
+
+@pytest.fixture(scope="module")
+def installed_crd(kube: client.ApiClient) -> Iterator[None]:
+    extensions = client.ApiextensionsV1Api(kube)
+    document: Any = yaml.safe_load(CRD_FILE.read_text(encoding="utf-8"))
+    extensions.create_custom_resource_definition(document)
+    name = document["metadata"]["name"]
+
+    def established() -> bool:
+        crd: Any = extensions.read_custom_resource_definition(name)
+        return any(
+            c.type == "Established" and c.status == "True" for c in crd.status.conditions or []
+        )
+
+    eventually(established, timeout=60, what="the LLMService CRD to be Established")
+    yield
+    extensions.delete_custom_resource_definition(name)
+
+
+@pytest.fixture(scope="module")
+def gpu_nodes_labelled(kube: client.ApiClient) -> None:
+    """GPU nodes carry the product label that GPU feature discovery sets (full.yaml needs it)."""
+    core = client.CoreV1Api(kube)
+    for node in core.list_node().items:
+        core.patch_node(
+            node.metadata.name,
+            {"metadata": {"labels": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}}},
+        )
+
+
+@pytest.fixture(scope="module")
+def operator(
+    sandbox: Sandbox, installed_crd: None, gpu_nodes_labelled: None
+) -> Iterator[OperatorProcess]:
+    process = OperatorProcess(sandbox.kubeconfig, sandbox.dir.root / "operator-e2e.log")
+    process.start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def custom(kube: client.ApiClient) -> client.CustomObjectsApi:
+    return client.CustomObjectsApi(kube)
+
+
+def get_llms(custom: client.CustomObjectsApi, namespace: str, name: str) -> dict[str, Any]:
+    obj: dict[str, Any] = custom.get_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, name
+    )
+    return obj
+
+
+def condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
+    return next(
+        (c for c in (obj.get("status") or {}).get("conditions") or [] if c["type"] == kind), {}
+    )
+
+
+def wait_ready(
+    custom: client.CustomObjectsApi, namespace: str, name: str, timeout: float = READY_TIMEOUT
+) -> dict[str, Any]:
+    def ready() -> dict[str, Any] | None:
+        obj = get_llms(custom, namespace, name)
+        status = obj.get("status") or {}
+        if (
+            condition(obj, "Ready").get("status") == "True"
+            and status.get("observedGeneration") == obj["metadata"]["generation"]
+            and condition(obj, "Ready").get("observedGeneration") == obj["metadata"]["generation"]
+        ):
+            return obj
+        return None
+
+    return eventually(ready, timeout, f"LLMService {namespace}/{name} to be Ready")
+
+
+def create_llms(custom: client.CustomObjectsApi, namespace: str, document: dict[str, Any]) -> None:
+    document = {**document, "metadata": {**document["metadata"], "namespace": namespace}}
+    custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, document)
+
+
+def minimal(name: str = "chat", **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "LLMService",
+        "metadata": {"name": name},
+        "spec": {"model": {"name": "Qwen/Qwen2.5-0.5B-Instruct"}, **spec},
+    }
+
+
+def volume_for(core: client.CoreV1Api, namespace: str, document: dict[str, Any]) -> None:
+    """A volume the claim can bind to: the sandbox has no storage provisioner."""
+    storage = document["spec"].get("storage") or {}
+    if not storage.get("enabled"):
+        return
+    spec: dict[str, Any] = {
+        "capacity": {"storage": "1Ti"},
+        "accessModes": ["ReadWriteOnce", "ReadWriteMany"],
+        "hostPath": {"path": f"/tmp/llmservice-e2e/{namespace}"},
+        "persistentVolumeReclaimPolicy": "Delete",
+        "claimRef": {"namespace": namespace, "name": f"{document['metadata']['name']}-models"},
+        "storageClassName": storage.get("storageClassName", ""),
+    }
+    core.create_persistent_volume(
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {"name": f"pv-{namespace}"},
+            "spec": spec,
+        }
+    )
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=[e.stem for e in EXAMPLES])
+def test_every_example_becomes_ready(
+    operator: OperatorProcess,
+    custom: client.CustomObjectsApi,
+    core: client.CoreV1Api,
+    apps: client.AppsV1Api,
+    namespace: str,
+    example: Path,
+) -> None:
+    document = yaml.safe_load(example.read_text(encoding="utf-8"))
+    volume_for(core, namespace, document)
+    create_llms(custom, namespace, document)
+    name = document["metadata"]["name"]
+    obj = wait_ready(custom, namespace, name)
+    for deployment in (f"{name}-engine", f"{name}-router"):
+        status = apps.read_namespaced_deployment_status(deployment, namespace).status
+        assert status.available_replicas == status.replicas
+    assert re.fullmatch(r"\d+/\d+", obj["status"]["replicaSummary"])
+    assert obj["status"]["endpoint"] == f"http://{name}.{namespace}.svc/v1"
+    monitoring = condition(obj, "MonitoringConfigured")
+    if document["spec"].get("monitoring", {}).get("serviceMonitor", True):
+        assert monitoring["status"] == "False"
+        assert monitoring["reason"] == "CRDNotInstalled"
+    services = {s.metadata.name for s in core.list_namespaced_service(namespace).items}
+    assert {name, f"{name}-engine"} <= services
+
+
+def test_scale_up_rolls_out_and_status_follows(
+    operator: OperatorProcess, custom: client.CustomObjectsApi, namespace: str
+) -> None:
+    create_llms(custom, namespace, minimal())
+    wait_ready(custom, namespace, "chat")
+    custom.patch_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        namespace,
+        PLURAL,
+        "chat",
+        {"spec": {"engine": {"replicas": 3}, "model": {"quantization": "awq"}}},
+    )
+    obj = wait_ready(custom, namespace, "chat")
+    assert obj["status"]["readyReplicas"] == 3
+    assert obj["status"]["replicaSummary"] == "3/3"
+
+
+def test_unschedulable_gpu_request_is_explained(
+    operator: OperatorProcess, custom: client.CustomObjectsApi, namespace: str
+) -> None:
+    create_llms(custom, namespace, minimal(engine={"gpus": 16}))
+
+    def explained() -> dict[str, Any] | None:
+        obj = get_llms(custom, namespace, "chat")
+        engine = condition(obj, "EngineAvailable")
+        return obj if engine.get("reason") == "Unschedulable" else None
+
+    obj = eventually(explained, READY_TIMEOUT, "EngineAvailable=False with reason Unschedulable")
+    assert condition(obj, "EngineAvailable")["status"] == "False"
+    assert "nvidia.com/gpu" in condition(obj, "EngineAvailable")["message"]
+    assert condition(obj, "Stalled")["status"] == "True"
+    assert condition(obj, "Ready")["status"] == "False"
+
+
+def test_drift_is_reverted_and_deleted_children_come_back(
+    operator: OperatorProcess,
+    custom: client.CustomObjectsApi,
+    core: client.CoreV1Api,
+    apps: client.AppsV1Api,
+    namespace: str,
+) -> None:
+    create_llms(custom, namespace, minimal())
+    wait_ready(custom, namespace, "chat")
+    apps.patch_namespaced_deployment(
+        "chat-engine", namespace, {"metadata": {"labels": {"team": "ml"}}, "spec": {"replicas": 2}}
+    )
+    core.delete_namespaced_service("chat", namespace)
+
+    def restored() -> bool:
+        deployment = apps.read_namespaced_deployment("chat-engine", namespace)
+        services = {s.metadata.name for s in core.list_namespaced_service(namespace).items}
+        return deployment.spec.replicas == 1 and "chat" in services
+
+    eventually(restored, 60, "the engine replicas reverted to 1 and the Service recreated")
+    assert apps.read_namespaced_deployment("chat-engine", namespace).metadata.labels["team"] == "ml"
+
+
+def test_deleting_the_llmservice_removes_every_child(
+    operator: OperatorProcess,
+    custom: client.CustomObjectsApi,
+    apps: client.AppsV1Api,
+    namespace: str,
+) -> None:
+    create_llms(custom, namespace, minimal())
+    wait_ready(custom, namespace, "chat")
+    custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "chat")
+    eventually(
+        lambda: not apps.list_namespaced_deployment(namespace).items,
+        90,
+        "children to be garbage collected",
+    )
+
+
+def _patch_requests(sandbox: Sandbox) -> int:
+    """PATCH requests the API server has served for the resources the operator writes."""
+    text = subprocess.run(
+        ["kubectl", "--kubeconfig", str(sandbox.kubeconfig), "get", "--raw", "/metrics"],
+        capture_output=True, text=True, check=True, timeout=30,
+    ).stdout  # fmt: skip
+    written = {"deployments", "services", "serviceaccounts", "roles", "rolebindings",
+               "poddisruptionbudgets", "networkpolicies", "llmservices", "ingresses"}  # fmt: skip
+    total = 0
+    for line in text.splitlines():
+        if line.startswith("apiserver_request_total{") and 'verb="PATCH"' in line:
+            resource = re.search(r'resource="([^"]*)"', line)
+            if resource and resource.group(1) in written:
+                total += int(float(line.rsplit(" ", 1)[1]))
+    return total
+
+
+def test_converged_llmservice_makes_no_writes(
+    operator: OperatorProcess, sandbox: Sandbox, custom: client.CustomObjectsApi, namespace: str
+) -> None:
+    create_llms(custom, namespace, minimal())
+    wait_ready(custom, namespace, "chat")
+
+    def throughput_written() -> bool:
+        return bool(get_llms(custom, namespace, "chat")["status"].get("throughput"))
+
+    eventually(throughput_written, 60, "the first throughput in the status")
+    before = _patch_requests(sandbox)
+    # Over three timer intervals (10 s each) a converged LLMService without traffic costs
+    # no PATCH at all: no apply, no status write.
+    holds_for(lambda: _patch_requests(sandbox) == before, 35, "no PATCH by the operator")
+
+
+def test_traffic_through_the_router_shows_up_as_tokens_per_second(
+    operator: OperatorProcess,
+    custom: client.CustomObjectsApi,
+    core: client.CoreV1Api,
+    namespace: str,
+) -> None:
+    create_llms(custom, namespace, minimal())
+    wait_ready(custom, namespace, "chat")
+    pods = core.list_namespaced_pod(
+        namespace, label_selector="app.kubernetes.io/component=router"
+    ).items
+    router_ip = pods[0].status.pod_ip
+
+    def router_ready() -> bool:
+        try:
+            with urllib.request.urlopen(f"http://{router_ip}:8080/readyz", timeout=2) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
+
+    eventually(router_ready, 60, "the router to discover the engine")
+    chat = {
+        "model": "Qwen/Qwen2.5-0.5B-Instruct",
+        "max_tokens": 32,
+        "messages": [{"role": "user", "content": "Say hello."}],
+    }
+    body = json.dumps(chat).encode()
+
+    def tokens_per_second() -> float | None:
+        for _ in range(5):
+            request = urllib.request.Request(
+                f"http://{router_ip}:8080/v1/chat/completions", data=body,
+                headers={"Content-Type": "application/json"},
+            )  # fmt: skip
+            with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+                assert json.loads(response.read())["usage"]["completion_tokens"] > 0
+        throughput = get_llms(custom, namespace, "chat")["status"].get("throughput") or {}
+        rate = float(throughput.get("generationTokensPerSecond", 0))
+        return rate if rate > 0 else None
+
+    assert eventually(tokens_per_second, 120, "non-zero generated tokens per second") > 0
+
+
+def test_operator_killed_mid_reconcile_converges_after_restart(
+    operator: OperatorProcess, custom: client.CustomObjectsApi, apps: client.AppsV1Api,
+    core: client.CoreV1Api, namespace: str,
+) -> None:  # fmt: skip
+    create_llms(custom, namespace, minimal())
+    eventually(lambda: apps.list_namespaced_deployment(namespace).items, 60, "a first child")
+    operator.kill()
+    operator.start()
+    obj = wait_ready(custom, namespace, "chat")
+    uid = obj["metadata"]["uid"]
+    children = [
+        *apps.list_namespaced_deployment(namespace).items,
+        *core.list_namespaced_service(namespace).items,
+        *core.list_namespaced_service_account(namespace, label_selector=INSTANCE).items,
+    ]  # fmt: skip
+    names = [(type(child).__name__, child.metadata.name) for child in children]
+    assert len(names) == len(set(names))
+    assert sorted(n for kind, n in names if kind == "V1Deployment") == [
+        "chat-engine",
+        "chat-router",
+    ]
+    for child in children:
+        owners = child.metadata.owner_references or []
+        assert [o.uid for o in owners if o.controller] == [uid], child.metadata.name
