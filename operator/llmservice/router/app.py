@@ -43,6 +43,7 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 
 from llmservice.router.accesslog import AccessLog
+from llmservice.router.auth import ApiKeys
 from llmservice.router.balancer import Balancer, make_balancer, routing_key
 from llmservice.router.config import RouterConfig
 from llmservice.router.discovery import Discovery, Replica
@@ -51,6 +52,7 @@ from llmservice.router.errors import (
     NotFound,
     PayloadTooLarge,
     RouterError,
+    Unauthorized,
     error_body,
 )
 from llmservice.router.limits import RetryBudget
@@ -96,8 +98,10 @@ class RouterApp:
         metrics: RouterMetrics,
         access_log: AccessLog,
         clock: Callable[[], float] = time.monotonic,
+        api_keys: ApiKeys | None = None,
     ) -> None:
         self.config = config
+        self.api_keys = api_keys
         self.discovery = discovery
         self.metrics = metrics
         self.access_log = access_log
@@ -196,6 +200,8 @@ class RouterApp:
         route = path if path in PROXIED or path == API_CHAT else "other"
         exchange = Exchange(request_id=request_id, route=route, model="")
         try:
+            if self.api_keys is not None and (path in PROXIED or path in (API_CHAT, "/v1/models")):
+                self._authenticate(scope)
             if path in PROXIED or path == API_CHAT:
                 await self._proxied(scope, receive, send, exchange, started)
             else:
@@ -209,6 +215,11 @@ class RouterApp:
             exchange.status, exchange.cause = 499, "client_disconnect"
         finally:
             self._record(exchange, started, path, scope["method"])
+
+    def _authenticate(self, scope: Scope) -> None:
+        assert self.api_keys is not None  # noqa: S101 - checked by the caller
+        if self.api_keys.authenticate(self._header(scope, b"authorization")) is None:
+            raise Unauthorized("Missing or unknown API key: send Authorization: Bearer <key>.")
 
     def _record(self, exchange: Exchange, started: float, path: str, method: str) -> None:
         duration = self.clock() - started
@@ -387,6 +398,7 @@ def create_app(
     access_log: AccessLog | None = None,
     balancer: Balancer | None = None,
     clock: Callable[[], float] = time.monotonic,
+    api_keys: ApiKeys | None = None,
 ) -> RouterApp:
     """A router app; every collaborator can be injected, none is shared between apps."""
     return RouterApp(
@@ -396,4 +408,5 @@ def create_app(
         metrics=RouterMetrics(registry or CollectorRegistry(auto_describe=True)),
         access_log=access_log or AccessLog(),
         clock=clock,
+        api_keys=api_keys,
     )

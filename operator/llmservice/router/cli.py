@@ -55,6 +55,7 @@ import uvicorn
 from llmservice.router import config as defaults
 from llmservice.router.accesslog import AccessLog
 from llmservice.router.app import RouterApp, create_app
+from llmservice.router.auth import load_api_keys
 from llmservice.router.config import (
     BalancerConfig,
     DiscoveryConfig,
@@ -290,10 +291,13 @@ def main(argv: list[str]) -> int:
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter())
     logging.basicConfig(level=args.log_level.upper(), handlers=[handler], force=True)
+    api_keys = None
     if config.api_keys_file:
-        logging.getLogger("llmservice.router").warning(
-            "API keys file %s is accepted but keys are not enforced yet", config.api_keys_file
-        )
+        try:
+            api_keys = load_api_keys(config.api_keys_file)
+        except ValueError as error:
+            print(f"llmservice router: {error}", file=sys.stderr)
+            return 2
     try:
         discovery = make_discovery(config)
     except Exception as error:  # no cluster config, unreadable token, bad static URL
@@ -303,6 +307,7 @@ def main(argv: list[str]) -> int:
         config,
         discovery=discovery,
         access_log=AccessLog(enabled=not args.no_access_log),
+        api_keys=api_keys,
     )
     server_config = uvicorn.Config(
         app,

@@ -84,12 +84,14 @@ class RouterServer:
         cfg: RouterConfig,
         *,
         discovery: Any = None,
+        api_keys: Any = None,
     ) -> None:
         self.log = io.StringIO()
         self.app: RouterApp = create_app(
             cfg,
             discovery=discovery or StaticDiscovery(cfg.discovery.static_backends),
             access_log=AccessLog(self.log),
+            api_keys=api_keys,
         )
         self._sock = socket.socket()
         self._sock.bind(("127.0.0.1", 0))

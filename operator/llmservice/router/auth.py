@@ -1,0 +1,83 @@
+"""API keys: who may call the router.
+
+The keys come from a file (the operator mounts `router.apiKeysSecretRef` there), in YAML:
+
+    keys:
+      - name: team-a          # shown in logs and metrics instead of the key
+        key: sk-team-a-...    # what clients send as `Authorization: Bearer <key>`
+
+Keys are kept only as SHA-256 digests and compared in constant time; a key never appears in
+a log line or a metric. Without a file the router is open. A file that cannot be read or
+parsed stops the router at start (failing closed), never silently opens it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+__all__ = ["ApiKeys", "load_api_keys"]
+
+
+class _KeyEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Annotated[
+        str, Field(min_length=1, max_length=63, pattern=r"^[A-Za-z0-9][-A-Za-z0-9_.]*$")
+    ]
+    key: Annotated[str, Field(min_length=16, max_length=256)]
+
+
+class _KeysFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    keys: Annotated[list[_KeyEntry], Field(min_length=1)]
+
+
+def _digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
+
+
+@dataclass(frozen=True)
+class ApiKeys:
+    """Digest -> key name."""
+
+    names: dict[bytes, str]
+
+    def authenticate(self, authorization: bytes | None) -> str | None:
+        """The key's name for an `Authorization: Bearer <key>` header, else None."""
+        if not authorization or authorization[:7].lower() != b"bearer ":
+            return None
+        digest = hashlib.sha256(authorization[7:].strip()).digest()
+        found = None
+        for known, name in self.names.items():
+            if hmac.compare_digest(known, digest):
+                found = name
+        return found
+
+
+def load_api_keys(path: str) -> ApiKeys:
+    """Read and validate the keys file; ValueError with a clear message otherwise."""
+    try:
+        document = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        parsed = _KeysFile.model_validate(document)
+    except OSError as error:
+        raise ValueError(f"cannot read API keys file {path}: {error.strerror}") from None
+    except yaml.YAMLError:
+        raise ValueError(f"API keys file {path} is not valid YAML") from None
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+            for e in error.errors(include_url=False, include_input=False)
+        )
+        raise ValueError(f"API keys file {path} is invalid: {problems}") from None
+    names = {_digest(entry.key): entry.name for entry in parsed.keys}
+    if len(names) != len(parsed.keys):
+        raise ValueError(f"API keys file {path} repeats a key")
+    return ApiKeys(names)
