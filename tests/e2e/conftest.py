@@ -20,8 +20,9 @@ from llmservice.sandbox.errors import SandboxError
 from llmservice.sandbox.layout import Settings
 from llmservice.sandbox.progress import Progress
 from llmservice.sandbox.versions import default_layout
+from tests.e2e.addresses import fresh_pod_cidr
 
-E2E_POD_CIDR = "127.101.0.0/16"
+E2E_POD_CIDR = fresh_pod_cidr()
 
 
 @pytest.fixture(scope="session")

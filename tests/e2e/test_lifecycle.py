@@ -24,6 +24,7 @@ from llmservice.sandbox.processes import ProcessRecord
 from llmservice.sandbox.progress import Progress
 from llmservice.sandbox.runtime.workloads import COMPONENT_LABEL, MANAGED_BY, MANAGED_BY_LABEL
 from llmservice.sandbox.versions import default_layout
+from tests.e2e.addresses import fresh_pod_cidr
 from tests.e2e.manifests import deployment
 from tests.e2e.probes import PORT, answers, refused
 from tests.e2e.waiting import eventually
@@ -33,7 +34,7 @@ pytestmark = pytest.mark.e2e
 
 def small_sandbox(directory: Path, apiserver_port: int = 0, runtime: bool = False) -> Sandbox:
     settings = Settings(
-        nodes=1, pod_cidr="127.102.0.0/16", runtime=runtime, apiserver_port=apiserver_port
+        nodes=1, pod_cidr=fresh_pod_cidr(), runtime=runtime, apiserver_port=apiserver_port
     )
     return Sandbox(directory, settings, default_layout(), Progress(quiet=True))
 
