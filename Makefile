@@ -39,8 +39,9 @@ test-e2e: $(STAMP) ## tests against the sandbox's real control plane
 	$(BIN)/llmservice sandbox build
 	$(BIN)/pytest tests/e2e
 
-crds: $(STAMP) ## regenerate crds/ from the API models
+crds: $(STAMP) ## regenerate crds/ (and its copy in deploy/) from the API models
 	$(BIN)/llmservice crd --output crds/llmservices.serving.llmservice.dev.yaml
+	$(BIN)/llmservice crd --output deploy/crd.yaml
 
 golden: $(STAMP) ## regenerate the golden files of the rendered examples
 	$(BIN)/python -m tests.unit.golden
@@ -54,8 +55,8 @@ sandbox: $(STAMP) ## bring up the sandbox with the operator and an example
 sandbox-down: $(STAMP) ## stop every sandbox process and remove its files
 	$(BIN)/llmservice sandbox down
 
-bench: $(STAMP) ## run the benchmarks in bench/ (noisy on small machines: read ratios)
-	$(BIN)/python -m bench
+bench: $(STAMP) ## how to run the benchmarks (see bench/README.md; noisy: read ratios)
+	@sed -n '/^    .venv/p; /^    PATH/p' bench/README.md
 
 clean: ## remove caches and the virtualenv
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

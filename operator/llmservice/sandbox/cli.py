@@ -1,5 +1,10 @@
 """`llmservice sandbox build | up | down | status | env`.
 
+`up` brings up the control plane, then (unless `--no-operator`) installs the operator from
+`deploy/`, applies `examples/minimal.yaml`, waits for it to be Ready, sends requests through
+its router and shows `kubectl get llms` with live tokens per second (`--no-traffic` stops
+after applying the example).
+
 Faults a user can fix surface as one line on stderr and exit code 1; an interrupted `up`
 tears down what it started and exits 130.
 """
@@ -10,6 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from llmservice.sandbox import stack
 from llmservice.sandbox.build import Builder
 from llmservice.sandbox.cluster import Sandbox
 from llmservice.sandbox.errors import SandboxError
@@ -40,6 +46,17 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--pod-cidr", default=DEFAULT_POD_CIDR, help="loopback range for Pod IPs")
     up.add_argument("--apiserver-port", type=int, default=0, help="fixed API server port")
     up.add_argument("--no-runtime", action="store_true", help="do not start the local runtime")
+    up.add_argument(
+        "--no-operator",
+        action="store_true",
+        help="a bare cluster: do not install deploy/ nor apply the example",
+    )
+    up.add_argument(
+        "--no-traffic",
+        action="store_true",
+        help="do not wait for the example to be Ready, send requests through its router and "
+        "show its tokens per second",
+    )
     commands.add_parser("down", help="stop every sandbox process and remove its files")
     commands.add_parser("status", help="show the processes, nodes and Pod processes")
     commands.add_parser("env", help="print `export KUBECONFIG=...` for eval")
@@ -60,9 +77,20 @@ def run(args: argparse.Namespace) -> int:
             apiserver_port=args.apiserver_port,
             runtime=not args.no_runtime,
         )
+        with_operator = not args.no_operator
+        traffic = with_operator and not args.no_runtime and not args.no_traffic
+        if with_operator:
+            stack.require_kubectl()
+            stack.require_source()
         sandbox = Sandbox(directory, settings, progress=progress)
         state = sandbox.up()
-        print(usage(sandbox, state, progress.elapsed()))
+        if with_operator:
+            stack.install_operator(sandbox, progress)
+            stack.apply_example(sandbox, progress)
+        print(usage(sandbox, state, progress.elapsed(), with_operator))
+        if traffic:
+            print()
+            print(stack.send_traffic_and_show_throughput(sandbox, progress), end="")
         return 0
     sandbox = Sandbox(directory, progress=progress)
     if args.command == "down":

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import shlex
 from typing import TYPE_CHECKING, Any
 
 from kubernetes import client
 
 from llmservice.sandbox.apiclient import api_client
-from llmservice.sandbox.layout import GPU_RESOURCE
+from llmservice.sandbox.layout import GPU_RESOURCE, default_directory
 from llmservice.sandbox.runtime.records import load_all
 from llmservice.sandbox.state import SandboxState
 
@@ -15,22 +16,45 @@ if TYPE_CHECKING:
     from llmservice.sandbox.cluster import Sandbox
 
 
-def usage(sandbox: Sandbox, state: SandboxState, elapsed: float) -> str:
+def env_command(sandbox: Sandbox) -> str:
+    """`llmservice sandbox env`, with `--dir` when the sandbox is not in the default place."""
+    if sandbox.dir.root.resolve() == default_directory().resolve():
+        return "llmservice sandbox env"
+    return f"llmservice sandbox --dir {shlex.quote(str(sandbox.dir.root))} env"
+
+
+def usage(sandbox: Sandbox, state: SandboxState, elapsed: float, operator: bool = False) -> str:
+    """What to do next; with the operator installed, how to watch the example turn Ready."""
     settings = state.settings
-    return "\n".join(
-        [
-            f"Sandbox up in {elapsed:.1f}s: Kubernetes {state.kubernetes_version} at "
-            f"{state.ports.apiserver_url}, {settings.nodes} nodes with "
-            f"{settings.gpus_per_node} {GPU_RESOURCE} each, Pod IPs from {settings.pod_cidr}.",
+    lines = [
+        f"Sandbox up in {elapsed:.1f}s: Kubernetes {state.kubernetes_version} at "
+        f"{state.ports.apiserver_url}, {settings.nodes} nodes with "
+        f"{settings.gpus_per_node} {GPU_RESOURCE} each, Pod IPs from {settings.pod_cidr}.",
+    ]
+    if operator:
+        lines += [
+            "The operator runs in namespace llmservice-system; LLMService `chat`",
+            "(examples/minimal.yaml) is applied in namespace default.",
+            "",
+            "Watch it:",
+            f'  eval "$({env_command(sandbox)})"',
+            "  kubectl get llms -w",
+            "  kubectl wait --for=condition=Ready llms/chat --timeout=3m",
+            "  kubectl get pods -A",
+        ]
+    else:
+        lines += [
             "",
             "Use it:",
             f"  export KUBECONFIG={sandbox.kubeconfig}",
             "  kubectl get nodes",
-            "",
-            "  llmservice sandbox status    # processes, nodes, Pod processes",
-            "  llmservice sandbox down      # stop everything and remove its files",
         ]
-    )
+    lines += [
+        "",
+        "  llmservice sandbox status    # processes, nodes, Pod processes",
+        "  llmservice sandbox down      # stop everything and remove its files",
+    ]
+    return "\n".join(lines)
 
 
 def describe_status(sandbox: Sandbox) -> tuple[str, bool]:
@@ -66,7 +90,7 @@ def describe_status(sandbox: Sandbox) -> tuple[str, bool]:
         for pod in pods.values():
             mark = "running" if pod.process.alive() else "STOPPED"
             lines.append(
-                f"  {pod.namespace}/{pod.name:<30} {pod.component:<7} {pod.ip}:{pod.port} "
+                f"  {pod.namespace}/{pod.name:<30} {pod.component:<8} {pod.ip}:{pod.port} "
                 f"pid {pod.process.pid} {mark}"
             )
     return "\n".join(lines), healthy

@@ -21,9 +21,8 @@ from llmservice.sandbox.processes import start, stop
 from llmservice.sandbox.runtime import records
 from llmservice.sandbox.runtime.materialize import PodMaterializer
 from llmservice.sandbox.runtime.workloads import (
-    COMMANDS,
-    DEFAULT_PORT,
     POD_SELECTOR,
+    WORKLOADS,
     PodLaunch,
     component_of,
 )
@@ -106,7 +105,8 @@ class Supervisor:
     def launch(self, pod: Any) -> None:
         component = component_of(pod.metadata.labels)
         assert component is not None  # noqa: S101 - filtered by wants_process
-        ready = self.materializer.materialize(pod, DEFAULT_PORT)
+        workload = WORKLOADS[component]
+        ready = self.materializer.materialize(pod, workload.default_port)
         launch = PodLaunch(
             namespace=pod.metadata.namespace,
             name=pod.metadata.name,
@@ -115,7 +115,7 @@ class Supervisor:
             port=ready.port,
             args=ready.args,
         )
-        argv = COMMANDS[component](launch)
+        argv = workload.command(launch)
         directory = self.materializer.root / pod.metadata.uid
         process = start(
             f"{component}:{pod.metadata.name}", argv, directory / "process.log", ready.env

@@ -1,9 +1,12 @@
 """Which process the runtime starts for which Pod: one small table.
 
-Only the project's own workloads get a process: Pods labelled
-`app.kubernetes.io/managed-by: llmservice-operator` whose `app.kubernetes.io/component` is
-a key of `COMMANDS`. Each entry turns the Pod's first container (its args, already with
-mount paths rewritten to local files) into an argv bound to the Pod IP and port.
+Only the project's own workloads get a process: the engine and router Pods the operator
+renders (`app.kubernetes.io/managed-by: llmservice-operator`) and the operator's own Pod
+from `deploy/` (`app.kubernetes.io/name: llmservice-operator`). `WORKLOADS` maps each
+`app.kubernetes.io/component` to the labels its Pods must also carry, the port it serves
+when the container declares none, and an argv builder. A builder turns the Pod's first
+container (its args, already with mount paths rewritten to local files) into an argv bound
+to the Pod IP and port.
 
 Switching a component to another program is a one-line change of that table.
 """
@@ -11,14 +14,14 @@ Switching a component to another program is a one-line change of that table.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY = "llmservice-operator"
+NAME_LABEL = "app.kubernetes.io/name"
+OPERATOR_NAME = "llmservice-operator"
 COMPONENT_LABEL = "app.kubernetes.io/component"
-POD_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY}"
-DEFAULT_PORT = 8000
 
 
 @dataclass(frozen=True)
@@ -33,8 +36,13 @@ class PodLaunch:
     args: Sequence[str]
 
 
-def llmservice_command(subcommand: str, *extra: str) -> Callable[[PodLaunch], list[str]]:
-    """`llmservice SUBCOMMAND <container args> [extra] --host IP --port PORT`.
+def llmservice_command(
+    subcommand: str,
+    *extra: str,
+    host_flag: str = "--host",
+    port_flag: str = "--port",
+) -> Callable[[PodLaunch], list[str]]:
+    """`llmservice SUBCOMMAND <container args> [extra] HOST_FLAG IP PORT_FLAG PORT`.
 
     The container's args come first so that the Pod-IP binding added last wins: argparse
     keeps the last value of a repeated option, and the image's own `--host 0.0.0.0` means
@@ -49,7 +57,7 @@ def llmservice_command(subcommand: str, *extra: str) -> Callable[[PodLaunch], li
         return [
             sys.executable, "-m", "llmservice.cli", subcommand, *args,
             *(e.format(pod=pod.name) for e in extra),
-            "--host", pod.ip, "--port", str(pod.port),
+            host_flag, pod.ip, port_flag, str(pod.port),
         ]  # fmt: skip
 
     return build
@@ -64,18 +72,40 @@ def echo_command(pod: PodLaunch) -> list[str]:
     ]  # fmt: skip
 
 
-# component label -> argv builder: the vLLM simulator stands in for vLLM, the router is
-# the real one. `echo_command` serves any component for debugging the runtime itself.
-COMMANDS: dict[str, Callable[[PodLaunch], list[str]]] = {
-    "engine": llmservice_command("sim", "--sim-replica-name", "{pod}"),
-    "router": llmservice_command("router"),
+@dataclass(frozen=True)
+class Workload:
+    """One row of the table: which Pods, which port by default, which command."""
+
+    labels: Mapping[str, str]
+    default_port: int
+    command: Callable[[PodLaunch], list[str]]
+
+
+_RENDERED = {MANAGED_BY_LABEL: MANAGED_BY}
+
+# component label -> workload. The vLLM simulator stands in for vLLM; the router and the
+# operator are the real ones. The operator listens only for kopf's liveness probe, so its
+# Pod IP and port become the liveness endpoint's. `echo_command` serves any component for
+# debugging the runtime itself.
+WORKLOADS: dict[str, Workload] = {
+    "engine": Workload(_RENDERED, 8000, llmservice_command("sim", "--sim-replica-name", "{pod}")),
+    "router": Workload(_RENDERED, 8080, llmservice_command("router")),
+    "operator": Workload(
+        {NAME_LABEL: OPERATOR_NAME},
+        8081,
+        llmservice_command("operator", host_flag="--liveness-host", port_flag="--liveness-port"),
+    ),
 }
 
+# One list call finds every candidate; `component_of` then checks the row's other labels.
+POD_SELECTOR = f"{COMPONENT_LABEL} in ({','.join(sorted(WORKLOADS))})"
 
-def component_of(labels: dict[str, str] | None) -> str | None:
+
+def component_of(labels: Mapping[str, str] | None) -> str | None:
     """The component of a Pod the runtime runs, or None for every other Pod."""
     labels = labels or {}
-    if labels.get(MANAGED_BY_LABEL) != MANAGED_BY:
-        return None
     component = labels.get(COMPONENT_LABEL)
-    return component if component in COMMANDS else None
+    workload = WORKLOADS.get(component or "")
+    if workload is None or not workload.labels.items() <= labels.items():
+        return None
+    return component
