@@ -134,6 +134,30 @@ async def _write_status(
     await _record_transitions(ctx, body, current.get("conditions") or [], status["conditions"])
 
 
+async def _report_transient(
+    ctx: Context,
+    body: Mapping[str, Any],
+    conditions: list[dict[str, Any]],
+    generation: int,
+    error: client.ApiException,
+) -> None:
+    """Say `Reconciling=True` (reason APIError) before the caller retries with backoff.
+
+    Best effort: when the API server is the problem, this write may fail too.
+    """
+    message = f"the API server answered {error.status} {error.reason}; retrying with backoff"
+    observation = Observation(c.RECONCILING, c.TRUE, c.API_ERROR, message)
+    status = {
+        **(body.get("status") or {}),
+        "conditions": _merge(conditions, [observation], generation),
+    }
+    meta = body["metadata"]
+    try:
+        await ctx.api.patch_status(meta["namespace"], meta["name"], status)
+    except (client.ApiException, OSError) as second:
+        log.warning("Could not report the API error in the status: %s", second)
+
+
 async def reconcile(body: Mapping[str, Any], ctx: Context) -> Outcome:
     """Bring one LLMService's children and status in line with its spec."""
     outcome = Outcome()
@@ -185,6 +209,7 @@ async def reconcile(body: Mapping[str, Any], ctx: Context) -> Outcome:
             live = await ctx.api.apply(BY_KIND[obj["kind"]], obj)
         except client.ApiException as error:
             if is_transient(error):
+                await _report_transient(ctx, body, conditions, generation, error)
                 raise
             apply_error = f"{obj['kind']} {key[2]}: {error.reason} {error.body or ''}".strip()[
                 :2000
