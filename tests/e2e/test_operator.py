@@ -245,7 +245,7 @@ def test_deleting_the_llmservice_removes_every_child(
     )
 
 
-def _patch_requests(sandbox: Sandbox) -> int:
+def _patch_requests(sandbox: Sandbox, resources: set[str] | None = None) -> int:
     """PATCH requests the API server has served for the resources the operator writes."""
     text = subprocess.run(
         ["kubectl", "--kubeconfig", str(sandbox.kubeconfig), "get", "--raw", "/metrics"],
@@ -253,6 +253,7 @@ def _patch_requests(sandbox: Sandbox) -> int:
     ).stdout  # fmt: skip
     written = {"deployments", "services", "serviceaccounts", "roles", "rolebindings",
                "poddisruptionbudgets", "networkpolicies", "llmservices", "ingresses"}  # fmt: skip
+    written = resources or written
     total = 0
     for line in text.splitlines():
         if line.startswith("apiserver_request_total{") and 'verb="PATCH"' in line:
@@ -345,3 +346,54 @@ def test_operator_killed_mid_reconcile_converges_after_restart(
     for child in children:
         owners = child.metadata.owner_references or []
         assert [o.uid for o in owners if o.controller] == [uid], child.metadata.name
+
+
+SERVICE_MONITOR_CRD: dict[str, Any] = {
+    # Stands in for the Prometheus Operator's CRD: same group, kind and scope; the schema is
+    # open because only the operator's own objects are stored in it here.
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": "servicemonitors.monitoring.coreos.com"},
+    "spec": {
+        "group": "monitoring.coreos.com",
+        "scope": "Namespaced",
+        "names": {
+            "kind": "ServiceMonitor", "plural": "servicemonitors",
+            "singular": "servicemonitor", "listKind": "ServiceMonitorList",
+        },
+        "versions": [{
+            "name": "v1", "served": True, "storage": True,
+            "schema": {"openAPIV3Schema": {
+                "type": "object", "x-kubernetes-preserve-unknown-fields": True,
+            }},
+        }],
+    },
+}  # fmt: skip
+
+
+def test_service_monitors_appear_when_their_crd_is_installed(
+    operator: OperatorProcess, sandbox: Sandbox, kube: client.ApiClient,
+    custom: client.CustomObjectsApi, namespace: str,
+) -> None:  # fmt: skip
+    create_llms(custom, namespace, minimal())
+    obj = wait_ready(custom, namespace, "chat")
+    assert condition(obj, "MonitoringConfigured")["reason"] == "CRDNotInstalled"
+    extensions = client.ApiextensionsV1Api(kube)
+    extensions.create_custom_resource_definition(SERVICE_MONITOR_CRD)
+    try:
+
+        def configured() -> bool:
+            current = get_llms(custom, namespace, "chat")
+            return condition(current, "MonitoringConfigured").get("status") == "True"
+
+        eventually(configured, 120, "MonitoringConfigured=True once the CRD exists")
+        monitors = custom.list_namespaced_custom_object(
+            "monitoring.coreos.com", "v1", namespace, "servicemonitors"
+        )["items"]
+        assert sorted(m["metadata"]["name"] for m in monitors) == ["chat-engine", "chat-router"]
+        # Once applied, they are watched like every child: no re-apply on each timer tick.
+        before = _patch_requests(sandbox, {"servicemonitors"})
+        holds_for(lambda: _patch_requests(sandbox, {"servicemonitors"}) == before, 25,
+                  "no repeated apply of the ServiceMonitors")  # fmt: skip
+    finally:
+        extensions.delete_custom_resource_definition(SERVICE_MONITOR_CRD["metadata"]["name"])
