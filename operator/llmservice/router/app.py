@@ -201,7 +201,7 @@ class RouterApp:
         exchange = Exchange(request_id=request_id, route=route, model="")
         try:
             if self.api_keys is not None and (path in PROXIED or path in (API_CHAT, "/v1/models")):
-                self._authenticate(scope)
+                self._authenticate(self.api_keys, scope)
             if path in PROXIED or path == API_CHAT:
                 await self._proxied(scope, receive, send, exchange, started)
             else:
@@ -216,9 +216,8 @@ class RouterApp:
         finally:
             self._record(exchange, started, path, scope["method"])
 
-    def _authenticate(self, scope: Scope) -> None:
-        assert self.api_keys is not None  # noqa: S101 - checked by the caller
-        if self.api_keys.authenticate(self._header(scope, b"authorization")) is None:
+    def _authenticate(self, api_keys: ApiKeys, scope: Scope) -> None:
+        if api_keys.authenticate(self._header(scope, b"authorization")) is None:
             raise Unauthorized("Missing or unknown API key: send Authorization: Bearer <key>.")
 
     def _record(self, exchange: Exchange, started: float, path: str, method: str) -> None:
