@@ -18,6 +18,8 @@ API_KEYS_DIR = "/etc/llmservice/api-keys"
 API_KEYS_VOLUME = "api-keys"
 # The router's drain delay (5 s) plus a margin before the kubelet's SIGKILL.
 DRAIN_MARGIN_SECONDS = 20
+# A rollout should not wait longer than this for one router Pod to go.
+MAX_TERMINATION_GRACE_SECONDS = 3600
 DEFAULT_RESOURCES: dict[str, Any] = {
     "requests": {"cpu": "250m", "memory": "256Mi"},
     "limits": {"memory": "1Gi"},
@@ -33,6 +35,12 @@ STRATEGY_FLAGS = {
 
 def selector_string(labels: dict[str, str]) -> str:
     return ",".join(f"{key}={value}" for key, value in labels.items())
+
+
+def drain_grace_seconds(service: LLMService) -> int:
+    """How long a stopping router lets streams finish: the total timeout, within the cap."""
+    total = int(service.spec.router.timeouts.total_seconds)
+    return min(total, MAX_TERMINATION_GRACE_SECONDS - DRAIN_MARGIN_SECONDS)
 
 
 def router_args(service: LLMService) -> list[str]:
@@ -60,8 +68,8 @@ def router_args(service: LLMService) -> list[str]:
         "--idle-timeout", str(timeouts.idle_seconds),
         "--total-timeout", str(timeouts.total_seconds),
         "--max-body-bytes", str(router.max_request_bytes),
-        # On SIGTERM, streams in flight may run to the total timeout before the Pod goes.
-        "--grace-period", str(timeouts.total_seconds),
+        # On SIGTERM, streams in flight may run this long before the Pod goes.
+        "--grace-period", str(drain_grace_seconds(service)),
     ]  # fmt: skip
     if router.api_keys_secret_ref is not None:
         args += ["--api-keys-file", f"{API_KEYS_DIR}/{router.api_keys_secret_ref.key}"]
@@ -100,14 +108,13 @@ def _resources(service: LLMService) -> dict[str, Any]:
 def render(service: LLMService) -> list[dict[str, Any]]:
     router = service.spec.router
     volumes, mounts = _volumes(service)
-    grace = int(router.timeouts.total_seconds) + DRAIN_MARGIN_SECONDS
     return render_template(
         "router.yaml.j2",
         metadata=naming.object_meta(service, naming.router_name(service), naming.ROUTER),
         labels=naming.labels(service, naming.ROUTER),
         selector=naming.selector_labels(service, naming.ROUTER),
         replicas=router.replicas,
-        termination_grace_period_seconds=min(grace, 3600),
+        termination_grace_period_seconds=drain_grace_seconds(service) + DRAIN_MARGIN_SECONDS,
         image=router.image,
         image_pull_policy=router.image_pull_policy,
         args=router_args(service),
