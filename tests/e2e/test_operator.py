@@ -245,15 +245,19 @@ def test_deleting_the_llmservice_removes_every_child(
     )
 
 
+OPERATOR_WRITES = {
+    "deployments", "services", "serviceaccounts", "roles", "rolebindings",
+    "poddisruptionbudgets", "networkpolicies", "llmservices", "ingresses",
+}  # fmt: skip
+
+
 def _patch_requests(sandbox: Sandbox, resources: set[str] | None = None) -> int:
     """PATCH requests the API server has served for the resources the operator writes."""
     text = subprocess.run(
         ["kubectl", "--kubeconfig", str(sandbox.kubeconfig), "get", "--raw", "/metrics"],
         capture_output=True, text=True, check=True, timeout=30,
     ).stdout  # fmt: skip
-    written = {"deployments", "services", "serviceaccounts", "roles", "rolebindings",
-               "poddisruptionbudgets", "networkpolicies", "llmservices", "ingresses"}  # fmt: skip
-    written = resources or written
+    written = resources or OPERATOR_WRITES
     total = 0
     for line in text.splitlines():
         if line.startswith("apiserver_request_total{") and 'verb="PATCH"' in line:

@@ -46,7 +46,6 @@ CRD_NOT_INSTALLED = "CRDNotInstalled"
 DISABLED = "Disabled"
 CONFIGURED = "Configured"
 RECONCILED = "Reconciled"
-APPLYING = "Applying"
 WAITING_FOR_ENGINE = "WaitingForEngine"
 WAITING_FOR_ROUTER = "WaitingForRouter"
 

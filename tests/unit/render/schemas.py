@@ -12,8 +12,11 @@ from typing import Any
 import jsonschema
 import kubernetes_validate
 
+from llmservice.sandbox.versions import KUBERNETES_VERSION
+
 # The Kubernetes minor version the sandbox runs; rendered objects must be valid for it.
-TARGET_KUBERNETES_VERSION = "1.37.0"
+_MAJOR, _MINOR, _ = KUBERNETES_VERSION.lstrip("v").split(".")
+TARGET_KUBERNETES_VERSION = f"{_MAJOR}.{_MINOR}.0"
 
 _LABELS = {"type": "object", "additionalProperties": {"type": "string"}}
 SERVICE_MONITOR_SCHEMA: dict[str, Any] = {

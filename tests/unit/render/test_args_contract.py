@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from llmservice.api import parse_llmservice
+from llmservice.api import LLMService, parse_llmservice
 from llmservice.render import engine, router
 from llmservice.router.cli import build_config, parser
 from llmservice.sim.config import parse_args
 from tests.unit.golden import EXAMPLES
 
 
-def _service(example: Path):  # type: ignore[no-untyped-def]
+def _service(example: Path) -> LLMService:
     return parse_llmservice(yaml.safe_load(example.read_text(encoding="utf-8")))
 
 
