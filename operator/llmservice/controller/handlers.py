@@ -21,7 +21,7 @@ import kopf
 
 from llmservice.controller.kinds import CHILD_KINDS, LLMSERVICE, SERVICE_MONITOR_CRD
 from llmservice.controller.kube import ClusterAPI, is_transient
-from llmservice.controller.reconcile import Context, reconcile
+from llmservice.controller.reconcile import Context, RenderCache, reconcile
 from llmservice.controller.store import INSTANCE_LABEL, ClusterStore
 from llmservice.controller.throughput import ThroughputTracker
 from llmservice.render.naming import MANAGED_BY
@@ -50,6 +50,7 @@ class OperatorState:
     api: ClusterAPI
     throughput: ThroughputTracker
     store: ClusterStore = field(default_factory=ClusterStore)
+    renders: RenderCache = field(default_factory=RenderCache)
     locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
     pending: set[tuple[str, str]] = field(default_factory=set)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
@@ -75,6 +76,7 @@ class OperatorState:
                 store=self.store,
                 throughput=self.throughput,
                 monitoring_crd_installed=await self.monitoring_crd_installed(),
+                renders=self.renders,
             )
             outcome = await reconcile(latest, context)
             if outcome.applied or outcome.deleted:
@@ -152,6 +154,7 @@ def register(registry: kopf.OperatorRegistry, state: OperatorState, timer_interv
         if event.get("type") == "DELETED":
             state.store.remove(obj)
             state.throughput.forget(obj["metadata"]["namespace"], obj["metadata"]["name"])
+            state.renders.forget(obj["metadata"]["namespace"], obj["metadata"]["name"])
         else:
             state.store.upsert(obj)
 

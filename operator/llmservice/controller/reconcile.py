@@ -20,7 +20,7 @@ from typing import Any
 
 from kubernetes import client
 
-from llmservice.api import InvalidLLMService, parse_llmservice
+from llmservice.api import InvalidLLMService, LLMService, parse_llmservice
 from llmservice.controller import conditions as c
 from llmservice.controller import observe
 from llmservice.controller.compare import is_subset
@@ -35,6 +35,41 @@ from llmservice.render.services import endpoint_url
 log = logging.getLogger(__name__)
 
 
+Rendered = tuple[LLMService, list[dict[str, Any]]] | InvalidLLMService
+
+
+class RenderCache:
+    """Validation and rendering of each LLMService, kept while its generation is unchanged.
+
+    A spec is immutable within one generation, and the timer reconciles every LLMService
+    every few seconds: validating and rendering again each time would cost tens of
+    milliseconds per object for nothing. One entry per LLMService, so it stays bounded.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple[str, str], tuple[str, int, Rendered]] = {}
+
+    def get(self, body: Mapping[str, Any]) -> Rendered:
+        meta = body["metadata"]
+        key = (meta["namespace"], meta["name"])
+        uid, generation = str(meta.get("uid")), int(meta.get("generation", 0))
+        cached = self._entries.get(key)
+        if cached is not None and cached[:2] == (uid, generation):
+            return cached[2]
+        document = {k: body[k] for k in ("apiVersion", "kind", "metadata", "spec") if k in body}
+        result: Rendered
+        try:
+            service = parse_llmservice(document)
+            result = (service, render_all(service))
+        except InvalidLLMService as invalid:
+            result = invalid
+        self._entries[key] = (uid, generation, result)
+        return result
+
+    def forget(self, namespace: str, name: str) -> None:
+        self._entries.pop((namespace, name), None)
+
+
 @dataclass
 class Context:
     """What one reconcile needs, injected by the handlers."""
@@ -43,6 +78,7 @@ class Context:
     store: ClusterStore
     throughput: ThroughputTracker
     monitoring_crd_installed: bool
+    renders: RenderCache = field(default_factory=RenderCache)
     now: float = field(default_factory=time.monotonic)
 
 
@@ -167,11 +203,9 @@ async def reconcile(body: Mapping[str, Any], ctx: Context) -> Outcome:
     conditions = list(current_status.get("conditions") or [])
     ctx.throughput.restore(namespace, name, _rates_from_status(current_status))
 
-    document = {k: body[k] for k in ("apiVersion", "kind", "metadata", "spec") if k in body}
-    try:
-        service = parse_llmservice(document)
-    except InvalidLLMService as invalid:
-        message = "; ".join(str(error) for error in invalid.errors)
+    rendered = ctx.renders.get(body)
+    if isinstance(rendered, InvalidLLMService):
+        message = "; ".join(str(error) for error in rendered.errors)
         invalid_status = {
             **current_status,
             "observedGeneration": generation,
@@ -182,7 +216,7 @@ async def reconcile(body: Mapping[str, Any], ctx: Context) -> Outcome:
         await _write_status(ctx, body, invalid_status, outcome)
         return outcome
 
-    desired = render_all(service)
+    service, desired = rendered
     monitoring = Observation(
         c.MONITORING_CONFIGURED, c.TRUE, c.CONFIGURED, "ServiceMonitors applied"
     )

@@ -17,6 +17,8 @@ import jinja2
 import yaml
 
 TEMPLATES_ENV = "LLMSERVICE_TEMPLATES"
+# libyaml's safe loader when PyYAML was built with it (several times faster), else Python's.
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def templates_dir() -> Path:
@@ -51,4 +53,4 @@ def _environment(directory: Path) -> jinja2.Environment:
 def render_template(name: str, **values: Any) -> list[dict[str, Any]]:
     """Render one template and return the objects it defines (empty documents dropped)."""
     text = _environment(templates_dir()).get_template(name).render(**values)
-    return [document for document in yaml.safe_load_all(text) if document]
+    return [document for document in yaml.load_all(text, Loader=_LOADER) if document]
