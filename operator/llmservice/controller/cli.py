@@ -12,6 +12,7 @@ import asyncio
 import logging
 import os
 import socket
+import sys
 from typing import Any
 
 import httpx
@@ -97,4 +98,11 @@ def main(argv: list[str]) -> int:
         asyncio.run(run(args))
     except KeyboardInterrupt:
         return 0
+    except config.ConfigException as error:
+        print(
+            f"llmservice operator: no cluster credentials ({error}); run in a Pod with a"
+            " ServiceAccount, or set KUBECONFIG to a valid kubeconfig",
+            file=sys.stderr,
+        )
+        return 2
     return 0
