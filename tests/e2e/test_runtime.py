@@ -17,7 +17,7 @@ from llmservice.sandbox.cluster import Sandbox
 from llmservice.sandbox.runtime.workloads import COMPONENT_LABEL, MANAGED_BY, MANAGED_BY_LABEL
 from tests.e2e.manifests import deployment
 from tests.e2e.probes import PORT, answers, refused
-from tests.e2e.waiting import eventually
+from tests.e2e.waiting import eventually, holds_for
 
 pytestmark = pytest.mark.e2e
 
@@ -61,3 +61,127 @@ def test_runtime_process_answers_on_pod_ip_and_stops_with_the_pod(
     eventually(lambda: refused(f"{url}/health"), timeout=30, what=f"{url} to stop answering")
     pod_files = sandbox.dir.runtime / pod.metadata.uid
     eventually(lambda: not pod_files.exists(), timeout=10, what="the Pod's token to be removed")
+
+
+ENGINE_LABELS = {MANAGED_BY_LABEL: MANAGED_BY, COMPONENT_LABEL: "engine"}
+
+
+def only_pod(core: client.CoreV1Api, namespace: str, app: str) -> Any:
+    pods: list[Any] = core.list_namespaced_pod(namespace, label_selector=f"app={app}").items
+    return pods[0] if len(pods) == 1 else None
+
+
+def pod_ready(pod: Any) -> bool:
+    return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
+
+
+def waiting_reason(pod: Any) -> str | None:
+    statuses = pod.status.container_statuses or []
+    waiting = statuses[0].state.waiting if statuses else None
+    return waiting.reason if waiting else None
+
+
+def kubelet_events(core: client.CoreV1Api, namespace: str, pod: Any, reason: str) -> list[str]:
+    selector = f"involvedObject.name={pod.metadata.name},reason={reason}"
+    events: list[Any] = core.list_namespaced_event(namespace, field_selector=selector).items
+    return [e.message for e in events if e.source and e.source.component == "kubelet"]
+
+
+def test_pod_is_ready_only_when_its_readiness_probe_passes(
+    apps: client.AppsV1Api, core: client.CoreV1Api, namespace: str
+) -> None:
+    # Two engine Pods, one probing the simulator's /health and one a path it answers 404.
+    for app, path in (("probe-ok", "/health"), ("probe-bad", "/no-such-path")):
+        body = deployment(app, labels=ENGINE_LABELS, port=PORT, readiness_path=path)
+        apps.create_namespaced_deployment(namespace, body)
+
+    ok = eventually(
+        lambda: (p := only_pod(core, namespace, "probe-ok")) and pod_ready(p) and p,
+        timeout=60,
+        what="the Pod probing /health to be Ready",
+    )
+    assert ok.status.phase == "Running"
+    assert ok.status.container_statuses[0].state.running is not None
+
+    bad = eventually(
+        lambda: (
+            (p := only_pod(core, namespace, "probe-bad"))
+            and p.status.phase == "Running"
+            and answers(f"http://{p.status.pod_ip}:{PORT}/health")
+            and p
+        ),
+        timeout=60,
+        what="the Pod probing a 404 path to run and serve",
+    )
+    holds_for(
+        lambda: not pod_ready(core.read_namespaced_pod(bad.metadata.name, namespace)),
+        duration=5,
+        what="the Pod whose probe fails being unready",
+    )
+
+
+def test_missing_secret_in_env_is_a_config_error_until_it_exists(
+    apps: client.AppsV1Api, core: client.CoreV1Api, namespace: str
+) -> None:
+    body = deployment("needs-token", labels=ENGINE_LABELS, port=PORT, readiness_path="/health")
+    container = body["spec"]["template"]["spec"]["containers"][0]
+    container["env"] = [
+        {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf-token", "key": "token"}}}
+    ]
+    apps.create_namespaced_deployment(namespace, body)
+
+    pod = eventually(
+        lambda: (
+            (p := only_pod(core, namespace, "needs-token"))
+            and waiting_reason(p) == "CreateContainerConfigError"
+            and p
+        ),
+        timeout=60,
+        what="CreateContainerConfigError on the Pod",
+    )
+    assert pod.status.phase == "Pending"
+    assert pod.status.container_statuses[0].state.waiting.message == 'secret "hf-token" not found'
+    assert not pod_ready(pod)
+    assert eventually(
+        lambda: kubelet_events(core, namespace, pod, "Failed"), 30, "a Failed Event"
+    ) == ['Error: secret "hf-token" not found']
+
+    secret: Any = {"metadata": {"name": "hf-token"}, "stringData": {"token": "hf_e2e"}}
+    core.create_namespaced_secret(namespace, secret)
+    eventually(
+        lambda: pod_ready(core.read_namespaced_pod(pod.metadata.name, namespace)),
+        timeout=60,
+        what="the Pod to start and be Ready once the Secret exists",
+    )
+
+
+def test_missing_secret_volume_fails_to_mount_until_it_exists(
+    apps: client.AppsV1Api, core: client.CoreV1Api, namespace: str
+) -> None:
+    body = deployment("needs-keys", labels=ENGINE_LABELS, port=PORT, readiness_path="/health")
+    spec = body["spec"]["template"]["spec"]
+    spec["volumes"] = [{"name": "api-keys", "secret": {"secretName": "router-keys"}}]
+    spec["containers"][0]["volumeMounts"] = [{"name": "api-keys", "mountPath": "/etc/keys"}]
+    apps.create_namespaced_deployment(namespace, body)
+
+    pod = eventually(
+        lambda: (p := only_pod(core, namespace, "needs-keys")) and p.status.pod_ip and p,
+        timeout=60,
+        what="the Pod to get an IP",
+    )
+    messages = eventually(
+        lambda: kubelet_events(core, namespace, pod, "FailedMount"), 30, "a FailedMount Event"
+    )
+    assert messages == [
+        'MountVolume.SetUp failed for volume "api-keys" : secret "router-keys" not found'
+    ]
+    creating: Any = core.read_namespaced_pod(pod.metadata.name, namespace)
+    assert (creating.status.phase, waiting_reason(creating)) == ("Pending", "ContainerCreating")
+
+    secret: Any = {"metadata": {"name": "router-keys"}, "stringData": {"keys.yaml": "keys: []"}}
+    core.create_namespaced_secret(namespace, secret)
+    eventually(
+        lambda: pod_ready(core.read_namespaced_pod(pod.metadata.name, namespace)),
+        timeout=60,
+        what="the Pod to mount, start and be Ready once the Secret exists",
+    )

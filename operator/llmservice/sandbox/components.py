@@ -11,6 +11,7 @@ from pathlib import Path
 
 import yaml
 
+from llmservice.sandbox import stages
 from llmservice.sandbox.layout import SandboxDir, Settings
 from llmservice.sandbox.pki import Pki
 from llmservice.sandbox.versions import KWOK_STAGES, BinaryLayout
@@ -74,7 +75,32 @@ def apiserver(
         f"--service-cluster-ip-range={settings.service_cidr}",
         "--authorization-mode=Node,RBAC",
         f"--cert-dir={where.root / 'apiserver-certs'}",
+        f"--audit-policy-file={audit_policy(where)}",
+        f"--audit-log-path={where.audit_log}",
+        # Batched, so auditing adds no latency to requests; bounded on disk.
+        "--audit-log-mode=batch",
+        "--audit-log-format=json",
+        "--audit-log-maxsize=200",
+        "--audit-log-maxbackup=1",
     ]
+
+
+def audit_policy(where: SandboxDir) -> Path:
+    """Every request at Metadata level (user, verb, resource, code; never a body).
+
+    So the API load of one component is counted exactly, by its user, rather than guessed
+    from the API server's totals. Only the response stage is kept: one line per request.
+    """
+    policy = {
+        "apiVersion": "audit.k8s.io/v1",
+        "kind": "Policy",
+        "omitStages": ["RequestReceived"],
+        "rules": [{"level": "Metadata"}],
+    }
+    path = where.config / "audit-policy.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(policy), encoding="utf-8")
+    return path
 
 
 def controller_manager(
@@ -128,13 +154,14 @@ def kwok_config(binaries: BinaryLayout, where: SandboxDir) -> Path:
     """kwok v0.8.0 has no built-in stages: pass node and pod lifecycles explicitly.
 
     Without pod-delete, deleted Pods hang in Terminating; without the lease heartbeat,
-    nodes go NotReady and their Pods are evicted after five minutes. The options stay on the
-    command line, where `ps` shows them.
+    nodes go NotReady and their Pods are evicted after five minutes. The Pods the local
+    runtime runs get their own start stage (see `stages`). The options stay on the command
+    line, where `ps` shows them.
     """
-    documents = [binaries.stage(s).read_text(encoding="utf-8") for s in KWOK_STAGES]
+    texts = [binaries.stage(s).read_text(encoding="utf-8") for s in KWOK_STAGES]
     path = where.config / "kwok.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("---\n".join(d.rstrip() + "\n" for d in documents), encoding="utf-8")
+    path.write_text(stages.kwok_config(texts), encoding="utf-8")
     return path
 
 

@@ -79,6 +79,11 @@ class SandboxDir:
         return self.root / "logs"
 
     @property
+    def audit_log(self) -> Path:
+        """One JSON line per API request: who did what (see `sandbox.audit`)."""
+        return self.logs / "audit.log"
+
+    @property
     def kubeconfig(self) -> Path:
         return self.root / "kubeconfig"
 

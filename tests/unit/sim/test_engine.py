@@ -9,6 +9,9 @@ from llmservice.sim import Engine, TimingProfile
 from .conftest import fast_config
 
 STEP = TimingProfile("test-step", 0.002, 0.0, 0.0, 0.0)
+# Long enough that a test polling every millisecond on a busy machine still looks between
+# two steps, not after the last one.
+SLOW_STEP = TimingProfile("test-slow-step", 0.1, 0.0, 0.0, 0.0)
 
 
 async def _steps(engine: Engine, n: int) -> None:
@@ -38,7 +41,7 @@ def test_max_num_seqs_and_waiting_queue() -> None:
 
 def test_long_prompts_prefill_in_chunks_of_the_token_budget() -> None:
     async def main() -> None:
-        engine = Engine(fast_config(profile=STEP, max_num_batched_tokens=512))
+        engine = Engine(fast_config(profile=SLOW_STEP, max_num_batched_tokens=512))
         seq = engine.new_sequence("long", list(range(2000)), 2)
         engine.submit(seq)
         await _steps(engine, 2)

@@ -10,15 +10,19 @@ import argparse
 import logging
 import signal
 import threading
+import time
+from functools import partial
 from pathlib import Path
 from types import FrameType
 
+import httpx
 from kubernetes import client
 
 from llmservice.sandbox.apiclient import api_client
 from llmservice.sandbox.layout import SandboxDir
 from llmservice.sandbox.pki import Pki
 from llmservice.sandbox.runtime.materialize import PodMaterializer
+from llmservice.sandbox.runtime.probes import Prober, http_ok
 from llmservice.sandbox.runtime.supervisor import Supervisor
 from llmservice.sandbox.state import SandboxState
 
@@ -43,12 +47,13 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    with api_client(where.kubeconfig) as api:
+    with api_client(where.kubeconfig) as api, httpx.Client() as http:
         core = client.CoreV1Api(api)
         materializer = PodMaterializer(
             core, state.ports.apiserver_url, Pki(where.pki).ca_cert, where.runtime
         )
-        supervisor = Supervisor(core, materializer, where.runtime)
+        prober = Prober(clock=time.monotonic, check=partial(http_ok, http))
+        supervisor = Supervisor(core, materializer, where.runtime, prober)
         log.info("Local runtime watching Pods of the llmservice operator")
         try:
             while not stopping.is_set():

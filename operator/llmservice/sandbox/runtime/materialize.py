@@ -9,6 +9,10 @@
   machine's file system.
 - Env: plain values, `fieldRef` (name, namespace, IPs, node, ServiceAccount),
   `secretKeyRef` / `configMapKeyRef`, and `envFrom`.
+
+A reference to a Secret or ConfigMap that does not exist (or lacks the key) raises
+`MissingReference` with the kubelet's own wording, unless the reference is optional:
+volumes fail as `FailedMount`, env as `CreateContainerConfigError`.
 """
 
 from __future__ import annotations
@@ -24,7 +28,18 @@ from kubernetes import client
 from llmservice.sandbox.kubeconfig import write_token
 
 TOKEN_SECONDS = 24 * 3600
+SECRET = "Secret"  # noqa: S105 - a kind, not a secret
+CONFIG_MAP = "ConfigMap"
 _UNSAFE_ENV = ("KUBECONFIG", "KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT")
+
+
+class MissingReference(Exception):
+    """A Secret or ConfigMap the Pod needs is missing; `mounting` tells volume from env."""
+
+    def __init__(self, message: str, mounting: bool) -> None:
+        super().__init__(message)
+        self.message = message
+        self.mounting = mounting
 
 
 @dataclass(frozen=True)
@@ -53,11 +68,38 @@ class PodMaterializer:
         self.ca = ca
         self.root = root
 
-    def _secret(self, namespace: str, name: str) -> dict[str, bytes]:
-        return _decode(self.core.read_namespaced_secret(name, namespace).data, binary=True)
+    def _read(self, kind: str, namespace: str, name: str) -> dict[str, bytes] | None:
+        """The data of a Secret or ConfigMap, or None when it does not exist."""
+        try:
+            if kind == SECRET:
+                return _decode(self.core.read_namespaced_secret(name, namespace).data, True)
+            return _decode(self.core.read_namespaced_config_map(name, namespace).data, False)
+        except client.ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
 
-    def _config_map(self, namespace: str, name: str) -> dict[str, bytes]:
-        return _decode(self.core.read_namespaced_config_map(name, namespace).data, binary=False)
+    def _source(
+        self, kind: str, namespace: str, name: str, optional: bool | None
+    ) -> dict[str, bytes] | None:
+        """For env: the data, None for a missing optional source, or the kubelet's error."""
+        data = self._read(kind, namespace, name)
+        if data is None and not optional:
+            raise MissingReference(f'{kind.lower()} "{name}" not found', mounting=False)
+        return data
+
+    def _key(self, kind: str, namespace: str, ref: Any) -> str | None:
+        """One key of a Secret or ConfigMap for an env var (None: optional and missing)."""
+        data = self._source(kind, namespace, ref.name, ref.optional)
+        if data is None:
+            return None
+        if ref.key not in data:
+            if ref.optional:
+                return None
+            raise MissingReference(
+                f"couldn't find key {ref.key} in {kind} {namespace}/{ref.name}", mounting=False
+            )
+        return data[ref.key].decode()
 
     def kubeconfig(self, pod: Any, directory: Path) -> Path:
         """A kubeconfig with a bound token of the Pod's ServiceAccount."""
@@ -83,13 +125,24 @@ class PodMaterializer:
         local: dict[str, Path] = {}
         for volume in pod.spec.volumes or []:
             if volume.secret is not None:
-                files = self._secret(namespace, volume.secret.secret_name)
+                source = (SECRET, volume.secret.secret_name, volume.secret.optional)
             elif volume.config_map is not None:
-                files = self._config_map(namespace, volume.config_map.name)
+                source = (CONFIG_MAP, volume.config_map.name, volume.config_map.optional)
             elif volume.empty_dir is not None:
-                files = {}
+                source = None
             else:
                 continue
+            files: dict[str, bytes] = {}
+            if source is not None:
+                kind, name, optional = source
+                found = self._read(kind, namespace, name)
+                if found is None and not optional:
+                    raise MissingReference(
+                        f'MountVolume.SetUp failed for volume "{volume.name}" : '
+                        f'{kind.lower()} "{name}" not found',
+                        mounting=True,
+                    )
+                files = found or {}
             target = directory / "volumes" / volume.name
             target.mkdir(parents=True, exist_ok=True)
             for key, value in files.items():
@@ -122,24 +175,28 @@ class PodMaterializer:
         for source in container.env_from or []:
             prefix = source.prefix or ""
             if source.secret_ref is not None:
-                data = self._secret(namespace, source.secret_ref.name)
+                ref, kind = source.secret_ref, SECRET
             elif source.config_map_ref is not None:
-                data = self._config_map(namespace, source.config_map_ref.name)
+                ref, kind = source.config_map_ref, CONFIG_MAP
             else:
                 continue
+            data = self._source(kind, namespace, ref.name, ref.optional) or {}
             env |= {prefix + k: v.decode() for k, v in data.items()}
         for var in container.env or []:
             ref = var.value_from
+            value: str | None
             if ref is None:
-                env[var.name] = var.value or ""
+                value = var.value or ""
             elif ref.field_ref is not None:
-                env[var.name] = self._field(pod, ref.field_ref.field_path)
+                value = self._field(pod, ref.field_ref.field_path)
             elif ref.secret_key_ref is not None:
-                data = self._secret(namespace, ref.secret_key_ref.name)
-                env[var.name] = data.get(ref.secret_key_ref.key, b"").decode()
+                value = self._key(SECRET, namespace, ref.secret_key_ref)
             elif ref.config_map_key_ref is not None:
-                data = self._config_map(namespace, ref.config_map_key_ref.name)
-                env[var.name] = data.get(ref.config_map_key_ref.key, b"").decode()
+                value = self._key(CONFIG_MAP, namespace, ref.config_map_key_ref)
+            else:
+                continue
+            if value is not None:
+                env[var.name] = value
         return env
 
     def materialize(self, pod: Any, default_port: int) -> Materialized:

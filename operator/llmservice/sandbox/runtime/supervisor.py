@@ -1,9 +1,15 @@
 """The runtime's level-based loop: desired processes from Pods, actual from records.
 
-Every `interval` seconds it lists the project's Pods and compares: a Running Pod with an IP
-and no deletion timestamp should have a live process; anything else recorded should not.
+Every `interval` seconds it lists the project's Pods and compares: a Pod with an IP, on a
+node, not being deleted, should have a live process; anything else recorded should not.
 Being level-based, a missed event only delays a start or a stop by one interval, and a
 process that died is started again (with a back-off) as a kubelet would restart it.
+
+It also plays the kubelet's part in the Pod's status (see `stages` for why kwok does not):
+ContainerCreating while a volume's Secret is missing (with a FailedMount Event),
+CreateContainerConfigError while an env reference is, Running once the process is started,
+Ready once the readiness probe passes, CrashLoopBackOff while a crashed process waits for
+its restart.
 """
 
 from __future__ import annotations
@@ -17,9 +23,11 @@ from typing import Any
 
 from kubernetes import client
 
-from llmservice.sandbox.processes import start, stop
-from llmservice.sandbox.runtime import records
-from llmservice.sandbox.runtime.materialize import PodMaterializer
+from llmservice.sandbox.processes import log_tail, start, stop
+from llmservice.sandbox.runtime import podstatus, records
+from llmservice.sandbox.runtime.kubelet import KubeletReporter, now_rfc3339
+from llmservice.sandbox.runtime.materialize import MissingReference, PodMaterializer
+from llmservice.sandbox.runtime.probes import HttpProbe, Prober
 from llmservice.sandbox.runtime.workloads import (
     POD_SELECTOR,
     WORKLOADS,
@@ -33,32 +41,36 @@ log = logging.getLogger("llmservice.sandbox.runtime")
 
 
 def wants_process(pod: Any) -> bool:
-    """Running on a node, with an IP, not being deleted, and one of our components."""
+    """On a node with an IP, not being deleted, and one of our components."""
     return (
         pod.metadata.deletion_timestamp is None
         and pod.status is not None
-        and pod.status.phase == "Running"
+        and pod.status.phase in ("Pending", "Running")
         and bool(pod.status.pod_ip)
         and component_of(pod.metadata.labels) is not None
     )
 
 
 class Supervisor:
-    """Starts and stops one process per qualifying Pod."""
+    """Starts and stops one process per qualifying Pod, and reports on it as a kubelet."""
 
     def __init__(
         self,
         core: client.CoreV1Api,
         materializer: PodMaterializer,
         directory: Path,
+        prober: Prober,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.core = core
         self.materializer = materializer
         self.directory = directory
+        self.prober = prober
+        self.kubelet = KubeletReporter(core)
         self.clock = clock
         self.last_start: dict[str, float] = {}
         self.starts: dict[str, int] = {}
+        self.started_at: dict[str, str] = {}
 
     def reconcile(self) -> None:
         pods: list[Any] = self.core.list_pod_for_all_namespaces(label_selector=POD_SELECTOR).items
@@ -74,28 +86,65 @@ class Supervisor:
                 records.remove(self.directory, uid)
                 # The Pod's token, Secret copies and log go with it.
                 shutil.rmtree(self.materializer.root / uid, ignore_errors=True)
-                self.last_start.pop(uid, None)
-                self.starts.pop(uid, None)
+        for uid in set(self.last_start) - set(desired):
+            self.forget(uid)
         for uid, pod in desired.items():
-            current = actual.get(uid)
-            if current is not None and current.process.alive():
-                continue
-            if uid in self.last_start and self.clock() - self.last_start[uid] < self.backoff(uid):
-                continue
-            if current is not None:
-                log.warning(
-                    "Process of Pod %s/%s exited; restarting (see %s)",
-                    current.namespace, current.name, current.process.log,
-                )  # fmt: skip
-            self.last_start[uid] = self.clock()
-            self.starts[uid] = self.starts.get(uid, 0) + 1
-            try:
-                self.launch(pod)
-            except client.ApiException as exc:
-                log.warning(
-                    "Cannot start Pod %s/%s yet: %s %s",
-                    pod.metadata.namespace, pod.metadata.name, exc.status, exc.reason,
-                )  # fmt: skip
+            self.sync(pod, actual.get(uid))
+
+    def forget(self, uid: str) -> None:
+        self.last_start.pop(uid, None)
+        self.starts.pop(uid, None)
+        self.started_at.pop(uid, None)
+        self.prober.forget(uid)
+        self.kubelet.forget(uid)
+
+    def restarts(self, uid: str) -> int:
+        return max(0, self.starts.get(uid, 0) - 1)
+
+    def sync(self, pod: Any, current: records.PodProcess | None) -> None:
+        """Start, keep or restart the Pod's process, and report its state."""
+        uid = pod.metadata.uid
+        if current is not None and current.process.alive():
+            probe = HttpProbe.readiness(pod.spec.containers[0], current.port)
+            ready = self.prober.ready(uid, probe, current.ip)
+            started_at = self.started_at.setdefault(uid, now_rfc3339())
+            self.kubelet.status(pod, podstatus.running(started_at, ready, self.restarts(uid)))
+            return
+        if current is not None:
+            self.prober.forget(uid)
+            last = next((ln for ln in reversed(log_tail(current.process.log)) if ln.strip()), "")
+            message = f"back-off restarting failed container; last output: {last.strip()[:200]}"
+            self.kubelet.status(pod, podstatus.crash_loop(message, self.restarts(uid) + 1))
+        if uid in self.last_start and self.clock() - self.last_start[uid] < self.backoff(uid):
+            return
+        if current is not None:
+            log.warning(
+                "Process of Pod %s/%s exited; restarting (see %s)",
+                current.namespace, current.name, current.process.log,
+            )  # fmt: skip
+        self.last_start[uid] = self.clock()
+        self.starts[uid] = self.starts.get(uid, 0) + 1
+        try:
+            self.launch(pod)
+        except MissingReference as missing:
+            # The kubelet retries until the reference appears; so does this, with back-off.
+            if missing.mounting:
+                self.kubelet.warning(pod, "FailedMount", missing.message)
+                self.kubelet.status(pod, podstatus.creating())
+            else:
+                self.kubelet.warning(pod, "Failed", f"Error: {missing.message}")
+                self.kubelet.status(pod, podstatus.config_error(missing.message))
+            self.starts[uid] -= 1  # nothing ran, so nothing restarted
+        except client.ApiException as exc:
+            log.warning(
+                "Cannot start Pod %s/%s yet: %s %s",
+                pod.metadata.namespace, pod.metadata.name, exc.status, exc.reason,
+            )  # fmt: skip
+        else:
+            self.started_at[uid] = now_rfc3339()
+            self.kubelet.status(
+                pod, podstatus.running(self.started_at[uid], False, self.restarts(uid))
+            )
 
     def backoff(self, uid: str) -> float:
         """Doubling delay between restarts of a crashing process, as a kubelet does."""
