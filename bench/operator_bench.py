@@ -7,9 +7,9 @@ Measures, against the operator whose pid is given (it must be running already):
 - median of 10 of: create -> every child exists, and create -> Ready=True
   (in the sandbox Pods become ready as soon as their process listens);
 - with 100 LLMServices converged (10 serving, 90 scaled to zero: the sandbox has 16 GPUs):
-  the operator's resident memory, and API requests per minute: the API server's request
-  counters over one minute with the operator running, minus one minute with it stopped
-  (SIGSTOP), so other components' traffic cancels out.
+  the operator's resident memory, and its API requests over one minute, counted by verb
+  from the sandbox API server's audit log for the operator's user alone (a watch counts
+  once, when it is opened).
 A benchmark, not a test: figures vary with the machine; read them as orders of magnitude.
 """
 
@@ -17,12 +17,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
 import statistics
 import subprocess
 import time
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
+
+from llmservice.sandbox import audit
+from llmservice.sandbox.layout import SandboxDir, default_directory
+
+OPERATOR_USER = "system:serviceaccount:llmservice-system:llmservice-operator"
 
 GROUP_VERSION = "serving.llmservice.dev/v1alpha1"
 CHILD_KINDS = (
@@ -92,26 +98,12 @@ def timings(namespace: str, runs: int) -> tuple[list[float], list[float]]:
     return to_children, to_ready
 
 
-def request_total() -> float:
-    total = 0.0
-    for line in kubectl("get", "--raw", "/metrics").splitlines():
-        if line.startswith("apiserver_request_total{"):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
-
-
-def requests_per_minute(pid: int, seconds: float = 60) -> tuple[float, float]:
-    before = request_total()
-    time.sleep(seconds)
-    with_operator = request_total() - before
-    os.kill(pid, signal.SIGSTOP)
-    try:
-        before = request_total()
-        time.sleep(seconds)
-        without = request_total() - before
-    finally:
-        os.kill(pid, signal.SIGCONT)
-    return with_operator * 60 / seconds, without * 60 / seconds
+def requests_in_one_minute(log: Path, user: str) -> Counter[str]:
+    start = datetime.now(UTC)
+    time.sleep(60)
+    end = datetime.now(UTC)
+    time.sleep(2)  # the audit log is written in batches
+    return audit.by_verb(audit.read(log), user, start, end)
 
 
 def rss_mib(pid: int) -> float:
@@ -127,6 +119,14 @@ def main() -> None:
     parser.add_argument("--operator-pid", type=int, required=True)
     parser.add_argument("--namespace", default="bench")
     parser.add_argument("--services", type=int, default=100)
+    parser.add_argument(
+        "--audit-log", type=Path, default=SandboxDir(default_directory()).audit_log,
+        help="the API server's audit log (default: the sandbox's)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--operator-user", default=OPERATOR_USER,
+        help="the operator's user name in the audit log (default: its ServiceAccount's)",
+    )  # fmt: skip
     args = parser.parse_args()
     subprocess.run(
         ["kubectl", "create", "namespace", args.namespace], capture_output=True, check=False
@@ -142,9 +142,11 @@ def main() -> None:
     wait(lambda: children_count(last, args.namespace) >= expected_children(), timeout=900)
     time.sleep(30)  # let every status settle before measuring a converged operator
     print(f"operator RSS with {args.services} LLMServices: {rss_mib(args.operator_pid):.0f} MiB")
-    with_op, without = requests_per_minute(args.operator_pid)
-    print(f"API requests/min: {with_op:.0f} with the operator, {without:.0f} without "
-          f"(operator's share about {with_op - without:.0f})")  # fmt: skip
+    verbs = requests_in_one_minute(args.audit_log, args.operator_user)
+    writes = sum(n for verb, n in verbs.items() if verb in audit.WRITE_VERBS)
+    detail = ", ".join(f"{verb} {n}" for verb, n in verbs.most_common())
+    print(f"operator API requests in one minute: {sum(verbs.values())} ({detail}); "
+          f"writes {writes}")  # fmt: skip
 
 
 if __name__ == "__main__":

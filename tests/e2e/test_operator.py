@@ -19,6 +19,7 @@ import pytest
 import yaml
 from kubernetes import client
 
+from llmservice.api import parse_llmservice
 from llmservice.sandbox.cluster import Sandbox
 from tests.e2e.operator_fixture import OperatorProcess
 from tests.e2e.waiting import eventually, holds_for
@@ -144,6 +145,26 @@ def volume_for(core: client.CoreV1Api, namespace: str, document: dict[str, Any])
     )
 
 
+# A valid keys file for the router (it refuses to start on an invalid one).
+API_KEYS = "keys:\n  - name: e2e\n    key: sk-e2e-0123456789abcdef\n"
+
+
+def create_secret(core: client.CoreV1Api, namespace: str, name: str, key: str, value: str) -> None:
+    secret: Any = {"metadata": {"name": name}, "stringData": {key: value}}
+    core.create_namespaced_secret(namespace, secret)
+
+
+def secrets_for(core: client.CoreV1Api, namespace: str, document: dict[str, Any]) -> None:
+    """The Secrets an example refers to, as its users would have created them."""
+    spec = parse_llmservice(document).spec  # with the defaults, such as the token's key
+    token = spec.model.hf_token_secret_ref
+    if token:
+        create_secret(core, namespace, token.name, token.key, "hf_e2e")
+    keys = spec.router.api_keys_secret_ref
+    if keys:
+        create_secret(core, namespace, keys.name, keys.key, API_KEYS)
+
+
 @pytest.mark.parametrize("example", EXAMPLES, ids=[e.stem for e in EXAMPLES])
 def test_every_example_becomes_ready(
     operator: OperatorProcess,
@@ -155,12 +176,21 @@ def test_every_example_becomes_ready(
 ) -> None:
     document = yaml.safe_load(example.read_text(encoding="utf-8"))
     volume_for(core, namespace, document)
+    secrets_for(core, namespace, document)
     create_llms(custom, namespace, document)
     name = document["metadata"]["name"]
     obj = wait_ready(custom, namespace, name)
+    # Ready needs every engine replica but one router replica (the endpoint then serves);
+    # the other router replicas follow as their probes pass.
     for deployment in (f"{name}-engine", f"{name}-router"):
-        status = apps.read_namespaced_deployment_status(deployment, namespace).status
-        assert status.available_replicas == status.replicas
+        eventually(
+            lambda d=deployment: (
+                (status := apps.read_namespaced_deployment_status(d, namespace).status)
+                and status.available_replicas == status.replicas
+            ),
+            60,
+            f"every replica of {deployment} to be available",
+        )
     assert re.fullmatch(r"\d+/\d+", obj["status"]["replicaSummary"])
     assert obj["status"]["endpoint"] == f"http://{name}.{namespace}.svc/v1"
     monitoring = condition(obj, "MonitoringConfigured")
@@ -204,6 +234,64 @@ def test_unschedulable_gpu_request_is_explained(
     assert "nvidia.com/gpu" in condition(obj, "EngineAvailable")["message"]
     assert condition(obj, "Stalled")["status"] == "True"
     assert condition(obj, "Ready")["status"] == "False"
+
+
+def test_missing_secrets_are_named_until_they_exist(
+    operator: OperatorProcess,
+    custom: client.CustomObjectsApi,
+    core: client.CoreV1Api,
+    namespace: str,
+) -> None:
+    token_ref = {"name": "hf-token", "key": "token"}
+    keys_ref = {"name": "chat-api-keys", "key": "keys.yaml"}
+    document = minimal(router={"apiKeysSecretRef": keys_ref})
+    document["spec"]["model"]["hfTokenSecretRef"] = token_ref
+    create_llms(custom, namespace, document)
+
+    def stalled_on(component: str, secret: str) -> dict[str, Any] | None:
+        obj = get_llms(custom, namespace, "chat")
+        named = condition(obj, component)
+        if named.get("reason") == "SecretNotFound" and secret in named.get("message", ""):
+            return obj
+        return None
+
+    # The engine cannot start without its token (the kubelet's CreateContainerConfigError).
+    obj = eventually(
+        lambda: stalled_on("EngineAvailable", '"hf-token"'), READY_TIMEOUT, "the token named"
+    )
+    assert condition(obj, "Stalled")["status"] == "True"
+    assert condition(obj, "Stalled")["reason"] == "SecretNotFound"
+    assert '"hf-token"' in condition(obj, "Ready")["message"]
+    events = eventually(
+        lambda: [
+            e
+            for e in core.list_namespaced_event(
+                namespace, field_selector="involvedObject.name=chat,reason=SecretNotFound"
+            ).items
+            if e.type == "Warning"
+        ],
+        30,
+        "a SecretNotFound Event on the LLMService",
+    )
+    assert '"hf-token"' in events[0].message
+
+    # With the token, the engine runs; the router still cannot mount its keys (FailedMount).
+    create_secret(core, namespace, "hf-token", "token", "hf_e2e")
+    obj = eventually(
+        lambda: (
+            (obj := stalled_on("RouterAvailable", '"chat-api-keys"'))
+            and condition(obj, "EngineAvailable")["status"] == "True"
+            and obj
+        ),
+        READY_TIMEOUT,
+        "the engine available and the router's keys named",
+    )
+    assert condition(obj, "Stalled")["status"] == "True"
+    assert condition(obj, "Stalled")["message"].startswith("RouterAvailable: ")
+
+    create_secret(core, namespace, "chat-api-keys", "keys.yaml", API_KEYS)
+    obj = wait_ready(custom, namespace, "chat")
+    assert condition(obj, "Stalled")["status"] == "False"
 
 
 def test_drift_is_reverted_and_deleted_children_come_back(

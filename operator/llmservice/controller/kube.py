@@ -112,6 +112,32 @@ class ClusterAPI:
             raise
         return True
 
+    async def failed_mounts(self, namespace: str) -> dict[str, str]:
+        """Pod name -> the kubelet's latest FailedMount message, in one namespace.
+
+        Asked only while a Pod of an LLMService waits in ContainerCreating, which is how a
+        kubelet shows a volume it cannot mount (a missing API-key Secret, say): the reason
+        is in Events only. The field selector keeps the answer to those few Events.
+        """
+        path = f"/apis/events.k8s.io/v1/namespaces/{namespace}/events"
+        query = [("fieldSelector", "reason=FailedMount")]
+        found = await asyncio.to_thread(self._call, "GET", path, None, query)
+        latest: dict[str, tuple[str, str]] = {}
+        for event in (found or {}).get("items") or []:
+            regarding = event.get("regarding") or {}
+            if regarding.get("kind") != "Pod":
+                continue
+            seen = str(
+                (event.get("series") or {}).get("lastObservedTime")
+                or event.get("deprecatedLastTimestamp")
+                or event.get("eventTime")
+                or ""
+            )
+            pod = str(regarding.get("name"))
+            if pod not in latest or seen >= latest[pod][0]:
+                latest[pod] = (seen, str(event.get("note") or ""))
+        return {pod: note for pod, (_, note) in latest.items()}
+
     async def emit_event(
         self, owner: Mapping[str, Any], event_type: str, reason: str, note: str
     ) -> None:

@@ -2,7 +2,8 @@
 
 Readiness comes from the children themselves: the engine Deployment's availability at its
 current generation, the router's ready replicas, and, when replicas are missing, the reason
-the engine Pods give (the scheduler's message, a missing Secret, a crashing container).
+their Pods give (the scheduler's message, a missing Secret in the env or in a volume, a
+crashing container).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from llmservice.controller.conditions import Observation
 # Container waiting reasons that mean "the Pod cannot start as specified".
 CONFIG_ERRORS = {"CreateContainerConfigError", "CreateContainerError"}
 FAILING = {"CrashLoopBackOff", "ErrImagePull", "ImagePullBackOff", "InvalidImageName"}
+# How a kubelet shows a Pod whose volumes are not mounted yet; why is only in Events.
+MOUNTING = "ContainerCreating"
 
 
 @dataclass(frozen=True)
@@ -51,39 +54,66 @@ def deployment_state(deployment: Mapping[str, Any] | None, desired: int) -> Depl
     )
 
 
-def pod_problem(pods: Sequence[Mapping[str, Any]]) -> Observation | None:
-    """The first reason a Pod gives for not running, as an EngineAvailable observation."""
+def waiting_reason(pod: Mapping[str, Any]) -> str | None:
+    """The waiting reason of the Pod's first waiting container, if any."""
+    for container in (pod.get("status") or {}).get("containerStatuses") or []:
+        waiting = (container.get("state") or {}).get("waiting")
+        if waiting:
+            return str(waiting.get("reason") or "")
+    return None
+
+
+def mounting_pods(pods: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Names of the Pods still waiting for their volumes."""
+    return [p["metadata"]["name"] for p in pods if waiting_reason(p) == MOUNTING]
+
+
+def pod_problem(
+    condition: str,
+    pods: Sequence[Mapping[str, Any]],
+    failed_mounts: Mapping[str, str] | None = None,
+) -> Observation | None:
+    """The first reason a Pod gives for not running, as an observation of `condition`.
+
+    `failed_mounts` maps Pod names to the kubelet's FailedMount message, for the Pods that
+    still wait in ContainerCreating.
+    """
+    failed_mounts = failed_mounts or {}
     for pod in pods:
         status = pod.get("status") or {}
-        for condition in status.get("conditions") or []:
+        for entry in status.get("conditions") or []:
             if (
-                condition.get("type") == "PodScheduled"
-                and condition.get("status") == "False"
-                and condition.get("reason") == "Unschedulable"
+                entry.get("type") == "PodScheduled"
+                and entry.get("status") == "False"
+                and entry.get("reason") == "Unschedulable"
             ):
-                return Observation(
-                    c.ENGINE_AVAILABLE, c.FALSE, c.UNSCHEDULABLE, condition.get("message", "")
-                )
+                return Observation(condition, c.FALSE, c.UNSCHEDULABLE, entry.get("message", ""))
         for container in status.get("containerStatuses") or []:
             waiting = (container.get("state") or {}).get("waiting") or {}
             reason, message = waiting.get("reason"), waiting.get("message", "")
             if reason in CONFIG_ERRORS and "secret" in message.lower():
-                return Observation(c.ENGINE_AVAILABLE, c.FALSE, c.SECRET_NOT_FOUND, message)
+                return Observation(condition, c.FALSE, c.SECRET_NOT_FOUND, message)
             if reason in CONFIG_ERRORS or reason in FAILING:
-                return Observation(
-                    c.ENGINE_AVAILABLE, c.FALSE, c.CONTAINER_FAILING, f"{reason}: {message}"
-                )
+                return Observation(condition, c.FALSE, c.CONTAINER_FAILING, f"{reason}: {message}")
+            if reason == MOUNTING:
+                mount_error = failed_mounts.get((pod.get("metadata") or {}).get("name", ""), "")
+                if "secret" in mount_error.lower():
+                    return Observation(condition, c.FALSE, c.SECRET_NOT_FOUND, mount_error)
     return None
 
 
-def engine_observation(state: DeploymentState, pods: Sequence[Mapping[str, Any]]) -> Observation:
+def engine_observation(
+    state: DeploymentState,
+    pods: Sequence[Mapping[str, Any]],
+    failed_mounts: Mapping[str, str] | None = None,
+) -> Observation:
     if state.desired == 0:
         return Observation(c.ENGINE_AVAILABLE, c.FALSE, c.SCALED_TO_ZERO, "engine.replicas is 0")
     if state.rolled_out:
         return Observation(
             c.ENGINE_AVAILABLE, c.TRUE, c.AVAILABLE, f"{state.ready}/{state.desired} replicas ready"
         )
-    problem = pod_problem(pods)
+    problem = pod_problem(c.ENGINE_AVAILABLE, pods, failed_mounts)
     if problem is not None:
         return problem
     return Observation(
@@ -94,11 +124,18 @@ def engine_observation(state: DeploymentState, pods: Sequence[Mapping[str, Any]]
     )
 
 
-def router_observation(state: DeploymentState) -> Observation:
+def router_observation(
+    state: DeploymentState,
+    pods: Sequence[Mapping[str, Any]] = (),
+    failed_mounts: Mapping[str, str] | None = None,
+) -> Observation:
     if state.ready >= 1 and state.current_generation:
         return Observation(
             c.ROUTER_AVAILABLE, c.TRUE, c.AVAILABLE, f"{state.ready}/{state.desired} replicas ready"
         )
+    problem = pod_problem(c.ROUTER_AVAILABLE, pods, failed_mounts)
+    if problem is not None:
+        return problem
     return Observation(
         c.ROUTER_AVAILABLE, c.FALSE, c.PROGRESSING, f"{state.ready}/{state.desired} replicas ready"
     )
@@ -118,12 +155,14 @@ def summary(
             Observation(c.RECONCILING, c.TRUE, c.APPLY_FAILED, apply_error),
             Observation(c.STALLED, c.FALSE, c.APPLY_FAILED, ""),
         )
-    if engine.reason in STALLING_REASONS:
-        return (
-            Observation(c.READY, c.FALSE, engine.reason, engine.message),
-            Observation(c.RECONCILING, c.FALSE, engine.reason, ""),
-            Observation(c.STALLED, c.TRUE, engine.reason, engine.message),
-        )
+    for blocked in (engine, router):
+        if blocked.reason in STALLING_REASONS:
+            message = f"{blocked.type}: {blocked.message}"
+            return (
+                Observation(c.READY, c.FALSE, blocked.reason, message),
+                Observation(c.RECONCILING, c.FALSE, blocked.reason, ""),
+                Observation(c.STALLED, c.TRUE, blocked.reason, message),
+            )
     if engine.status == c.TRUE and router.status == c.TRUE:
         return (
             Observation(c.READY, c.TRUE, c.AVAILABLE, "the endpoint serves requests"),

@@ -194,6 +194,20 @@ async def _report_transient(
         log.warning("Could not report the API error in the status: %s", second)
 
 
+async def _failed_mounts(
+    ctx: Context, namespace: str, pods: list[dict[str, Any]]
+) -> dict[str, str]:
+    """FailedMount messages for the Pods waiting on volumes; no request when none waits."""
+    if not observe.mounting_pods(pods):
+        return {}
+    try:
+        return await ctx.api.failed_mounts(namespace)
+    except client.ApiException as error:
+        # Only the reason shown is at stake; the Pod still counts as not ready.
+        log.warning("Could not list FailedMount events in %s: %s", namespace, error.reason)
+        return {}
+
+
 async def reconcile(body: Mapping[str, Any], ctx: Context) -> Outcome:
     """Bring one LLMService's children and status in line with its spec."""
     outcome = Outcome()
@@ -272,9 +286,11 @@ async def reconcile(body: Mapping[str, Any], ctx: Context) -> Outcome:
         ctx.store.get("Deployment", namespace, naming.router_name(service)),
         service.spec.router.replicas,
     )
-    pods = ctx.store.engine_pods(namespace, name)
-    engine = observe.engine_observation(engine_state, pods)
-    router = observe.router_observation(router_state)
+    pods = ctx.store.pods(namespace, name, naming.ENGINE)
+    router_pods = ctx.store.pods(namespace, name, naming.ROUTER)
+    failed_mounts = await _failed_mounts(ctx, namespace, [*pods, *router_pods])
+    engine = observe.engine_observation(engine_state, pods, failed_mounts)
+    router = observe.router_observation(router_state, router_pods, failed_mounts)
     ready, reconciling, stalled = observe.summary(engine, router, apply_error)
     observations = [ready, reconciling, stalled, engine, router, monitoring]
 

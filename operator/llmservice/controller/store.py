@@ -1,4 +1,4 @@
-"""What the watches have seen: LLMServices, their children and their engine Pods.
+"""What the watches have seen: LLMServices, their children and their Pods.
 
 Fed by kopf's event handlers (the list at start, then every change), read by `reconcile()`,
 so a converged LLMService is checked without a single API request. Objects are keyed by
@@ -14,7 +14,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from llmservice.controller.kinds import key_of
-from llmservice.render.naming import ENGINE
 
 INSTANCE_LABEL = "app.kubernetes.io/instance"
 COMPONENT_LABEL = "app.kubernetes.io/component"
@@ -63,10 +62,11 @@ class ClusterStore:
         keys = self._by_instance.get((namespace, instance), set())
         return {key: self._objects[key] for key in keys if key[0] not in ("Pod", "LLMService")}
 
-    def engine_pods(self, namespace: str, instance: str) -> list[dict[str, Any]]:
+    def pods(self, namespace: str, instance: str, component: str) -> list[dict[str, Any]]:
+        """The Pods of one component (engine or router) of one LLMService, by name."""
         keys = self._by_instance.get((namespace, instance), set())
         pods = [self._objects[key] for key in keys if key[0] == "Pod"]
         return sorted(
-            (p for p in pods if p["metadata"].get("labels", {}).get(COMPONENT_LABEL) == ENGINE),
+            (p for p in pods if p["metadata"].get("labels", {}).get(COMPONENT_LABEL) == component),
             key=lambda p: str(p["metadata"]["name"]),
         )

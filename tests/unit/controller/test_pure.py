@@ -143,3 +143,41 @@ def test_small_changes_are_not_worth_a_write() -> None:
     assert not Rates(1.0, 10.0, 100.0, 10).meaningfully_different(Rates(1.0, 10.0, 105.0, 10))
     assert Rates(1.0, 10.0, 100.0, 10).meaningfully_different(Rates(1.0, 10.0, 150.0, 10))
     assert Rates(0.0, 0.0, 0.0, 10).meaningfully_different(Rates(0.1, 1.0, 1.0, 10))
+
+
+def test_router_waiting_on_a_missing_secret_volume_is_named_and_stalls() -> None:
+    pod = {
+        "metadata": {"name": "chat-router-abc"},
+        "status": {"containerStatuses": [{"state": {"waiting": {"reason": "ContainerCreating"}}}]},
+    }
+    mounts = {
+        "chat-router-abc": 'MountVolume.SetUp failed for volume "api-keys" : '
+        'secret "chat-keys" not found'
+    }
+    assert observe.mounting_pods([pod]) == ["chat-router-abc"]
+    state = observe.DeploymentState(1, 0, 0, 1, True)
+    router = observe.router_observation(state, [pod], mounts)
+    assert (router.type, router.status, router.reason) == (
+        c.ROUTER_AVAILABLE,
+        c.FALSE,
+        c.SECRET_NOT_FOUND,
+    )
+    assert 'secret "chat-keys" not found' in router.message
+    engine = Observation(c.ENGINE_AVAILABLE, c.TRUE, c.AVAILABLE, "1/1 replicas ready")
+    ready, reconciling, stalled = observe.summary(engine, router, None)
+    assert (ready.status, reconciling.status, stalled.status) == (c.FALSE, c.FALSE, c.TRUE)
+    assert stalled.reason == c.SECRET_NOT_FOUND
+    assert stalled.message.startswith("RouterAvailable: ")
+    assert "chat-keys" in stalled.message
+
+
+def test_creating_pod_without_a_failed_mount_is_just_progressing() -> None:
+    pod = {
+        "metadata": {"name": "chat-router-abc"},
+        "status": {"containerStatuses": [{"state": {"waiting": {"reason": "ContainerCreating"}}}]},
+    }
+    state = observe.DeploymentState(1, 0, 0, 1, True)
+    assert observe.router_observation(state, [pod], {}).reason == c.PROGRESSING
+    other = {"other-pod": 'MountVolume.SetUp failed for volume "x" : secret "y" not found'}
+    assert observe.router_observation(state, [pod], other).reason == c.PROGRESSING
+    assert observe.mounting_pods([{"metadata": {"name": "p"}, "status": {}}]) == []
