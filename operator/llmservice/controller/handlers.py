@@ -21,6 +21,7 @@ import kopf
 
 from llmservice.controller.kinds import CHILD_KINDS, LLMSERVICE, SERVICE_MONITOR_CRD
 from llmservice.controller.kube import ClusterAPI, is_transient
+from llmservice.controller.mounts import FailedMountLookup
 from llmservice.controller.reconcile import Context, RenderCache, reconcile
 from llmservice.controller.store import INSTANCE_LABEL, ClusterStore
 from llmservice.controller.throughput import ThroughputTracker
@@ -51,6 +52,7 @@ class OperatorState:
     throughput: ThroughputTracker
     store: ClusterStore = field(default_factory=ClusterStore)
     renders: RenderCache = field(default_factory=RenderCache)
+    mounts: FailedMountLookup = field(default_factory=FailedMountLookup)
     locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
     pending: set[tuple[str, str]] = field(default_factory=set)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
@@ -77,6 +79,7 @@ class OperatorState:
                 throughput=self.throughput,
                 monitoring_crd_installed=await self.monitoring_crd_installed(),
                 renders=self.renders,
+                mounts=self.mounts,
             )
             outcome = await reconcile(latest, context)
             if outcome.applied or outcome.deleted:

@@ -27,6 +27,7 @@ from llmservice.controller.compare import is_subset
 from llmservice.controller.conditions import Observation
 from llmservice.controller.kinds import BY_KIND, SERVICE_MONITOR, key_of
 from llmservice.controller.kube import ClusterAPI, is_transient
+from llmservice.controller.mounts import FailedMountLookup
 from llmservice.controller.store import ClusterStore
 from llmservice.controller.throughput import Rates, ThroughputTracker
 from llmservice.render import naming, render_all
@@ -79,6 +80,7 @@ class Context:
     throughput: ThroughputTracker
     monitoring_crd_installed: bool
     renders: RenderCache = field(default_factory=RenderCache)
+    mounts: FailedMountLookup = field(default_factory=FailedMountLookup)
     now: float = field(default_factory=time.monotonic)
 
 
@@ -200,12 +202,7 @@ async def _failed_mounts(
     """FailedMount messages for the Pods waiting on volumes; no request when none waits."""
     if not observe.mounting_pods(pods):
         return {}
-    try:
-        return await ctx.api.failed_mounts(namespace)
-    except client.ApiException as error:
-        # Only the reason shown is at stake; the Pod still counts as not ready.
-        log.warning("Could not list FailedMount events in %s: %s", namespace, error.reason)
-        return {}
+    return await ctx.mounts.get(ctx.api, namespace)
 
 
 async def reconcile(body: Mapping[str, Any], ctx: Context) -> Outcome:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import pytest
 
 from llmservice.controller import conditions as c
 from llmservice.controller import observe
 from llmservice.controller.compare import is_subset
 from llmservice.controller.conditions import Observation, set_condition
+from llmservice.controller.mounts import FailedMountLookup
 from llmservice.controller.throughput import Rates, Sample, parse_sample, rates_between
 
 
@@ -181,3 +185,31 @@ def test_creating_pod_without_a_failed_mount_is_just_progressing() -> None:
     other = {"other-pod": 'MountVolume.SetUp failed for volume "x" : secret "y" not found'}
     assert observe.router_observation(state, [pod], other).reason == c.PROGRESSING
     assert observe.mounting_pods([{"metadata": {"name": "p"}, "status": {}}]) == []
+
+
+class CountingAPI:
+    """Stands in for ClusterAPI.failed_mounts only, counting the calls."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def failed_mounts(self, namespace: str) -> dict[str, str]:
+        self.calls += 1
+        return {"pod": f"call {self.calls} in {namespace}"}
+
+
+def test_failed_mounts_are_listed_at_most_once_per_ttl_per_namespace() -> None:
+    now = [0.0]
+    lookup = FailedMountLookup(ttl=10, clock=lambda: now[0])
+    api: Any = CountingAPI()
+
+    async def scenario() -> None:
+        assert await lookup.get(api, "a") == {"pod": "call 1 in a"}
+        now[0] = 9.0
+        assert await lookup.get(api, "a") == {"pod": "call 1 in a"}
+        assert await lookup.get(api, "b") == {"pod": "call 2 in b"}
+        now[0] = 10.0
+        assert await lookup.get(api, "a") == {"pod": "call 3 in a"}
+
+    asyncio.run(scenario())
+    assert api.calls == 3
