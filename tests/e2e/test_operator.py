@@ -32,6 +32,7 @@ CRD_FILE = REPO / "crds" / "llmservices.serving.llmservice.dev.yaml"
 EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
 READY_TIMEOUT = 120
 INSTANCE = "app.kubernetes.io/instance=chat"
+GPU = "nvidia.com/gpu"
 
 
 @pytest.fixture(scope="module")
@@ -303,18 +304,65 @@ def test_drift_is_reverted_and_deleted_children_come_back(
 ) -> None:
     create_llms(custom, namespace, minimal())
     wait_ready(custom, namespace, "chat")
-    apps.patch_namespaced_deployment(
-        "chat-engine", namespace, {"metadata": {"labels": {"team": "ml"}}, "spec": {"replicas": 2}}
-    )
+    rendered = apps.read_namespaced_deployment("chat-engine", namespace).spec.template.spec
+    image = rendered.containers[0].image
+    drift = {
+        "metadata": {"labels": {"team": "ml"}},
+        "spec": {
+            "replicas": 2,
+            "template": {
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "vllm",
+                            "image": "registry.invalid/other:1",
+                            "resources": {"limits": {GPU: "2"}},
+                        }
+                    ]
+                }
+            },
+        },
+    }
+    apps.patch_namespaced_deployment("chat-engine", namespace, drift)
     core.delete_namespaced_service("chat", namespace)
 
     def restored() -> bool:
         deployment = apps.read_namespaced_deployment("chat-engine", namespace)
+        container = deployment.spec.template.spec.containers[0]
         services = {s.metadata.name for s in core.list_namespaced_service(namespace).items}
-        return deployment.spec.replicas == 1 and "chat" in services
+        return (
+            deployment.spec.replicas == 1
+            and container.image == image
+            and container.resources.limits[GPU] == "1"
+            and "chat" in services
+        )
 
-    eventually(restored, 60, "the engine replicas reverted to 1 and the Service recreated")
+    eventually(restored, 60, "replicas, image and GPU limit reverted and the Service recreated")
     assert apps.read_namespaced_deployment("chat-engine", namespace).metadata.labels["team"] == "ml"
+    wait_ready(custom, namespace, "chat")
+
+
+def test_turning_the_ingress_off_deletes_it(
+    operator: OperatorProcess,
+    custom: client.CustomObjectsApi,
+    kube: client.ApiClient,
+    namespace: str,
+) -> None:
+    networking = client.NetworkingV1Api(kube)
+    create_llms(custom, namespace, minimal(ingress={"enabled": True, "host": "chat.example.com"}))
+    wait_ready(custom, namespace, "chat")
+    assert [i.metadata.name for i in networking.list_namespaced_ingress(namespace).items] == [
+        "chat"
+    ]
+    custom.patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, "chat", {"spec": {"ingress": {"enabled": False}}}
+    )
+    eventually(
+        lambda: not networking.list_namespaced_ingress(namespace).items,
+        60,
+        "the Ingress to be deleted",
+    )
+    wait_ready(custom, namespace, "chat")
 
 
 def test_deleting_the_llmservice_removes_every_child(
