@@ -39,9 +39,10 @@ test-e2e: $(STAMP) ## tests against the sandbox's real control plane
 	$(BIN)/llmservice sandbox build
 	$(BIN)/pytest tests/e2e
 
-crds: $(STAMP) ## regenerate crds/ (and its copy in deploy/) from the API models
+crds: $(STAMP) ## regenerate crds/ (and its copies in deploy/ and the Helm chart) from the API models
 	$(BIN)/llmservice crd --output crds/llmservices.serving.llmservice.dev.yaml
 	$(BIN)/llmservice crd --output deploy/crd.yaml
+	$(BIN)/llmservice crd --output deploy/helm/llmservice-operator/crds/llmservices.serving.llmservice.dev.yaml
 
 golden: $(STAMP) ## regenerate the golden files of the rendered examples
 	$(BIN)/python -m tests.unit.golden

@@ -5,7 +5,7 @@ every staging module (k8s.io/api, k8s.io/client-go, ...) at `./staging/...`. So 
 uses a throwaway module with one `replace` per staging module, derived from the go.mod the
 proxy serves for that release (never hard-coded, so a version bump needs no list update).
 etcd is built in the same module at the version kubernetes itself requires, so the two
-always match. kwok builds with a plain `go install`, in its own module.
+always match. kwok and helm build with a plain `go install`, each in its own module.
 
 Everything lands in `BinaryLayout` (outside the repository, keyed by version); a later
 call finds the binaries and does nothing.
@@ -23,6 +23,8 @@ from llmservice.sandbox.gotool import find_go, go_environment, run_go
 from llmservice.sandbox.progress import Progress
 from llmservice.sandbox.versions import (
     ETCD_MODULE,
+    HELM_MODULE,
+    HELM_PACKAGE,
     KUBERNETES_COMMANDS,
     KUBERNETES_MODULE,
     KWOK_PACKAGE,
@@ -48,13 +50,11 @@ def staging_modules(gomod_text: str) -> list[str]:
     return sorted(set(_STAGING.findall(gomod_text)))
 
 
-def required_version(gomod_text: str, module: str) -> str:
-    """The version of `module` that a go.mod requires."""
+def required_version(gomod_text: str, module: str, by: str = KUBERNETES_MODULE) -> str:
+    """The version of `module` that a go.mod (of the module `by`) requires."""
     match = re.search(rf"^\s*{re.escape(module)}\s+(v\S+)", gomod_text, re.MULTILINE)
     if match is None:
-        raise SandboxError(
-            f"{module} is not required by {KUBERNETES_MODULE}", "pin another version"
-        )
+        raise SandboxError(f"{module} is not required by {by}", "pin another version")
     return match[1]
 
 
@@ -84,6 +84,20 @@ def version_ldflags(kubernetes_version: str) -> str:
     return " ".join(flags)
 
 
+def helm_ldflags(helm_version: str, gomod_text: str) -> str:
+    """Stamp helm's release, and the Kubernetes version `helm template` assumes offline.
+
+    Upstream's Makefile takes the latter from the client-go that helm builds with (v0.X.Y
+    means v1.X); unstamped, `helm template` would check a chart's `kubeVersion` against v1.20.
+    """
+    client_go = required_version(gomod_text, "k8s.io/client-go", by=HELM_MODULE)
+    minor = client_go.split(".")[1]
+    flags = ["-s", "-w", f"-X {HELM_MODULE}/internal/version.version={helm_version}"]
+    for package in (f"{HELM_MODULE}/pkg/chartutil", f"{HELM_MODULE}/pkg/lint/rules"):
+        flags += [f"-X {package}.k8sVersionMajor=1", f"-X {package}.k8sVersionMinor={minor}"]
+    return " ".join(flags)
+
+
 class Builder:
     """Builds whatever `layout` is missing, printing progress on the way."""
 
@@ -104,6 +118,8 @@ class Builder:
         kube = [*KUBERNETES_COMMANDS, "etcd"]
         if any(not self.layout.binary(name).is_file() for name in kube):
             self._build_kubernetes(go)
+        if not self.layout.binary("helm").is_file():
+            self._build_helm(go)
         still = self.layout.missing()
         if still:
             raise SandboxError(f"the build did not produce {still[0]}", f"see {self.log}")
@@ -148,6 +164,25 @@ class Builder:
             stages.mkdir(parents=True, exist_ok=True)
             for relative in KWOK_STAGES:
                 shutil.copyfile(Path(info["Dir"]) / relative, self.layout.stage(relative))
+
+    def _build_helm(self, go: str) -> None:
+        version = self.layout.helm_version
+        bin_dir = self.layout.binary("helm").parent
+        bin_dir.mkdir(parents=True, exist_ok=True)
+        with self.progress.step(f"building helm {version}"):
+            info = self._download(go, f"{HELM_MODULE}@{version}", self.layout.root)
+            gomod_text = Path(info["GoMod"]).read_text(encoding="utf-8")
+            env = go_environment() | {"GOBIN": str(bin_dir)}
+            ldflags = helm_ldflags(version, gomod_text)
+            run_go(
+                go,
+                ["install", "-v", "-trimpath", f"-ldflags={ldflags}", f"{HELM_PACKAGE}@{version}"],
+                cwd=self.layout.root,
+                log=self.log,
+                progress=self.progress,
+                what="building helm",
+                env=env,
+            )
 
     def _build_kubernetes(self, go: str) -> None:
         version = self.layout.kubernetes_version

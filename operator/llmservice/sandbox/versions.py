@@ -13,10 +13,14 @@ from pathlib import Path
 
 KUBERNETES_VERSION = "v1.37.2"
 KWOK_VERSION = "v0.8.0"
+# Only the tests use helm: they install the chart in deploy/helm/ and compare it with deploy/.
+HELM_VERSION = "v3.22.0"
 
 KUBERNETES_MODULE = "k8s.io/kubernetes"
 ETCD_MODULE = "go.etcd.io/etcd/server/v3"
 KWOK_PACKAGE = "sigs.k8s.io/kwok/cmd/kwok"
+HELM_MODULE = "helm.sh/helm/v3"
+HELM_PACKAGE = f"{HELM_MODULE}/cmd/helm"
 
 KUBERNETES_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
 
@@ -47,6 +51,7 @@ class BinaryLayout:
     root: Path
     kubernetes_version: str = KUBERNETES_VERSION
     kwok_version: str = KWOK_VERSION
+    helm_version: str = HELM_VERSION
 
     @property
     def kubernetes_dir(self) -> Path:
@@ -64,10 +69,16 @@ class BinaryLayout:
     def kwok_dir(self) -> Path:
         return self.root / "kwok" / self.kwok_version
 
+    @property
+    def helm_dir(self) -> Path:
+        return self.root / "helm" / self.helm_version
+
     def binary(self, name: str) -> Path:
-        """The path of one binary: the Kubernetes commands and etcd, or kwok."""
+        """The path of one binary: the Kubernetes commands and etcd, kwok, or helm."""
         if name == "kwok":
             return self.kwok_dir / "bin" / "kwok"
+        if name == "helm":
+            return self.helm_dir / "bin" / "helm"
         return self.kubernetes_bin / name
 
     def stage(self, relative: str) -> Path:
@@ -75,7 +86,7 @@ class BinaryLayout:
         return self.kwok_dir / "stages" / Path(relative).name
 
     def all_binaries(self) -> list[Path]:
-        names = [*KUBERNETES_COMMANDS, "etcd", "kwok"]
+        names = [*KUBERNETES_COMMANDS, "etcd", "kwok", "helm"]
         return [self.binary(name) for name in names]
 
     def missing(self) -> list[Path]:

@@ -13,8 +13,10 @@ from llmservice.api.crd import build_crd, crd_yaml, openapi_schema
 
 REPO = Path(__file__).resolve().parents[3]
 COMMITTED = REPO / "crds" / "llmservices.serving.llmservice.dev.yaml"
-# kustomize loads no file from outside deploy/, so `make crds` writes a copy there too.
+# kustomize loads no file from outside deploy/, nor Helm from outside its chart, so
+# `make crds` writes a copy into each.
 DEPLOY_COPY = REPO / "deploy" / "crd.yaml"
+CHART_COPY = REPO / "deploy" / "helm" / "llmservice-operator" / "crds" / COMMITTED.name
 
 
 def _nodes(schema: dict[str, Any], path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
@@ -27,7 +29,9 @@ def _nodes(schema: dict[str, Any], path: str = "") -> Iterator[tuple[str, dict[s
         yield from _nodes(schema["additionalProperties"], f"{path}{{}}")
 
 
-@pytest.mark.parametrize("committed", [COMMITTED, DEPLOY_COPY], ids=["crds", "deploy"])
+@pytest.mark.parametrize(
+    "committed", [COMMITTED, DEPLOY_COPY, CHART_COPY], ids=["crds", "deploy", "chart"]
+)
 def test_committed_crd_is_up_to_date(committed: Path) -> None:
     assert committed.read_text(encoding="utf-8") == crd_yaml(), "run `make crds`"
 
