@@ -58,12 +58,15 @@ class OperatorState:
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     crd_checked_at: float = float("-inf")
     crd_installed: bool = False
+    crd_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def monitoring_crd_installed(self) -> bool:
-        now = time.monotonic()
-        if now - self.crd_checked_at >= CRD_CHECK_TTL_SECONDS:
-            self.crd_installed = await self.api.crd_exists(SERVICE_MONITOR_CRD)
-            self.crd_checked_at = now
+        # One check at a time: reconciles running together share its answer.
+        async with self.crd_lock:
+            now = time.monotonic()
+            if now - self.crd_checked_at >= CRD_CHECK_TTL_SECONDS:
+                self.crd_installed = await self.api.crd_exists(SERVICE_MONITOR_CRD)
+                self.crd_checked_at = now
         return self.crd_installed
 
     async def reconcile(self, body: Mapping[str, Any]) -> None:

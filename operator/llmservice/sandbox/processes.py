@@ -107,20 +107,36 @@ def start(
 
 def stop(record: ProcessRecord, timeout: float = STOP_TIMEOUT_SECONDS) -> None:
     """SIGTERM, wait up to `timeout`, then SIGKILL; a no-op if the process is already gone."""
-    if not record.alive():
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(record.pid, signal.SIGTERM)
+    stop_all([record], timeout)
+
+
+def _signal_all(records: Sequence[ProcessRecord], signum: int) -> None:
+    for record in records:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(record.pid, signum)
+
+
+def _wait_all(records: Sequence[ProcessRecord], timeout: float) -> list[ProcessRecord]:
+    """Wait until every process is gone or `timeout` passes; return those still alive."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not record.alive():
-            return
+    alive = [r for r in records if r.alive()]
+    while alive and time.monotonic() < deadline:
         time.sleep(_POLL_SECONDS)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(record.pid, signal.SIGKILL)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and record.alive():
-        time.sleep(_POLL_SECONDS)
+        alive = [r for r in alive if r.alive()]
+    return alive
+
+
+def stop_all(records: Sequence[ProcessRecord], timeout: float = STOP_TIMEOUT_SECONDS) -> None:
+    """Stop many processes together: one grace period for all, not one after another.
+
+    A router drains for several seconds on SIGTERM; stopping a hundred in turn would take
+    minutes.
+    """
+    alive = [r for r in records if r.alive()]
+    _signal_all(alive, signal.SIGTERM)
+    alive = _wait_all(alive, timeout)
+    _signal_all(alive, signal.SIGKILL)
+    _wait_all(alive, timeout)
 
 
 def log_tail(path: str | Path, lines: int = 200) -> list[str]:

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from llmservice.sandbox.processes import ProcessRecord, stop
+from llmservice.sandbox.processes import ProcessRecord, stop_all
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,8 @@ def load_all(directory: Path) -> dict[str, PodProcess]:
 
 
 def stop_all_pod_processes(directory: Path) -> None:
-    """Stop every recorded Pod process by pid and forget it."""
-    for uid, pod in load_all(directory).items():
-        stop(pod.process)
+    """Stop every recorded Pod process by pid, all at once, and forget them."""
+    recorded = load_all(directory)
+    stop_all([pod.process for pod in recorded.values()])
+    for uid in recorded:
         remove(directory, uid)

@@ -23,7 +23,7 @@ from typing import Any
 
 from kubernetes import client
 
-from llmservice.sandbox.processes import log_tail, start, stop
+from llmservice.sandbox.processes import log_tail, start, stop_all
 from llmservice.sandbox.runtime import podstatus, records
 from llmservice.sandbox.runtime.kubelet import KubeletReporter, now_rfc3339
 from llmservice.sandbox.runtime.materialize import MissingReference, PodMaterializer
@@ -76,16 +76,18 @@ class Supervisor:
         pods: list[Any] = self.core.list_pod_for_all_namespaces(label_selector=POD_SELECTOR).items
         desired = {p.metadata.uid: p for p in pods if wants_process(p)}
         actual = records.load_all(self.directory)
-        for uid, running in actual.items():
-            if uid not in desired:
-                log.info(
-                    "Stopping %s process of Pod %s/%s (pid %d)",
-                    running.component, running.namespace, running.name, running.process.pid,
-                )  # fmt: skip
-                stop(running.process)
-                records.remove(self.directory, uid)
-                # The Pod's token, Secret copies and log go with it.
-                shutil.rmtree(self.materializer.root / uid, ignore_errors=True)
+        unwanted = {uid: running for uid, running in actual.items() if uid not in desired}
+        for running in unwanted.values():
+            log.info(
+                "Stopping %s process of Pod %s/%s (pid %d)",
+                running.component, running.namespace, running.name, running.process.pid,
+            )  # fmt: skip
+        # Together: each may take its drain grace to exit.
+        stop_all([running.process for running in unwanted.values()])
+        for uid in unwanted:
+            records.remove(self.directory, uid)
+            # The Pod's token, Secret copies and log go with it.
+            shutil.rmtree(self.materializer.root / uid, ignore_errors=True)
         for uid in set(self.last_start) - set(desired):
             self.forget(uid)
         for uid, pod in desired.items():
