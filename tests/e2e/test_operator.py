@@ -295,6 +295,32 @@ def test_missing_secrets_are_named_until_they_exist(
     assert condition(obj, "Stalled")["status"] == "False"
 
 
+def test_crashing_engine_is_explained_and_recovers_when_fixed(
+    operator: OperatorProcess, custom: client.CustomObjectsApi, namespace: str
+) -> None:
+    # The API accepts any extra flag; the engine refuses this value at start and exits.
+    bad_flag = "--max-num-batched-tokens=many"
+    create_llms(custom, namespace, minimal(engine={"extraArgs": [bad_flag]}))
+
+    def failing() -> dict[str, Any] | None:
+        obj = get_llms(custom, namespace, "chat")
+        return (
+            obj if condition(obj, "EngineAvailable").get("reason") == "ContainerFailing" else None
+        )
+
+    obj = eventually(failing, READY_TIMEOUT, "EngineAvailable=False with reason ContainerFailing")
+    message = condition(obj, "EngineAvailable")["message"]
+    assert message.startswith("CrashLoopBackOff: ")
+    assert "max-num-batched-tokens" in message  # the engine's own last words
+    assert condition(obj, "Stalled")["status"] == "True"
+
+    custom.patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, "chat", {"spec": {"engine": {"extraArgs": []}}}
+    )
+    obj = wait_ready(custom, namespace, "chat")
+    assert condition(obj, "Stalled")["status"] == "False"
+
+
 def test_drift_is_reverted_and_deleted_children_come_back(
     operator: OperatorProcess,
     custom: client.CustomObjectsApi,

@@ -23,6 +23,7 @@ from typing import Any
 
 from kubernetes import client
 
+from llmservice.sandbox.errors import SandboxError
 from llmservice.sandbox.processes import log_tail, start, stop_all
 from llmservice.sandbox.runtime import podstatus, records
 from llmservice.sandbox.runtime.kubelet import KubeletReporter, now_rfc3339
@@ -142,6 +143,10 @@ class Supervisor:
                 "Cannot start Pod %s/%s yet: %s %s",
                 pod.metadata.namespace, pod.metadata.name, exc.status, exc.reason,
             )  # fmt: skip
+        except SandboxError as failed:
+            # Exited at once (a bad flag, say): a crash like any other, restarted with back-off.
+            log.warning("Pod %s/%s: %s", pod.metadata.namespace, pod.metadata.name, failed)
+            self.kubelet.status(pod, podstatus.crash_loop(str(failed), self.restarts(uid) + 1))
         else:
             self.started_at[uid] = now_rfc3339()
             self.kubelet.status(
