@@ -19,7 +19,7 @@ import yaml
 from kubernetes import client, dynamic
 from kubernetes.dynamic.exceptions import ResourceNotFoundError
 
-from tests.e2e.waiting import eventually
+from tests.e2e.crds import wait_established
 from tests.unit.api.fixtures import INVALID_CASES, VALID_CASES
 
 pytestmark = pytest.mark.e2e
@@ -56,12 +56,7 @@ def llmservice_crd(kube: client.ApiClient) -> Iterator[dict[str, Any]]:
     if rejected is not None:
         pytest.fail(f"the API server rejects {CRD_FILE.name}: {rejected}", pytrace=False)
 
-    def established() -> bool:
-        crd: Any = extensions.read_custom_resource_definition(name)
-        conditions = {c.type: c.status for c in crd.status.conditions or []}
-        return conditions.get("Established") == "True"
-
-    eventually(established, timeout=60, what=f"CRD {name} to be Established")
+    wait_established(kube, name)
     yield document
     extensions.delete_custom_resource_definition(name)
 

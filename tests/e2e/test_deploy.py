@@ -22,6 +22,7 @@ from llmservice.sandbox.apiclient import api_client, found
 from llmservice.sandbox.cluster import Sandbox
 from llmservice.sandbox.progress import Progress
 from llmservice.sandbox.runtime.records import PodProcess, load_all
+from tests.e2e.crds import wait_established
 from tests.e2e.probes import answers
 from tests.e2e.waiting import eventually
 
@@ -103,15 +104,7 @@ def test_apply_creates_every_object(applied: str) -> None:
 
 
 def test_crd_becomes_established(applied: str, kube: client.ApiClient) -> None:
-    extensions = client.ApiextensionsV1Api(kube)
-
-    def established() -> bool:
-        crd: Any = extensions.read_custom_resource_definition(CRD)
-        return any(
-            c.type == "Established" and c.status == "True" for c in crd.status.conditions or []
-        )
-
-    eventually(established, timeout=60, what=f"CRD {CRD} to be Established")
+    wait_established(kube, CRD)
 
 
 def test_pod_security_admits_the_operator_pod(applied: str, kube: client.ApiClient) -> None:

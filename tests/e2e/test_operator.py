@@ -21,6 +21,7 @@ from kubernetes import client
 
 from llmservice.api import parse_llmservice
 from llmservice.sandbox.cluster import Sandbox
+from tests.e2e.crds import wait_established
 from tests.e2e.operator_fixture import OperatorProcess
 from tests.e2e.waiting import eventually, holds_for
 
@@ -41,14 +42,7 @@ def installed_crd(kube: client.ApiClient) -> Iterator[None]:
     document: Any = yaml.safe_load(CRD_FILE.read_text(encoding="utf-8"))
     extensions.create_custom_resource_definition(document)
     name = document["metadata"]["name"]
-
-    def established() -> bool:
-        crd: Any = extensions.read_custom_resource_definition(name)
-        return any(
-            c.type == "Established" and c.status == "True" for c in crd.status.conditions or []
-        )
-
-    eventually(established, timeout=60, what="the LLMService CRD to be Established")
+    wait_established(kube, name)
     yield
     extensions.delete_custom_resource_definition(name)
 
