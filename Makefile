@@ -20,11 +20,12 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create .venv and install the project with test and dev extras
 
-check: lint typecheck ## ruff, mypy strict and the import contracts
+check: lint typecheck ## ruff, hadolint, mypy strict and the import contracts
 
 lint: $(STAMP)
 	$(BIN)/ruff check operator tests bench
 	$(BIN)/ruff format --check operator tests bench
+	$(BIN)/hadolint Dockerfile
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
