@@ -27,7 +27,10 @@ from kubernetes import client
 
 from llmservice.sandbox.kubeconfig import write_token
 
-TOKEN_SECONDS = 24 * 3600
+# A kubelet rotates a Pod's token before it expires and clients re-read it; these processes
+# read their kubeconfig once. So the token lasts longer than any sandbox is left running.
+# It is bound to the Pod all the same: deleting the Pod revokes it.
+TOKEN_SECONDS = 30 * 24 * 3600
 SECRET = "Secret"  # noqa: S105 - a kind, not a secret
 CONFIG_MAP = "ConfigMap"
 _UNSAFE_ENV = ("KUBECONFIG", "KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT")
