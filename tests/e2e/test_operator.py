@@ -20,6 +20,7 @@ import yaml
 from kubernetes import client
 
 from llmservice.api import parse_llmservice
+from llmservice.sandbox import audit
 from llmservice.sandbox.cluster import Sandbox
 from tests.e2e.crds import wait_established
 from tests.e2e.operator_fixture import OperatorProcess
@@ -433,10 +434,26 @@ def test_converged_llmservice_makes_no_writes(
         return bool(get_llms(custom, namespace, "chat")["status"].get("throughput"))
 
     eventually(throughput_written, 60, "the first throughput in the status")
-    before = _patch_requests(sandbox)
+    start = audit.size(sandbox.dir.audit_log)
+
+    def operator_patches() -> list[str]:
+        # From the audit log, in this test's namespace only: LLMServices being deleted by
+        # other tests' teardown elsewhere (a finalizer PATCH) do not count.
+        return [
+            f"{r.verb} {r.resource}/{r.subresource} by {r.agent}"
+            for r in audit.read(sandbox.dir.audit_log, start)
+            if r.namespace == namespace
+            and r.verb == "patch"
+            and r.resource in OPERATOR_WRITES
+            and (r.subresource == "" or r.resource == "llmservices")
+        ]
+
     # Over three timer intervals (10 s each) a converged LLMService without traffic costs
     # no PATCH at all: no apply, no status write.
-    holds_for(lambda: _patch_requests(sandbox) == before, 35, "no PATCH by the operator")
+    try:
+        holds_for(lambda: not operator_patches(), 35, "no PATCH by the operator")
+    except AssertionError:
+        raise AssertionError(f"a converged LLMService was written: {operator_patches()}") from None
 
 
 def test_traffic_through_the_router_shows_up_as_tokens_per_second(

@@ -22,7 +22,9 @@ class Request:
     """One API request as the audit log tells it."""
 
     user: str
+    agent: str
     verb: str
+    namespace: str
     resource: str
     subresource: str
     received: datetime
@@ -50,7 +52,9 @@ def parse(lines: Iterable[str]) -> list[Request]:
         found.append(
             Request(
                 user=str((event.get("user") or {}).get("username", "")),
+                agent=str(event.get("userAgent", "")),
                 verb=str(event.get("verb", "")),
+                namespace=str(target.get("namespace", "")),
                 resource=str(target.get("resource", "")),
                 subresource=str(target.get("subresource", "")),
                 received=received,
@@ -60,8 +64,15 @@ def parse(lines: Iterable[str]) -> list[Request]:
     return found
 
 
-def read(path: Path) -> list[Request]:
+def size(path: Path) -> int:
+    """Where the log ends now: pass it to `read` to see only what comes after."""
+    return path.stat().st_size if path.exists() else 0
+
+
+def read(path: Path, offset: int = 0) -> list[Request]:
+    """The requests logged from byte `offset` on (a line cut at `offset` is skipped)."""
     with path.open(encoding="utf-8", errors="replace") as log:
+        log.seek(offset)
         return parse(log)
 
 

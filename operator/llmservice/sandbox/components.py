@@ -77,8 +77,10 @@ def apiserver(
         f"--cert-dir={where.root / 'apiserver-certs'}",
         f"--audit-policy-file={audit_policy(where)}",
         f"--audit-log-path={where.audit_log}",
-        # Batched, so auditing adds no latency to requests; bounded on disk.
+        # Batched, so auditing adds no latency to requests, and flushed within a second, so
+        # a reader sees a request soon after it was served; bounded on disk.
         "--audit-log-mode=batch",
+        "--audit-log-batch-max-wait=1s",
         "--audit-log-format=json",
         "--audit-log-maxsize=200",
         "--audit-log-maxbackup=1",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from llmservice.sandbox import audit
@@ -55,3 +56,15 @@ def test_counts_by_verb_for_one_user_in_a_window() -> None:
     end = datetime(2026, 11, 23, 10, 1, tzinfo=UTC)
     assert audit.by_verb(requests, OPERATOR, start, end) == {"watch": 1, "patch": 1}
     assert audit.by_verb(requests, "nobody", start, end) == {}
+
+
+def test_reading_from_an_offset_sees_only_what_came_after(tmp_path: Path) -> None:
+    log = tmp_path / "audit.log"
+    assert audit.size(log) == 0
+    log.write_text("\n".join(LINES[:2]) + "\n", encoding="utf-8")
+    offset = audit.size(log)
+    with log.open("a", encoding="utf-8") as more:
+        more.write(LINES[-1] + "\n")
+    (only,) = audit.read(log, offset)
+    assert (only.verb, only.resource, only.namespace) == ("list", "events", "")
+    assert len(audit.read(log)) == 3

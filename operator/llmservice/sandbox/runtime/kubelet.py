@@ -46,8 +46,14 @@ class KubeletReporter:
                 _content_type="application/strategic-merge-patch+json",
             )
         except client.ApiException as exc:
-            if exc.status != 404:  # a Pod deleted meanwhile needs no status
-                raise
+            # One Pod's refusal must not stall the loop for every other Pod; a Pod deleted
+            # meanwhile needs no status, and anything else is tried again next pass.
+            if exc.status != 404:
+                log.warning(
+                    "Cannot write the status of Pod %s/%s: %s %s",
+                    pod.metadata.namespace, pod.metadata.name, exc.status, exc.reason,
+                )  # fmt: skip
+                return
         self.written[uid] = view
 
     def warning(self, pod: Any, reason: str, message: str) -> None:
@@ -77,7 +83,12 @@ class KubeletReporter:
             reporting_component=COMPONENT,
             reporting_instance=pod.spec.node_name or "",
         )
-        self.core.create_namespaced_event(pod.metadata.namespace, event)
+        try:
+            self.core.create_namespaced_event(pod.metadata.namespace, event)
+        except client.ApiException as exc:
+            # A namespace being deleted refuses new Events; the status says the same.
+            log.warning("Cannot record %s for Pod %s: %s", reason, pod.metadata.name, exc.reason)
+            return
         self.events.add(key)
         log.info("Pod %s/%s: %s: %s", pod.metadata.namespace, pod.metadata.name, reason, message)
 

@@ -92,7 +92,11 @@ class Supervisor:
         for uid in set(self.last_start) - set(desired):
             self.forget(uid)
         for uid, pod in desired.items():
-            self.sync(pod, actual.get(uid))
+            try:
+                self.sync(pod, actual.get(uid))
+            except Exception:
+                # One Pod's failure must not keep every other Pod waiting; retried next pass.
+                log.exception("Pod %s/%s: sync failed", pod.metadata.namespace, pod.metadata.name)
 
     def forget(self, uid: str) -> None:
         self.last_start.pop(uid, None)
