@@ -52,6 +52,7 @@ SERVICE_MONITOR_SCHEMA: dict[str, Any] = {
                     "properties": {"matchNames": {"type": "array", "items": {"type": "string"}}},
                     "additionalProperties": False,
                 },
+                "targetLabels": {"type": "array", "items": {"type": "string"}},
                 "endpoints": {
                     "type": "array",
                     "items": {
