@@ -5,7 +5,7 @@
 
 Measures, against the operator whose pid is given (it must be running already):
 - median of 10 of: create -> every child exists, and create -> Ready=True
-  (in the sandbox Pods become ready as soon as their process listens);
+  (in the sandbox a Pod is ready once its process passes its readiness probe);
 - with 100 LLMServices converged (10 serving, 90 scaled to zero: the sandbox has 16 GPUs):
   the operator's resident memory, and its API requests over one minute, counted by verb
   from the sandbox API server's audit log for the operator's user alone (a watch counts

@@ -14,6 +14,7 @@ carries the same jq predicate over the Pod's labels, one wanting `true`, the oth
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -100,10 +101,10 @@ def local_start_stage() -> dict[str, Any]:
 
 def _without_local_pods(stage: Mapping[str, Any]) -> dict[str, Any]:
     """kwok's stage, restricted to the Pods the runtime does not run."""
-    changed = yaml.safe_load(yaml.safe_dump(dict(stage)))
+    changed = copy.deepcopy(dict(stage))
     selector = changed["spec"].setdefault("selector", {})
     selector.setdefault("matchExpressions", []).append(_runs_locally(False))
-    return dict(changed)
+    return changed
 
 
 def kwok_config(stage_texts: Sequence[str]) -> str:
