@@ -1,4 +1,7 @@
-"""Jinja2 rendering of the templates in `templates/`, parsed to dicts at once.
+"""Jinja2 rendering of the package's `templates/`, parsed to dicts at once.
+
+The templates are package data, read through `importlib.resources`: an installed wheel
+renders exactly as a source checkout does, with nothing to configure.
 
 `StrictUndefined` turns a misspelt variable into an error instead of an empty string, and
 every value is written with `tojson` (JSON is YAML), so no value can break the YAML around
@@ -8,25 +11,31 @@ it. Nothing downstream ever sees YAML text.
 from __future__ import annotations
 
 import json
-import os
+from collections.abc import Callable
 from functools import cache
-from pathlib import Path
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from typing import Any
 
 import jinja2
 import yaml
 
-TEMPLATES_ENV = "LLMSERVICE_TEMPLATES"
 # libyaml's safe loader when PyYAML was built with it (several times faster), else Python's.
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-def templates_dir() -> Path:
-    """`templates/` of the source tree, or the directory named by $LLMSERVICE_TEMPLATES."""
-    configured = os.environ.get(TEMPLATES_ENV)
-    if configured:
-        return Path(configured)
-    return Path(__file__).resolve().parents[3] / "templates"
+def templates() -> Traversable:
+    """The `templates/` directory inside the installed `llmservice` package."""
+    return files("llmservice") / "templates"
+
+
+def _load(name: str) -> tuple[str, str, Callable[[], bool]] | None:
+    """A template's source for Jinja2, or None (TemplateNotFound) when there is none."""
+    resource = templates() / name
+    if not resource.is_file():
+        return None
+    # Package data never changes while the process runs: a loaded template stays valid.
+    return resource.read_text(encoding="utf-8"), str(resource), lambda: True
 
 
 def _tojson(value: Any) -> str:
@@ -37,9 +46,9 @@ def _tojson(value: Any) -> str:
 
 
 @cache
-def _environment(directory: Path) -> jinja2.Environment:
+def _environment() -> jinja2.Environment:
     environment = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(directory),
+        loader=jinja2.FunctionLoader(_load),
         undefined=jinja2.StrictUndefined,
         autoescape=False,  # noqa: S701 - the output is YAML, not HTML
         keep_trailing_newline=True,
@@ -52,5 +61,5 @@ def _environment(directory: Path) -> jinja2.Environment:
 
 def render_template(name: str, **values: Any) -> list[dict[str, Any]]:
     """Render one template and return the objects it defines (empty documents dropped)."""
-    text = _environment(templates_dir()).get_template(name).render(**values)
+    text = _environment().get_template(name).render(**values)
     return [document for document in yaml.load_all(text, Loader=_LOADER) if document]
