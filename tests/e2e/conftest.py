@@ -3,6 +3,9 @@
 The binaries must already be built (`llmservice sandbox build`, which `make test-e2e` and
 CI run first): building inside a test would blow every timeout. The sandbox gets its own
 directory and its own loopback Pod range, so it never collides with a developer's sandbox.
+
+Its Pods run the installed product: this checkout's wheel in a virtualenv without extras
+(cached by the wheel's hash), which the packaging test checks command by command.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from llmservice.sandbox.apiclient import api_client
 from llmservice.sandbox.cluster import Sandbox
 from llmservice.sandbox.errors import SandboxError
 from llmservice.sandbox.layout import Settings
+from llmservice.sandbox.product import Product, ensure_product
 from llmservice.sandbox.progress import Progress
 from llmservice.sandbox.versions import default_layout
 from tests.e2e.addresses import fresh_pod_cidr
@@ -26,13 +30,23 @@ E2E_POD_CIDR = fresh_pod_cidr()
 
 
 @pytest.fixture(scope="session")
-def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
+def product() -> Product:
+    """llmservice as it ships: its wheel installed without extras, built once per session."""
+    try:
+        return ensure_product(Progress())
+    except SandboxError as exc:
+        pytest.fail(f"the llmservice wheel could not be built or installed: {exc}")
+
+
+@pytest.fixture(scope="session")
+def sandbox(tmp_path_factory: pytest.TempPathFactory, product: Product) -> Iterator[Sandbox]:
     binaries = default_layout()
     missing = binaries.missing()
     if missing:
         pytest.fail(f"sandbox binaries missing ({missing[0]}): run `llmservice sandbox build`")
     directory = tmp_path_factory.mktemp("sandbox")
-    instance = Sandbox(directory, Settings(pod_cidr=E2E_POD_CIDR), binaries, Progress())
+    settings = Settings(pod_cidr=E2E_POD_CIDR)
+    instance = Sandbox(directory, settings, binaries, Progress(), product)
     try:
         instance.up()
     except SandboxError as exc:

@@ -1,5 +1,7 @@
 """The operator under test: `llmservice operator` as its own process beside the sandbox.
 
+It is the installed product (the wheel in a virtualenv without extras), as the image runs.
+
 It runs with the sandbox's kubeconfig, installs nothing itself, and is stopped at the end.
 Its log is kept in the sandbox directory. Tests may kill it and start it again.
 """
@@ -9,10 +11,10 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import sys
 import urllib.request
 from pathlib import Path
 
+from llmservice.sandbox.product import Product
 from tests.e2e.waiting import eventually
 
 
@@ -26,9 +28,10 @@ def free_port() -> int:
 class OperatorProcess:
     """One operator process at a time, started and stopped on demand."""
 
-    def __init__(self, kubeconfig: Path, log_path: Path) -> None:
+    def __init__(self, kubeconfig: Path, log_path: Path, product: Product) -> None:
         self.kubeconfig = kubeconfig
         self.log_path = log_path
+        self.product = product
         self.process: subprocess.Popen[bytes] | None = None
         self.port = 0
 
@@ -38,8 +41,9 @@ class OperatorProcess:
         env.pop("KUBERNETES_SERVICE_HOST", None)
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "llmservice.cli", "operator",
-                 "--liveness-host", "127.0.0.1", "--liveness-port", str(self.port)],
+                self.product.command(
+                    "operator", "--liveness-host", "127.0.0.1", "--liveness-port", str(self.port)
+                ),
                 env=env, stdout=log, stderr=subprocess.STDOUT,
             )  # fmt: skip
         eventually(self._alive, timeout=60, what="the operator's liveness endpoint")

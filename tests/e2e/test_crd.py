@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import yaml
 from kubernetes import client, dynamic
 from kubernetes.dynamic.exceptions import ResourceNotFoundError
 
+from llmservice.sandbox.product import Product
 from tests.e2e.crds import wait_established
 from tests.unit.api.fixtures import INVALID_CASES, VALID_CASES
 
@@ -124,10 +124,10 @@ def test_api_accepts_valid_llmservice(
     assert created["metadata"]["name"] == case["document"]["metadata"]["name"]
 
 
-def render(example: Path, namespace: str) -> list[dict[str, Any]]:
-    """`llmservice render` as a user runs it."""
+def render(product: Product, example: Path, namespace: str) -> list[dict[str, Any]]:
+    """`llmservice render` as a user runs it, from the installed wheel."""
     result = subprocess.run(
-        [sys.executable, "-m", "llmservice.cli", "render", "--namespace", namespace, str(example)],
+        product.command("render", "--namespace", namespace, str(example)),
         capture_output=True,
         text=True,
         check=False,
@@ -139,11 +139,15 @@ def render(example: Path, namespace: str) -> list[dict[str, Any]]:
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda path: path.stem)
 def test_rendered_example_passes_server_side_dry_run(
-    example: Path, llmservice_crd: dict[str, Any], kube: client.ApiClient, namespace: str
+    example: Path,
+    llmservice_crd: dict[str, Any],
+    kube: client.ApiClient,
+    namespace: str,
+    product: Product,
 ) -> None:
     api = dynamic.DynamicClient(kube)  # type: ignore[no-untyped-call]
     documents = [d for d in yaml.safe_load_all(example.read_text(encoding="utf-8")) if d]
-    documents += render(example, namespace)
+    documents += render(product, example, namespace)
     for document in documents:
         document.setdefault("metadata", {}).setdefault("namespace", namespace)
         group = document["apiVersion"].rpartition("/")[0]

@@ -22,6 +22,7 @@ from kubernetes import client
 from llmservice.api import parse_llmservice
 from llmservice.sandbox import audit
 from llmservice.sandbox.cluster import Sandbox
+from llmservice.sandbox.product import Product
 from tests.e2e.crds import wait_established
 from tests.e2e.operator_fixture import OperatorProcess
 from tests.e2e.waiting import eventually, holds_for
@@ -61,9 +62,10 @@ def gpu_nodes_labelled(kube: client.ApiClient) -> None:
 
 @pytest.fixture(scope="module")
 def operator(
-    sandbox: Sandbox, installed_crd: None, gpu_nodes_labelled: None
+    sandbox: Sandbox, installed_crd: None, gpu_nodes_labelled: None, product: Product
 ) -> Iterator[OperatorProcess]:
-    process = OperatorProcess(sandbox.kubeconfig, sandbox.dir.root / "operator-e2e.log")
+    log = sandbox.dir.root / "operator-e2e.log"
+    process = OperatorProcess(sandbox.kubeconfig, log, product)
     process.start()
     yield process
     process.stop()

@@ -3,6 +3,9 @@
 `up` is idempotent: a healthy sandbox is left as it is; a half-dead one is torn down and
 started afresh. Each process is recorded in the state file the moment it starts, so a
 failure at any step (or an interrupted `up`) tears down exactly what was started, by pid.
+
+The local runtime starts the Pods' processes from the installed product (see `product`):
+llmservice's wheel in a virtualenv without extras, as the image runs it.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from llmservice.sandbox.kubeconfig import write_admin
 from llmservice.sandbox.layout import SandboxDir, Settings
 from llmservice.sandbox.ports import free_port, require_free
 from llmservice.sandbox.processes import ProcessRecord, start, stop
+from llmservice.sandbox.product import Product, ensure_product
 from llmservice.sandbox.progress import Progress
 from llmservice.sandbox.runtime.records import stop_all_pod_processes
 from llmservice.sandbox.state import SandboxState
@@ -46,11 +50,14 @@ class Sandbox:
         settings: Settings | None = None,
         binaries: BinaryLayout | None = None,
         progress: Progress | None = None,
+        product: Product | None = None,
     ) -> None:
         self.dir = SandboxDir(directory)
         self.settings = settings or Settings()
         self.binaries = binaries or default_layout()
         self.progress = progress or Progress()
+        # What the runtime runs for the Pods; made at `up` from the checkout when not given.
+        self.product = product
 
     @property
     def kubeconfig(self) -> Path:
@@ -89,6 +96,8 @@ class Sandbox:
                 f"{self.dir.root} exists and is not a sandbox directory",
                 "choose another --dir (or LLMSERVICE_SANDBOX_DIR), or remove it",
             )
+        if self.settings.runtime and self.product is None:
+            self.product = ensure_product(self.progress)
         state = SandboxState(
             settings=self.settings,
             ports=self._choose_ports(),
@@ -204,8 +213,10 @@ class Sandbox:
                     watch=kcm,
                 )
         if settings.runtime:
+            assert self.product is not None  # noqa: S101 - made in `up`
             with say("starting the local runtime"):
                 argv = [sys.executable, "-m", RUNTIME_MODULE, "--dir", str(where.root)]
+                argv += ["--python", str(self.product.python)]
                 self._launch(state, "local-runtime", argv)
 
     def down(self) -> bool:

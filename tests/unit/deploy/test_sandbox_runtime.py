@@ -3,10 +3,11 @@ with its Pod IP and port as kopf's liveness endpoint (the operator takes no --ho
 
 from __future__ import annotations
 
-import sys
+from pathlib import Path
 
 import pytest
 
+from llmservice.sandbox.product import Product
 from llmservice.sandbox.runtime.workloads import (
     COMPONENT_LABEL,
     MANAGED_BY,
@@ -17,9 +18,11 @@ from llmservice.sandbox.runtime.workloads import (
 )
 from tests.unit.deploy.test_manifests import operator_container, operator_pod
 
+PRODUCT = Product(Path("/cache/product/0123/venv/bin/python"))
+
 
 def launch(component: str, args: list[str], port: int) -> list[str]:
-    pod = PodLaunch("ns", "pod-1", component, "127.100.0.7", port, args)
+    pod = PodLaunch("ns", "pod-1", component, "127.100.0.7", port, args, PRODUCT)
     return WORKLOADS[component].command(pod)
 
 
@@ -27,7 +30,8 @@ def test_operator_pod_becomes_the_operator_command() -> None:
     container = operator_container()
     port = container["ports"][0]["containerPort"]
     argv = launch("operator", container["args"], port)
-    assert argv[:4] == [sys.executable, "-m", "llmservice.cli", "operator"]
+    # The installed product's interpreter, never the one running the tests.
+    assert argv[:5] == [str(PRODUCT.python), "-P", "-m", "llmservice.cli", "operator"]
     assert argv[-4:] == ["--liveness-host", "127.100.0.7", "--liveness-port", str(port)]
     assert "--host" not in argv
     assert "--port" not in argv
@@ -63,4 +67,9 @@ def test_deploy_operator_pod_is_selected() -> None:
 
 def test_engine_and_router_keep_host_and_port() -> None:
     assert launch("engine", [], 8000)[-4:] == ["--host", "127.100.0.7", "--port", "8000"]
-    assert launch("router", ["router", "--x"], 8080)[3:5] == ["router", "--x"]
+    assert launch("router", ["router", "--x"], 8080)[4:6] == ["router", "--x"]
+
+
+@pytest.mark.parametrize("component", ["engine", "router", "operator"])
+def test_every_llmservice_pod_runs_the_installed_product(component: str) -> None:
+    assert launch(component, [], 8000)[:4] == [str(PRODUCT.python), "-P", "-m", "llmservice.cli"]

@@ -1,7 +1,8 @@
-"""`python -m llmservice.sandbox.runtime --dir SANDBOX_DIR`: the runtime's process.
+"""`python -m llmservice.sandbox.runtime --dir SANDBOX_DIR --python PYTHON`: the runtime.
 
 `sandbox up` starts it after the control plane; it runs until SIGTERM, then stops every
-process it started before exiting.
+process it started before exiting. PYTHON is the interpreter of the installed product
+(see `sandbox.product`): the Pods' processes run llmservice from there.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from kubernetes import client
 from llmservice.sandbox.apiclient import api_client
 from llmservice.sandbox.layout import SandboxDir
 from llmservice.sandbox.pki import Pki
+from llmservice.sandbox.product import Product
 from llmservice.sandbox.runtime.materialize import PodMaterializer
 from llmservice.sandbox.runtime.probes import Prober, http_ok
 from llmservice.sandbox.runtime.supervisor import Supervisor
@@ -33,6 +35,12 @@ log = logging.getLogger("llmservice.sandbox.runtime")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="llmservice-sandbox-runtime")
     parser.add_argument("--dir", type=Path, required=True, help="the sandbox directory")
+    parser.add_argument(
+        "--python",
+        type=Path,
+        required=True,
+        help="interpreter with llmservice installed from its wheel; the Pods run it",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     where = SandboxDir(args.dir)
@@ -53,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
             core, state.ports.apiserver_url, Pki(where.pki).ca_cert, where.runtime
         )
         prober = Prober(clock=time.monotonic, check=partial(http_ok, http))
-        supervisor = Supervisor(core, materializer, where.runtime, prober)
+        supervisor = Supervisor(core, materializer, where.runtime, prober, Product(args.python))
         log.info("Local runtime watching Pods of the llmservice operator")
         try:
             while not stopping.is_set():

@@ -33,7 +33,15 @@ from llmservice.sandbox.kubeconfig import write_token
 TOKEN_SECONDS = 30 * 24 * 3600
 SECRET = "Secret"  # noqa: S105 - a kind, not a secret
 CONFIG_MAP = "ConfigMap"
-_UNSAFE_ENV = ("KUBECONFIG", "KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT")
+# The host's cluster credentials and Python paths: a Pod has its own, and the host's
+# PYTHONPATH could make the product import something other than what it installed.
+_UNSAFE_ENV = (
+    "KUBECONFIG",
+    "KUBERNETES_SERVICE_HOST",
+    "KUBERNETES_SERVICE_PORT",
+    "PYTHONPATH",
+    "PYTHONHOME",
+)
 
 
 class MissingReference(Exception):

@@ -10,6 +10,8 @@ ContainerCreating while a volume's Secret is missing (with a FailedMount Event),
 CreateContainerConfigError while an env reference is, Running once the process is started,
 Ready once the readiness probe passes, CrashLoopBackOff while a crashed process waits for
 its restart.
+
+The processes run llmservice from the installed product it is given, as the image would.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from kubernetes import client
 
 from llmservice.sandbox.errors import SandboxError
 from llmservice.sandbox.processes import log_tail, start, stop_all
+from llmservice.sandbox.product import Product
 from llmservice.sandbox.runtime import podstatus, records
 from llmservice.sandbox.runtime.kubelet import KubeletReporter, now_rfc3339
 from llmservice.sandbox.runtime.materialize import MissingReference, PodMaterializer
@@ -61,12 +64,14 @@ class Supervisor:
         materializer: PodMaterializer,
         directory: Path,
         prober: Prober,
+        product: Product,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.core = core
         self.materializer = materializer
         self.directory = directory
         self.prober = prober
+        self.product = product
         self.kubelet = KubeletReporter(core)
         self.clock = clock
         self.last_start: dict[str, float] = {}
@@ -174,6 +179,7 @@ class Supervisor:
             ip=pod.status.pod_ip,
             port=ready.port,
             args=ready.args,
+            product=self.product,
         )
         argv = workload.command(launch)
         directory = self.materializer.root / pod.metadata.uid

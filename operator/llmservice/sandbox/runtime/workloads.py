@@ -6,7 +6,8 @@ from `deploy/` (`app.kubernetes.io/name: llmservice-operator`). `WORKLOADS` maps
 `app.kubernetes.io/component` to the labels its Pods must also carry, the port it serves
 when the container declares none, and an argv builder. A builder turns the Pod's first
 container (its args, already with mount paths rewritten to local files) into an argv bound
-to the Pod IP and port.
+to the Pod IP and port. `llmservice` runs from the installed product (its wheel in a
+virtualenv without extras), as in the image, never from the development virtualenv.
 
 Switching a component to another program is a one-line change of that table.
 """
@@ -17,6 +18,8 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from llmservice.sandbox.product import Product
+
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY = "llmservice-operator"
 NAME_LABEL = "app.kubernetes.io/name"
@@ -26,7 +29,8 @@ COMPONENT_LABEL = "app.kubernetes.io/component"
 
 @dataclass(frozen=True)
 class PodLaunch:
-    """What a command builder gets: the Pod's identity, address and container args."""
+    """What a command builder gets: the Pod's identity, address, container args, and the
+    installed product that runs `llmservice`."""
 
     namespace: str
     name: str
@@ -34,6 +38,7 @@ class PodLaunch:
     ip: str
     port: int
     args: Sequence[str]
+    product: Product
 
 
 def llmservice_command(
@@ -54,17 +59,20 @@ def llmservice_command(
         args = list(pod.args)
         if args[:1] == [subcommand]:
             args = args[1:]
-        return [
-            sys.executable, "-m", "llmservice.cli", subcommand, *args,
+        return pod.product.command(
+            subcommand, *args,
             *(e.format(pod=pod.name) for e in extra),
             host_flag, pod.ip, port_flag, str(pod.port),
-        ]  # fmt: skip
+        )  # fmt: skip
 
     return build
 
 
 def echo_command(pod: PodLaunch) -> list[str]:
-    """A tiny HTTP server that proves the mechanism (address, identity, credentials)."""
+    """A tiny HTTP server that proves the mechanism (address, identity, credentials).
+
+    Part of the runtime, not of the product: it runs on the runtime's own interpreter.
+    """
     return [
         sys.executable, "-m", "llmservice.sandbox.runtime.echo",
         "--host", pod.ip, "--port", str(pod.port),
