@@ -20,9 +20,11 @@ from kubernetes import client
 from llmservice.sandbox import stack
 from llmservice.sandbox.apiclient import api_client, found
 from llmservice.sandbox.cluster import Sandbox
+from llmservice.sandbox.product import Product
 from llmservice.sandbox.progress import Progress
 from llmservice.sandbox.runtime.records import PodProcess, load_all
 from tests.e2e.crds import wait_established
+from tests.e2e.installed import assert_runs_product
 from tests.e2e.probes import answers
 from tests.e2e.waiting import eventually
 
@@ -130,6 +132,10 @@ def test_operator_process_runs_as_its_service_account(operator: PodProcess) -> N
     assert operator.port == 8081
 
 
+def test_operator_process_runs_the_installed_wheel(operator: PodProcess, product: Product) -> None:
+    assert_runs_product(operator.process.pid, product)
+
+
 def can(kubeconfig: Path, verb: str, group: str, resource: str, namespace: str = "") -> bool:
     """Whether the holder of `kubeconfig` may do it, as the API server's RBAC decides."""
     attributes = client.V1ResourceAttributes(
@@ -201,7 +207,11 @@ def test_operator_may_grant_the_router_role_and_nothing_more(
 
 
 def test_sandbox_example_turns_ready_with_tokens_per_second(
-    operator: PodProcess, sandbox: Sandbox, kube: client.ApiClient, namespace: str
+    operator: PodProcess,
+    sandbox: Sandbox,
+    kube: client.ApiClient,
+    namespace: str,
+    product: Product,
 ) -> None:
     # What `llmservice sandbox up --traffic` does after installing deploy/.
     progress = Progress(quiet=True)
@@ -212,6 +222,11 @@ def test_sandbox_example_turns_ready_with_tokens_per_second(
     assert columns["NAME"] == stack.EXAMPLE_NAME
     assert columns["READY"] == "True"
     assert float(columns["TOKENS/S"]) > 0, table
+    # The engine (simulator) and router processes that served it are the installed wheel.
+    served = [p for p in load_all(sandbox.dir.runtime).values() if p.namespace == namespace]
+    assert {p.component for p in served} == {"engine", "router"}
+    for pod in served:
+        assert_runs_product(pod.process.pid, product)
     custom = client.CustomObjectsApi(kube)
     custom.delete_namespaced_custom_object(
         stack.GROUP, stack.VERSION, namespace, stack.PLURAL, stack.EXAMPLE_NAME

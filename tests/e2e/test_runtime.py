@@ -14,7 +14,10 @@ from kubernetes import client
 
 from llmservice.sandbox.apiclient import api_client
 from llmservice.sandbox.cluster import Sandbox
+from llmservice.sandbox.product import Product
+from llmservice.sandbox.runtime.records import load_all
 from llmservice.sandbox.runtime.workloads import COMPONENT_LABEL, MANAGED_BY, MANAGED_BY_LABEL
+from tests.e2e.installed import assert_runs_product
 from tests.e2e.manifests import deployment
 from tests.e2e.probes import PORT, answers, refused
 from tests.e2e.waiting import eventually, holds_for
@@ -32,7 +35,11 @@ def whoami(kubeconfig: Path) -> str:
 
 
 def test_runtime_process_answers_on_pod_ip_and_stops_with_the_pod(
-    sandbox: Sandbox, apps: client.AppsV1Api, core: client.CoreV1Api, namespace: str
+    sandbox: Sandbox,
+    apps: client.AppsV1Api,
+    core: client.CoreV1Api,
+    namespace: str,
+    product: Product,
 ) -> None:
     account: Any = {"metadata": {"name": "engine"}}
     core.create_namespaced_service_account(namespace, account)
@@ -56,6 +63,8 @@ def test_runtime_process_answers_on_pod_ip_and_stops_with_the_pod(
     assert whoami(sandbox.dir.runtime / pod.metadata.uid / "kubeconfig") == (
         f"system:serviceaccount:{namespace}:engine"
     )
+    # The process is the installed wheel, as the image would run it.
+    assert_runs_product(load_all(sandbox.dir.runtime)[pod.metadata.uid].process.pid, product)
 
     apps.delete_namespaced_deployment("chat-engine", namespace)
     eventually(lambda: refused(f"{url}/health"), timeout=30, what=f"{url} to stop answering")
