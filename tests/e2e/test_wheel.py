@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,6 +28,7 @@ from tests.e2e.waiting import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 MINIMAL = ROOT / "examples" / "minimal.yaml"
+TEMPLATES = Path("operator/llmservice/templates")
 RUN_TIMEOUT = 120.0
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0
@@ -67,6 +69,20 @@ def from_source(*args: str) -> str:
         timeout=RUN_TIMEOUT,
     )
     return result.stdout
+
+
+def test_wheel_holds_the_package_and_its_templates_only(product: Product) -> None:
+    assert product.wheel is not None
+    with zipfile.ZipFile(product.wheel) as archive:
+        names = archive.namelist()
+    templates = {n for n in names if n.startswith("llmservice/templates/")}
+    shipped = {f"llmservice/templates/{t.name}" for t in (ROOT / TEMPLATES).glob("*.j2")}
+    assert templates == shipped
+    assert "llmservice/py.typed" in names
+    # Built from a clean copy: no bytecode or egg-info of the checkout comes along.
+    assert not [n for n in names if "__pycache__" in n or ".egg-info" in n]
+    version = product.wheel.name.split("-")[1]
+    assert {n.split("/")[0] for n in names} == {"llmservice", f"llmservice-{version}.dist-info"}
 
 
 def test_product_is_a_virtualenv_apart_from_the_checkout(

@@ -5,6 +5,9 @@
 its router and shows `kubectl get llms` with live tokens per second (`--no-traffic` stops
 after applying the example).
 
+The Pods' processes run llmservice as it ships: `up` builds the wheel from the checkout and
+installs it with no extras into a virtualenv cached by the wheel's hash (see `product`).
+
 Faults a user can fix surface as one line on stderr and exit code 1; an interrupted `up`
 tears down what it started and exits 130.
 """
