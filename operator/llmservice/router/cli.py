@@ -33,9 +33,11 @@ where it has the same knob)::
       --no-access-log                    do not write the per-request JSON line
       --log-level info                   debug | info | warning | error
 
-The defaults shown are those of an empty ``router:`` section of an LLMService. The lifecycle
-on SIGTERM (``--drain-delay``, then ``--grace-period``) is described in
-`llmservice.router.server`; the process exits with 0 after it.
+The values shown are the defaults (a unit test keeps them so). Where the LLMService API has
+the same knob (timeouts, body size, retries, load bound, session header, strategy), the
+default is the API's, so a router started by hand behaves like one rendered from an empty
+``router:`` section. The lifecycle on SIGTERM (``--drain-delay``, then ``--grace-period``)
+is described in `llmservice.router.server`; the process exits with 0 after it.
 """
 
 from __future__ import annotations

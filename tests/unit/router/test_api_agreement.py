@@ -7,6 +7,7 @@ the router's own defaults do, and every API strategy must reach the balancer unc
 
 from __future__ import annotations
 
+import re
 from typing import Any, get_args
 
 import pytest
@@ -14,7 +15,7 @@ import pytest
 from llmservice.api import parse_llmservice
 from llmservice.api.spec import RoutingStrategy
 from llmservice.render import router as render_router
-from llmservice.router import RouterConfig, Strategy
+from llmservice.router import RouterConfig, Strategy, cli
 from llmservice.router.cli import build_config, parser
 from tests.unit.api.fixtures import MINIMAL, deep_merge
 
@@ -82,3 +83,15 @@ def test_an_unknown_strategy_names_the_valid_ones(capsys: pytest.CaptureFixture[
         _by_hand("--strategy", "Random")
     assert exit_info.value.code == 2
     assert "SessionAffinity, LeastLoad, RoundRobin" in capsys.readouterr().err
+
+
+def test_the_synopsis_shows_the_real_defaults() -> None:
+    defaults = vars(parser().parse_args(["--served-model-name", "m"]))
+    shown = re.findall(r"--([a-z-]+) ([0-9][0-9.]*|X-[A-Za-z-]+)(?=\s)", cli.__doc__ or "")
+    assert len(shown) >= 14, shown
+    for flag, value in shown:
+        default = defaults[flag.replace("-", "_")]
+        if value.startswith("X-") or value.count(".") > 1:  # a header name or an address
+            assert default == value, flag
+        else:
+            assert default == float(value), flag
