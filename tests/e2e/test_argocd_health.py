@@ -114,24 +114,31 @@ def test_new_rolling_ready_and_scaled_to_zero(
 
     # Then the rollout: every state on the way is Progressing, until Ready at the new
     # generation is Healthy. The rollout must have been seen at least once.
-    seen: list[tuple[str, str, str]] = []
+    timeline: list[tuple[str, str, str, Health]] = []
 
     def rolled_out() -> dict[str, Any] | None:
         obj = get_llms(custom, namespace, "chat")
         health = argocd_health(obj, script)
-        seen.append(
-            (condition(obj, "Reconciling").get("status", ""), health.status, health.message)
+        timeline.append(
+            (
+                str((obj.get("status") or {}).get("observedGeneration")),
+                condition(obj, "Reconciling").get("status", ""),
+                condition(obj, "Ready").get("reason", ""),
+                health,
+            )
         )
-        if current(obj) and condition(obj, "Ready").get("status") == "True":
-            assert health.status == "Healthy", health
-            return obj
-        assert health.status == "Progressing", (health, obj.get("status"))
-        return None
+        return obj if current(obj) and condition(obj, "Ready").get("status") == "True" else None
 
     eventually(rolled_out, READY_TIMEOUT, "the scaled-up LLMService to be Ready again")
-    rolling = [s for s in seen if s[0] == "True"]
-    assert rolling, f"the rollout was never observed as Reconciling: {seen}"
-    assert any(m.startswith("WaitingForEngine: ") for _, _, m in rolling), rolling
+    *on_the_way, (_, _, _, last) = timeline
+    assert last.status == "Healthy", timeline
+    assert all(health.status == "Progressing" for *_, health in on_the_way), timeline
+    rolling = [
+        health
+        for observed, reconciling, _, health in on_the_way
+        if observed == str(generation) and reconciling == "True"
+    ]
+    assert any(h.message.startswith("WaitingForEngine: ") for h in rolling), timeline
 
     # Scaled to zero: the spec asks for nothing and gets it.
     patch(custom, namespace, {"engine": {"replicas": 0}})
