@@ -62,6 +62,31 @@ def custom(kube: client.ApiClient) -> client.CustomObjectsApi:
 
 
 @pytest.fixture
+def chat(
+    operator: OperatorProcess, custom: client.CustomObjectsApi, namespace: str
+) -> Iterator[str]:
+    """The LLMService's name; it is deleted and gone before the operator may stop, so no
+    finalizer outlives the test and holds up the CRD's deletion."""
+    yield "chat"
+    try:
+        custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "chat")
+    except client.ApiException as error:
+        if error.status != 404:
+            raise
+
+    def gone() -> bool:
+        try:
+            get_llms(custom, namespace, "chat")
+        except client.ApiException as error:
+            if error.status == 404:
+                return True
+            raise
+        return False
+
+    eventually(gone, 60, "the LLMService to be deleted")
+
+
+@pytest.fixture
 def script(core: client.CoreV1Api, namespace: str) -> str:
     """The health script as Argo CD would read it from its argocd-cm ConfigMap."""
     configmap: Any = {
@@ -73,9 +98,9 @@ def script(core: client.CoreV1Api, namespace: str) -> str:
     return stored
 
 
-def patch(custom: client.CustomObjectsApi, namespace: str, spec: dict[str, Any]) -> Any:
+def patch(custom: client.CustomObjectsApi, namespace: str, name: str, spec: dict[str, Any]) -> Any:
     return custom.patch_namespaced_custom_object(
-        GROUP, VERSION, namespace, PLURAL, "chat", {"spec": spec}
+        GROUP, VERSION, namespace, PLURAL, name, {"spec": spec}
     )
 
 
@@ -85,11 +110,11 @@ def current(obj: dict[str, Any]) -> bool:
 
 
 def test_new_rolling_ready_and_scaled_to_zero(
-    operator: OperatorProcess, custom: client.CustomObjectsApi, namespace: str, script: str
+    chat: str, custom: client.CustomObjectsApi, namespace: str, script: str
 ) -> None:
-    document = minimal()
+    document = minimal(chat)
     created: dict[str, Any] = custom.create_namespaced_custom_object(
-        GROUP, VERSION, namespace, PLURAL, {**document, "metadata": {"name": "chat"}}
+        GROUP, VERSION, namespace, PLURAL, document
     )
     # The API server's answer to the create: the object exactly as stored, no status yet.
     assert "status" not in created
@@ -97,15 +122,15 @@ def test_new_rolling_ready_and_scaled_to_zero(
         "Progressing", "Waiting for the operator to report status"
     )
     # Whatever the operator has written by now, nothing can be ready yet.
-    assert argocd_health(get_llms(custom, namespace, "chat"), script).status == "Progressing"
+    assert argocd_health(get_llms(custom, namespace, chat), script).status == "Progressing"
 
-    ready = wait_ready(custom, namespace, "chat")
+    ready = wait_ready(custom, namespace, chat)
     assert argocd_health(ready, script) == Health(
         "Healthy", "Available: the endpoint serves requests"
     )
 
     # A spec change: until the operator has seen it, the old Ready says nothing.
-    changed = patch(custom, namespace, {"engine": {"replicas": 3}})
+    changed = patch(custom, namespace, chat, {"engine": {"replicas": 3}})
     generation = changed["metadata"]["generation"]
     assert generation == ready["metadata"]["generation"] + 1
     assert argocd_health(changed, script) == Health(
@@ -117,7 +142,7 @@ def test_new_rolling_ready_and_scaled_to_zero(
     timeline: list[tuple[str, str, str, Health]] = []
 
     def rolled_out() -> dict[str, Any] | None:
-        obj = get_llms(custom, namespace, "chat")
+        obj = get_llms(custom, namespace, chat)
         health = argocd_health(obj, script)
         timeline.append(
             (
@@ -141,10 +166,10 @@ def test_new_rolling_ready_and_scaled_to_zero(
     assert any(h.message.startswith("WaitingForEngine: ") for h in rolling), timeline
 
     # Scaled to zero: the spec asks for nothing and gets it.
-    patch(custom, namespace, {"engine": {"replicas": 0}})
+    patch(custom, namespace, chat, {"engine": {"replicas": 0}})
 
     def scaled_to_zero() -> dict[str, Any] | None:
-        obj = get_llms(custom, namespace, "chat")
+        obj = get_llms(custom, namespace, chat)
         ready_condition = condition(obj, "Ready")
         return obj if current(obj) and ready_condition.get("reason") == "ScaledToZero" else None
 
@@ -155,12 +180,12 @@ def test_new_rolling_ready_and_scaled_to_zero(
 
 
 def test_stalled_is_degraded_with_the_schedulers_reason_until_fixed(
-    operator: OperatorProcess, custom: client.CustomObjectsApi, namespace: str, script: str
+    chat: str, custom: client.CustomObjectsApi, namespace: str, script: str
 ) -> None:
-    create_llms(custom, namespace, minimal(engine={"gpus": 16}))
+    create_llms(custom, namespace, minimal(chat, engine={"gpus": 16}))
 
     def stalled() -> dict[str, Any] | None:
-        obj = get_llms(custom, namespace, "chat")
+        obj = get_llms(custom, namespace, chat)
         return obj if current(obj) and condition(obj, "Stalled").get("status") == "True" else None
 
     obj = eventually(stalled, READY_TIMEOUT, "Stalled=True on a GPU request no node has")
@@ -172,7 +197,7 @@ def test_stalled_is_degraded_with_the_schedulers_reason_until_fixed(
 
     # Fixing the spec: Progressing at once (the Stalled condition is for the old generation),
     # then Healthy.
-    fixed = patch(custom, namespace, {"engine": {"gpus": 1}})
+    fixed = patch(custom, namespace, chat, {"engine": {"gpus": 1}})
     assert argocd_health(fixed, script).status == "Progressing"
-    ready = wait_ready(custom, namespace, "chat")
+    ready = wait_ready(custom, namespace, chat)
     assert argocd_health(ready, script).status == "Healthy"
