@@ -1,18 +1,45 @@
-"""The Argo CD health script on statuses in the shape the operator writes them.
+"""The Argo CD health script on statuses recorded on the sandbox and in the operator's shape.
 
-The e2e test (tests/e2e/test_argocd_health.py) runs the same script on live objects; these
-cases pin the mapping for statuses that are hard to catch live (stale generations, numbers
-as strings, a Ready condition not yet written) and need no sandbox.
+The e2e test (tests/e2e/test_argocd_health.py) runs the same script on live objects; here it
+runs on statuses recorded from such a run, and on cases that are hard to catch live (numbers
+as strings, a Ready condition not yet written, InvalidSpec, ApplyFailed).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from tests.unit.deploy.argocd_health import ARGOCD, CONFIGMAP_KEY, HEALTH_SCRIPT, argocd_health
+from tests.unit.deploy.argocd_health import (
+    ARGOCD,
+    CONFIGMAP_KEY,
+    HEALTH_SCRIPT,
+    Health,
+    argocd_health,
+)
+
+RECORDED = yaml.safe_load(
+    (Path(__file__).parent / "argocd_recorded.yaml").read_text(encoding="utf-8")
+)
+
+
+@pytest.mark.parametrize("case", RECORDED, ids=[c["case"] for c in RECORDED])
+def test_recorded_statuses(case: dict[str, Any]) -> None:
+    assert argocd_health(case["object"]) == Health(**case["health"])
+
+
+def test_the_recordings_cover_every_state() -> None:
+    assert {c["health"]["status"] for c in RECORDED} == {"Progressing", "Healthy", "Degraded"}
+    assert {c["case"] for c in RECORDED} >= {
+        "new",
+        "rolling",
+        "ready",
+        "stalled-unschedulable",
+        "scaled-to-zero",
+    }
 
 
 def condition(kind: str, status: str, reason: str, message: str = "") -> dict[str, Any]:
