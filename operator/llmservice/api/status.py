@@ -1,8 +1,9 @@
 """The LLMService status: what the operator observed, in the shape kstatus reads.
 
-Flux and Argo CD compute health from `observedGeneration` and the `Ready`, `Reconciling` and
-`Stalled` conditions without custom code. Component conditions explain which part is not
-ready. Throughput is a rate over a stated window, stamped with when it was observed.
+Flux computes health from `observedGeneration` and the `Ready`, `Reconciling` and `Stalled`
+conditions without custom code; Argo CD through the Lua script in deploy/argocd/. Component
+conditions explain which part is not ready. Throughput is a rate over a stated window,
+stamped with when it was observed.
 """
 
 from __future__ import annotations

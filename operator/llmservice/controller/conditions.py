@@ -9,9 +9,9 @@
 | RouterAvailable      | at least one router replica is ready          | False         |
 | MonitoringConfigured | ServiceMonitors exist (or are not wanted)     | False         |
 
-Ready, Reconciling and Stalled follow kstatus, so Flux and Argo CD read health without
-custom code. `lastTransitionTime` moves only when `status` changes; every condition is
-stamped with the generation it describes.
+Ready, Reconciling and Stalled follow kstatus, so Flux reads health without custom code
+(Argo CD through deploy/argocd/health.lua). `lastTransitionTime` moves only when `status`
+changes; every condition is stamped with the generation it describes.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from llmservice.render.templating import render_template
 
 # Startup probe budget: model download and load can take half an hour for large models.
 STARTUP_MINUTES = 30
-PROBE_PERIOD_SECONDS = 10
+STARTUP_PROBE_PERIOD_SECONDS = 10
 MODEL_SOURCE_MOUNT = "/model-source"
 CACHE_VOLUME = "model-cache"
 SOURCE_VOLUME = "model-source"
@@ -206,7 +206,8 @@ def render(service: LLMService) -> list[dict[str, Any]]:
         port=naming.ENGINE_PORT,
         resources=_resources(service),
         startup_minutes=STARTUP_MINUTES,
-        startup_failure_threshold=STARTUP_MINUTES * 60 // PROBE_PERIOD_SECONDS,
+        startup_period_seconds=STARTUP_PROBE_PERIOD_SECONDS,
+        startup_failure_threshold=STARTUP_MINUTES * 60 // STARTUP_PROBE_PERIOD_SECONDS,
         volume_mounts=mounts,
         volumes=volumes,
     )

@@ -25,13 +25,6 @@ DEFAULT_RESOURCES: dict[str, Any] = {
     "limits": {"memory": "1Gi"},
 }
 
-# The API's strategy names (Kubernetes style) mapped to the router's flag values.
-STRATEGY_FLAGS = {
-    "SessionAffinity": "session",
-    "LeastLoad": "least-load",
-    "RoundRobin": "round-robin",
-}
-
 
 def selector_string(labels: dict[str, str]) -> str:
     return ",".join(f"{key}={value}" for key, value in labels.items())
@@ -59,7 +52,8 @@ def router_args(service: LLMService) -> list[str]:
         "--namespace", service.namespace,
         "--selector", selector_string(naming.selector_labels(service, naming.ENGINE)),
         "--engine-port", str(naming.ENGINE_PORT),
-        "--strategy", STRATEGY_FLAGS[router.strategy],
+        # The router's --strategy takes the API's names as they are.
+        "--strategy", router.strategy,
         "--session-header", router.session_header,
         "--load-bound", str(router.load_bound),
         "--retries", str(router.retries),

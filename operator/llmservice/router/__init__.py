@@ -6,10 +6,13 @@ Small modules with injected collaborators and no module-level state:
 - `errors`: the one exception tree and the OpenAI-style error body
 - `balancer`: pure replica choice (CHWBL, least-load, round-robin)
 - `discovery`: engine Pods from the API server, or a static list
-- `proxy`: the pooled upstream client, retries, timeouts, streaming
+- `proxy`: forwarding to a replica, retries, streaming; `upstream`: the pooled HTTP client
+- `deadlines`: per-request timeouts; `retry_budget`: the retries all requests share
 - `payloads`: request validation and rewriting, usage extraction
 - `metrics`, `accesslog`: Prometheus metrics and one JSON line per request
-- `app`: the ASGI application and `create_app`; `cli`: ``llmservice router``
+- `auth`: API keys
+- `app`: the ASGI application and `create_app`; `server`: listening and draining;
+  `cli`: ``llmservice router``
 """
 
 from llmservice.router.accesslog import AccessLog

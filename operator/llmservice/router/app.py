@@ -55,7 +55,6 @@ from llmservice.router.errors import (
     Unauthorized,
     error_body,
 )
-from llmservice.router.limits import RetryBudget
 from llmservice.router.metrics import RouterMetrics
 from llmservice.router.payloads import (
     api_chat_request,
@@ -65,6 +64,7 @@ from llmservice.router.payloads import (
     resolve_model,
 )
 from llmservice.router.proxy import Exchange, Proxy, make_pool
+from llmservice.router.retry_budget import RetryBudget
 
 __all__ = ["RouterApp", "create_app"]
 

@@ -1,60 +1,56 @@
 """``llmservice router``: run the session-affinity router.
 
 The operator renders these arguments into the router Deployment; they are the router's
-whole configuration (defaults in `llmservice.router.config`)::
+whole configuration (defaults in `llmservice.router.config`, taken from the LLMService API
+where it has the same knob)::
 
     llmservice router
       --served-model-name NAME           the model name the engine serves (required)
       --alias NAME                       another accepted model name (repeatable)
       --host 0.0.0.0  --port 8080        where to listen
       # replicas: either watch the engine Pods ...
-      --namespace NS                     default: the Pod's own namespace
+      --namespace NS                     default: the Pod's own namespace ("default" outside)
       --selector 'app.kubernetes.io/instance=X,app.kubernetes.io/component=engine'
       --engine-port 8000
       # ... or a fixed list (tests, benchmarks)
       --static-backends http://127.0.0.1:8001,http://127.0.0.1:8002   (plain http only)
       # routing
-      --strategy session|least-load|round-robin    default session (CHWBL)
+      --strategy SessionAffinity|LeastLoad|RoundRobin   the API's router.strategy names
       --session-header X-Session-ID
       --load-bound 1.25                  CHWBL bound, as a multiple of the mean load
-      --prefix-chars 512                 prompt prefix hashed when there is no session
+      --prefix-chars 512                 prompt prefix hashed without a session or user
       # upstream
-      --connect-timeout 5  --first-byte-timeout 300  --idle-timeout 120  --total-timeout 1800
-      --retries 2                        retries before the first byte, per request
+      --connect-timeout 5  --first-byte-timeout 120  --idle-timeout 60  --total-timeout 1800
+      --retries 2                        retries when no response byte came, per request
       --retry-budget 0.2                 retries as a fraction of recent requests
-      --max-body-bytes 16777216
+      --max-body-bytes 8388608
       --max-connections 1024             upstream connection pool size
       --forward-authorization            pass the client's Authorization header upstream
-      --api-keys-file PATH               mounted API-key Secret (accepted, not yet enforced)
+      --api-keys-file PATH               API keys (YAML), enforced: Bearer <key> or 401
       # lifecycle
       --drain-delay 5                    after SIGTERM: /readyz fails, traffic still served
       --grace-period 60                  then in-flight requests get this long to finish
       --no-access-log                    do not write the per-request JSON line
       --log-level info                   debug | info | warning | error
 
-On SIGTERM the router fails /readyz at once, keeps serving for ``--drain-delay`` seconds so
-the Service stops sending it traffic, then stops accepting connections and lets requests and
-streams in flight finish for up to ``--grace-period`` seconds before it exits with 0. A
-second SIGTERM or SIGINT skips the delay. ``--grace-period`` plus ``--drain-delay`` should
-fit in the Pod's terminationGracePeriodSeconds.
+The values shown are the defaults (a unit test keeps them so). Where the LLMService API has
+the same knob (timeouts, body size, retries, load bound, session header, strategy), the
+default is the API's, so a router started by hand behaves like one rendered from an empty
+``router:`` section. The lifecycle on SIGTERM (``--drain-delay``, then ``--grace-period``)
+is described in `llmservice.router.server`; the process exits with 0 after it.
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import logging
-import signal
 import sys
 import time
-from types import FrameType
-
-import uvicorn
 
 from llmservice.router import config as defaults
 from llmservice.router.accesslog import AccessLog
-from llmservice.router.app import RouterApp, create_app
+from llmservice.router.app import create_app
 from llmservice.router.auth import load_api_keys
 from llmservice.router.config import (
     BalancerConfig,
@@ -70,10 +66,9 @@ from llmservice.router.discovery import (
     StaticDiscovery,
     load_api_server,
 )
+from llmservice.router.server import serve
 
-GC_THRESHOLD = 20_000
-
-__all__ = ["DrainingServer", "JsonFormatter", "build_config", "main", "parser"]
+__all__ = ["JsonFormatter", "build_config", "main", "parser"]
 
 
 def parser() -> argparse.ArgumentParser:
@@ -83,15 +78,25 @@ def parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--served-model-name", required=True, help="the model name the engine serves")
-    p.add_argument("--alias", action="append", default=[], help="extra model name (repeatable)")
+    p.add_argument(
+        "--alias",
+        action="append",
+        default=[],
+        help="another model name clients may send, rewritten to the served name (repeatable)",
+    )
     p.add_argument("--host", default=defaults.DEFAULT_HOST, help="address to listen on")
     p.add_argument("--port", type=int, default=defaults.DEFAULT_PORT, help="port to listen on")
     p.add_argument(
         "--namespace",
         default=None,
-        help="namespace of the engine Pods; None means the router Pod's own",
+        help="namespace of the engine Pods; by default the router Pod's own in a cluster,"
+        " 'default' outside one",
     )
-    p.add_argument("--selector", default="", help="label selector of the engine Pods")
+    p.add_argument(
+        "--selector",
+        default="",
+        help="label selector of the engine Pods to watch; required without --static-backends",
+    )
     p.add_argument(
         "--engine-port",
         type=int,
@@ -101,13 +106,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--static-backends",
         default="",
-        help="comma-separated http://host:port engines, instead of watching Pods",
+        help="comma-separated http://host:port engines (plain http), instead of watching Pods",
     )
     p.add_argument(
         "--strategy",
-        choices=[s.value for s in Strategy],
-        default=Strategy.SESSION.value,
-        help="how a replica is picked",
+        type=parse_strategy,
+        choices=list(Strategy),
+        default=defaults.DEFAULT_STRATEGY,
+        help="how a replica is picked: SessionAffinity (consistent hashing with bounded loads"
+        " on the session key), LeastLoad or RoundRobin; the older spellings session,"
+        " least-load and round-robin are still accepted",
     )
     p.add_argument(
         "--session-header",
@@ -124,7 +132,8 @@ def parser() -> argparse.ArgumentParser:
         "--prefix-chars",
         type=int,
         default=defaults.DEFAULT_PREFIX_CHARS,
-        help="prompt prefix hashed when there is no session",
+        help="characters of the prompt hashed when a request has no session header and no"
+        " `user` field",
     )
     p.add_argument(
         "--connect-timeout",
@@ -136,7 +145,7 @@ def parser() -> argparse.ArgumentParser:
         "--first-byte-timeout",
         type=float,
         default=defaults.DEFAULT_FIRST_BYTE_TIMEOUT,
-        help="seconds until the response headers",
+        help="seconds from sending a request until the response headers; not retried",
     )
     p.add_argument(
         "--idle-timeout",
@@ -154,25 +163,29 @@ def parser() -> argparse.ArgumentParser:
         "--retries",
         type=int,
         default=defaults.DEFAULT_RETRIES,
-        help="retries on another replica, before the first byte only",
+        help="retries per request, only when the connection failed before any response byte"
+        " (on another replica, or once more on a fresh connection); timeouts after the"
+        " request was sent are not retried",
     )
     p.add_argument(
         "--retry-budget",
         type=float,
         default=defaults.DEFAULT_RETRY_BUDGET_RATIO,
-        help="retries as a fraction of recent requests",
+        help="retries allowed across all requests, as a fraction of the requests of the last"
+        f" {defaults.DEFAULT_RETRY_BUDGET_WINDOW:g} s (with at least"
+        f" {defaults.DEFAULT_RETRY_BUDGET_MIN_PER_SECOND:g} per second always allowed)",
     )
     p.add_argument(
         "--max-body-bytes",
         type=int,
         default=defaults.DEFAULT_MAX_BODY_BYTES,
-        help="largest accepted request body",
+        help="largest accepted request body; larger ones get 413",
     )
     p.add_argument(
         "--max-connections",
         type=int,
         default=defaults.DEFAULT_MAX_CONNECTIONS,
-        help="upstream connections, at most",
+        help="upstream connections open at once, at most",
     )
     p.add_argument(
         "--forward-authorization",
@@ -180,25 +193,47 @@ def parser() -> argparse.ArgumentParser:
         help="pass the client's Authorization header upstream",
     )
     p.add_argument(
-        "--api-keys-file", default=None, help="API keys file (accepted; keys are not enforced yet)"
+        "--api-keys-file",
+        default=None,
+        help="YAML file of named API keys; when set, /v1/chat/completions, /v1/completions,"
+        " /v1/embeddings, /v1/models and /api/chat need 'Authorization: Bearer <key>' (401"
+        " otherwise), and a file that cannot be read stops the router at start; without it"
+        " the router is open",
     )
     p.add_argument(
         "--drain-delay",
         type=float,
         default=defaults.DEFAULT_DRAIN_DELAY,
-        help="seconds /readyz fails after SIGTERM before the listener closes",
+        help="seconds /readyz fails after SIGTERM, still serving, before the listener closes",
     )
     p.add_argument(
         "--grace-period",
         type=float,
         default=defaults.DEFAULT_GRACE_PERIOD,
-        help="seconds requests in flight get to finish",
+        help="seconds requests in flight get to finish once the listener is closed",
     )
     p.add_argument(
         "--no-access-log", action="store_true", help="do not write a JSON line per request"
     )
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="threshold of the JSON log lines on stderr",
+    )
     return p
+
+
+def parse_strategy(value: str) -> Strategy:
+    """``--strategy``: the API's name, or one of the spellings the flag took before."""
+    legacy = defaults.LEGACY_STRATEGY_NAMES.get(value)
+    if legacy is not None:
+        return legacy
+    try:
+        return Strategy(value)
+    except ValueError:
+        names = ", ".join(Strategy)
+        raise argparse.ArgumentTypeError(f"unknown strategy {value!r} (one of {names})") from None
 
 
 def build_config(args: argparse.Namespace) -> RouterConfig:
@@ -215,7 +250,7 @@ def build_config(args: argparse.Namespace) -> RouterConfig:
         ),
         session_header=args.session_header,
         balancer=BalancerConfig(
-            strategy=Strategy(args.strategy),
+            strategy=args.strategy,
             load_bound=args.load_bound,
             prefix_chars=args.prefix_chars,
         ),
@@ -255,32 +290,6 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry)
 
 
-class DrainingServer(uvicorn.Server):
-    """uvicorn, with a drain phase between SIGTERM and closing the listener."""
-
-    def __init__(self, config: uvicorn.Config, app: RouterApp, drain_delay: float) -> None:
-        super().__init__(config)
-        self.app = app
-        self.drain_delay = drain_delay
-        self.drain_started: float | None = None
-
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        if self.drain_started is None and sig == signal.SIGTERM and self.drain_delay > 0:
-            self.app.begin_drain()
-            self.drain_started = time.monotonic()
-            return
-        self.app.begin_drain()
-        if self.should_exit:
-            self.force_exit = True
-        self.should_exit = True
-
-    async def on_tick(self, counter: int) -> bool:
-        started = self.drain_started
-        if started is not None and time.monotonic() - started >= self.drain_delay:
-            self.should_exit = True
-        return await super().on_tick(counter)
-
-
 def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
     try:
@@ -309,24 +318,12 @@ def main(argv: list[str]) -> int:
         access_log=AccessLog(enabled=not args.no_access_log),
         api_keys=api_keys,
     )
-    server_config = uvicorn.Config(
+    serve(
         app,
         host=args.host,
         port=args.port,
-        loop="uvloop",
-        http="httptools",
-        lifespan="on",
-        access_log=False,
-        log_config=None,
         log_level=args.log_level,
-        proxy_headers=False,
-        timeout_graceful_shutdown=int(args.grace_period),
-        server_header=False,
+        drain_delay=args.drain_delay,
+        grace_period=args.grace_period,
     )
-    server = DrainingServer(server_config, app, args.drain_delay)
-    # Requests allocate many short-lived containers; collecting the young generation less
-    # often, with everything loaded at startup frozen out of the scans, saves CPU per request.
-    gc.freeze()
-    gc.set_threshold(GC_THRESHOLD, 20, 50)
-    server.run()
     return 0

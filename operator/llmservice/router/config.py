@@ -1,8 +1,11 @@
 """Configuration value objects of the router, with named defaults.
 
 Every knob the router has lives here as a frozen dataclass field whose default is a named
-module constant, so the CLI, the operator's rendering and the tests agree on one value. The
-objects are plain data: building an app from them performs no I/O.
+module constant, so the CLI, the operator's rendering and the tests agree on one value.
+Knobs the LLMService API also has (timeouts, body size, retries, load bound, session header,
+strategy) take their defaults from the API models, so a router started by hand behaves like
+one the operator renders from an empty `router:` section. The objects are plain data:
+building an app from them performs no I/O.
 """
 
 from __future__ import annotations
@@ -10,22 +13,28 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from llmservice.api import spec as api
+
+# The API's defaults, read once from its models rather than repeated here.
+_API_ROUTER = api.RouterSpec()
+_API_TIMEOUTS = _API_ROUTER.timeouts
+
 DEFAULT_HOST = "0.0.0.0"  # noqa: S104 - the router serves the Pod network
 DEFAULT_PORT = 8080
 DEFAULT_ENGINE_PORT = 8000
-DEFAULT_SESSION_HEADER = "X-Session-ID"
+DEFAULT_SESSION_HEADER = _API_ROUTER.session_header
 DEFAULT_REQUEST_ID_HEADER = "X-Request-ID"
-DEFAULT_LOAD_BOUND = 1.25
+DEFAULT_LOAD_BOUND = _API_ROUTER.load_bound
 DEFAULT_VIRTUAL_NODES = 1000
 DEFAULT_PREFIX_CHARS = 512
-DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
+DEFAULT_MAX_BODY_BYTES = _API_ROUTER.max_request_bytes
 
-DEFAULT_CONNECT_TIMEOUT = 5.0
-DEFAULT_FIRST_BYTE_TIMEOUT = 300.0
-DEFAULT_IDLE_TIMEOUT = 120.0
-DEFAULT_TOTAL_TIMEOUT = 1800.0
+DEFAULT_CONNECT_TIMEOUT = float(_API_TIMEOUTS.connect_seconds)
+DEFAULT_FIRST_BYTE_TIMEOUT = float(_API_TIMEOUTS.first_byte_seconds)
+DEFAULT_IDLE_TIMEOUT = float(_API_TIMEOUTS.idle_seconds)
+DEFAULT_TOTAL_TIMEOUT = float(_API_TIMEOUTS.total_seconds)
 
-DEFAULT_RETRIES = 2
+DEFAULT_RETRIES = _API_ROUTER.retries
 DEFAULT_RETRY_BUDGET_RATIO = 0.2
 DEFAULT_RETRY_BUDGET_MIN_PER_SECOND = 10.0
 DEFAULT_RETRY_BUDGET_WINDOW = 10.0
@@ -36,14 +45,27 @@ DEFAULT_GRACE_PERIOD = 60.0
 
 
 class Strategy(enum.StrEnum):
-    """How the balancer picks a replica (see `llmservice.router.balancer`)."""
+    """How the balancer picks a replica (see `llmservice.router.balancer`).
 
-    SESSION = "session"
+    The values are the API's `router.strategy` names (`llmservice.api.spec.RoutingStrategy`),
+    so the operator passes the field to ``--strategy`` as it is; a test checks they match.
+    """
+
+    SESSION = "SessionAffinity"
     """CHWBL on the session key; a bounded prompt prefix when there is none."""
-    LEAST_LOAD = "least-load"
+    LEAST_LOAD = "LeastLoad"
     """The replica with the fewest requests in flight."""
-    ROUND_ROBIN = "round-robin"
+    ROUND_ROBIN = "RoundRobin"
     """Each ready replica in turn."""
+
+
+# The spellings ``--strategy`` took before it used the API's names; still accepted.
+LEGACY_STRATEGY_NAMES = {
+    "session": Strategy.SESSION,
+    "least-load": Strategy.LEAST_LOAD,
+    "round-robin": Strategy.ROUND_ROBIN,
+}
+DEFAULT_STRATEGY = Strategy(_API_ROUTER.strategy)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +116,7 @@ class RetryPolicy:
 class BalancerConfig:
     """Routing: the strategy, the CHWBL load bound and the prefix used without a session."""
 
-    strategy: Strategy = Strategy.SESSION
+    strategy: Strategy = DEFAULT_STRATEGY
     load_bound: float = DEFAULT_LOAD_BOUND
     virtual_nodes: int = DEFAULT_VIRTUAL_NODES
     prefix_chars: int = DEFAULT_PREFIX_CHARS

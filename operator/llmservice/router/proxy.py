@@ -37,6 +37,7 @@ from urllib.parse import urlsplit
 
 from llmservice.router.balancer import Balancer
 from llmservice.router.config import RouterConfig
+from llmservice.router.deadlines import TIMEOUT_MESSAGES, Watchdog
 from llmservice.router.discovery import Replica
 from llmservice.router.errors import (
     NoReadyReplica,
@@ -45,9 +46,9 @@ from llmservice.router.errors import (
     UpstreamProtocolError,
     UpstreamTimeout,
 )
-from llmservice.router.limits import TIMEOUT_MESSAGES, RetryBudget, Watchdog
 from llmservice.router.metrics import RouterMetrics
 from llmservice.router.payloads import usage_from_json, usage_from_sse_tail
+from llmservice.router.retry_budget import RetryBudget
 from llmservice.router.upstream import (
     ConnectError,
     DisconnectedError,

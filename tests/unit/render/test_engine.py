@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
 from llmservice.api import parse_llmservice
 from llmservice.render import engine, render_all
 from tests.unit.api.fixtures import MINIMAL, deep_merge
@@ -100,6 +102,14 @@ def test_probes_allow_long_model_loads() -> None:
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 20 * 60
     assert container["readinessProbe"]["httpGet"]["path"] == "/health"
     assert container["livenessProbe"]["httpGet"]["path"] == "/health"
+
+
+def test_startup_probe_period_comes_from_one_constant(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A literal in the template would keep 10 s here and break the startup budget.
+    monkeypatch.setattr(engine, "STARTUP_PROBE_PERIOD_SECONDS", 7)
+    startup = _container(_engine({}))["startupProbe"]
+    assert startup["periodSeconds"] == 7
+    assert startup["failureThreshold"] == engine.STARTUP_MINUTES * 60 // 7
 
 
 def test_shm_is_memory_backed() -> None:

@@ -26,7 +26,7 @@ def test_arguments_map_to_the_config() -> None:
             "--namespace", "team-a",
             "--selector", "app.kubernetes.io/instance=chat,app.kubernetes.io/component=engine",
             "--engine-port", "8001",
-            "--strategy", "least-load",
+            "--strategy", "LeastLoad",
             "--session-header", "X-Conversation",
             "--load-bound", "1.5",
             "--first-byte-timeout", "60",

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
+
+import pytest
+
 import llmservice.router
 from llmservice.router import errors
 
@@ -51,6 +55,23 @@ def test_public_names_are_pinned() -> None:
     assert sorted(llmservice.router.__all__) == PUBLIC
     for name in PUBLIC:
         assert getattr(llmservice.router, name) is not None
+
+
+# Each module's own public names: the server lifecycle, the per-request deadlines and the
+# retry budget each live in a module named for what it holds.
+MODULES = {
+    "llmservice.router.server": ["DrainingServer", "GC_THRESHOLD", "serve"],
+    "llmservice.router.deadlines": ["TIMEOUT_MESSAGES", "Watchdog"],
+    "llmservice.router.retry_budget": ["RetryBudget"],
+}
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_module_names_are_pinned(module: str) -> None:
+    loaded = importlib.import_module(module)
+    assert sorted(loaded.__all__) == sorted(MODULES[module])
+    for name in MODULES[module]:
+        assert getattr(loaded, name) is not None
 
 
 def test_every_error_is_in_the_tree_and_documented() -> None:

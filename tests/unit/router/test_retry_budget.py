@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from llmservice.router import RetryPolicy
-from llmservice.router.limits import RetryBudget
+from llmservice.router.retry_budget import RetryBudget
 
 
 class Clock:
