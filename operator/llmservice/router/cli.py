@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import logging
 import signal
 import sys
@@ -52,6 +51,7 @@ from types import FrameType
 
 import uvicorn
 
+from llmservice.logs import JsonFormatter
 from llmservice.router import config as defaults
 from llmservice.router.accesslog import AccessLog
 from llmservice.router.app import RouterApp, create_app
@@ -238,21 +238,6 @@ def make_discovery(config: RouterConfig) -> Discovery:
     if found.static_backends:
         return StaticDiscovery(found.static_backends)
     return KubernetesDiscovery(load_api_server(found.namespace), found.selector, found.engine_port)
-
-
-class JsonFormatter(logging.Formatter):
-    """Log records as one JSON object per line, like the access log."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.created)),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        if record.exc_info:
-            entry["error"] = self.formatException(record.exc_info)
-        return json.dumps(entry)
 
 
 class DrainingServer(uvicorn.Server):
