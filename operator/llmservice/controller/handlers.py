@@ -1,11 +1,14 @@
 """kopf wiring: thin handlers that feed the store and call `reconcile()`.
 
-- LLMService create/update/resume and a timer call `reconcile()` for that object;
+- LLMService create/update/resume call `reconcile()` for that object, and `periodic` calls
+  it for every LLMService at a fixed interval;
 - every watched child and engine Pod is mirrored into the store, and a change to one asks
   for a (debounced) reconcile of its LLMService, so readiness shows up without waiting for
-  the timer and a deleted or edited child is restored at once.
+  the next interval and a deleted or edited child is restored at once.
 Reconciles of one LLMService never overlap: they are serialised by a per-object lock.
-No deletion handler and so no finalizer: children go through garbage collection.
+No deletion handler, timer or daemon, and so no finalizer: children go through garbage
+collection, and an LLMService deleted while the operator is down is gone at once. kopf
+removes the finalizer an older version left on an LLMService, since no handler needs it.
 """
 
 from __future__ import annotations
@@ -22,9 +25,12 @@ import kopf
 from llmservice.controller.kinds import CHILD_KINDS, LLMSERVICE, SERVICE_MONITOR_CRD
 from llmservice.controller.kube import ClusterAPI, is_transient
 from llmservice.controller.mounts import FailedMountLookup
-from llmservice.controller.reconcile import Context, RenderCache, reconcile
+from llmservice.controller.reconcile import Context, reconcile
+from llmservice.controller.refusals import RefusedChildren
+from llmservice.controller.render_cache import RenderCache
 from llmservice.controller.store import INSTANCE_LABEL, ClusterStore
 from llmservice.controller.throughput import ThroughputTracker
+from llmservice.logs import about
 from llmservice.render.naming import MANAGED_BY
 
 log = logging.getLogger(__name__)
@@ -52,6 +58,7 @@ class OperatorState:
     throughput: ThroughputTracker
     store: ClusterStore = field(default_factory=ClusterStore)
     renders: RenderCache = field(default_factory=RenderCache)
+    refused: RefusedChildren = field(default_factory=RefusedChildren)
     mounts: FailedMountLookup = field(default_factory=FailedMountLookup)
     locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
     pending: set[tuple[str, str]] = field(default_factory=set)
@@ -82,13 +89,14 @@ class OperatorState:
                 throughput=self.throughput,
                 monitoring_crd_installed=await self.monitoring_crd_installed(),
                 renders=self.renders,
+                refused=self.refused,
                 mounts=self.mounts,
             )
             outcome = await reconcile(latest, context)
             if outcome.applied or outcome.deleted:
                 log.info(
-                    "Reconciled LLMService %s/%s: applied %d, deleted %d",
-                    key[0], key[1], len(outcome.applied), len(outcome.deleted),
+                    "Reconciled LLMService: applied %d, deleted %d",
+                    len(outcome.applied), len(outcome.deleted), extra=about(*key),
                 )  # fmt: skip
 
     def request(self, namespace: str, name: str) -> None:
@@ -109,15 +117,15 @@ class OperatorState:
             return
         try:
             await self.reconcile(body)
-        except Exception as error:  # the timer retries; one failure must not kill the task
-            log.warning("Reconcile of %s/%s failed, the timer will retry: %s", *key, error)
+        except Exception as error:  # the periodic reconcile retries; this task must not die
+            log.warning("Reconcile failed, retrying next interval: %s", error, extra=about(*key))
 
 
 def _backoff(retry: int) -> float:
     return float(min(MAX_BACKOFF_SECONDS, 2 ** max(retry, 0)))
 
 
-def register(registry: kopf.OperatorRegistry, state: OperatorState, timer_interval: float) -> None:
+def register(registry: kopf.OperatorRegistry, state: OperatorState) -> None:
     """Attach every handler to `registry`, closing over `state`."""
     group, version, plural = LLMSERVICE.group, LLMSERVICE.version, LLMSERVICE.plural
 
@@ -140,20 +148,6 @@ def register(registry: kopf.OperatorRegistry, state: OperatorState, timer_interv
     ):
         decorator(reconcile_handler)
 
-    @kopf.timer(
-        group, version, plural, registry=registry, interval=timer_interval, id="reconcile-timer"
-    )
-    async def reconcile_timer(body: kopf.Body, **_: Any) -> None:
-        try:
-            await state.reconcile(body)
-        except Exception as error:
-            log.warning(
-                "Timed reconcile of %s/%s failed: %s",
-                body.metadata.namespace,
-                body.metadata.name,
-                error,
-            )
-
     @kopf.on.event(group, version, plural, registry=registry, id="mirror-llmservice")
     async def mirror_llmservice(event: kopf.RawEvent, **_: Any) -> None:
         obj = event["object"]
@@ -161,6 +155,7 @@ def register(registry: kopf.OperatorRegistry, state: OperatorState, timer_interv
             state.store.remove(obj)
             state.throughput.forget(obj["metadata"]["namespace"], obj["metadata"]["name"])
             state.renders.forget(obj["metadata"]["namespace"], obj["metadata"]["name"])
+            state.refused.forget((obj["metadata"]["namespace"], obj["metadata"]["name"]))
         else:
             state.store.upsert(obj)
 

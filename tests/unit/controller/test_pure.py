@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -48,18 +49,27 @@ def test_quantities_compare_by_value() -> None:
     assert not is_subset({"memory": "16Gi"}, {"memory": "17Gi"})
 
 
+T1, T2, T3 = (datetime(2026, 1, 1, 0, 0, second, tzinfo=UTC) for second in (1, 2, 3))
+
+
 def test_transition_time_moves_only_when_status_changes() -> None:
-    first = set_condition([], Observation(c.READY, c.FALSE, "Waiting"), 1, "t1")
-    same = set_condition(first, Observation(c.READY, c.FALSE, "StillWaiting", "m"), 2, "t2")
-    assert same[0]["lastTransitionTime"] == "t1"
-    assert same[0]["observedGeneration"] == 2
-    flipped = set_condition(same, Observation(c.READY, c.TRUE, "Available"), 2, "t3")
-    assert flipped[0]["lastTransitionTime"] == "t3"
+    first = set_condition([], Observation(c.READY, c.FALSE, "Waiting"), 1, T1)
+    same = set_condition(first, Observation(c.READY, c.FALSE, "StillWaiting", "m"), 2, T2)
+    assert same[0].last_transition_time == T1
+    assert same[0].observed_generation == 2
+    flipped = set_condition(same, Observation(c.READY, c.TRUE, "Available"), 2, T3)
+    assert flipped[0].last_transition_time == T3
+
+
+def test_conditions_are_listed_in_table_order() -> None:
+    merged = set_condition([], Observation(c.STALLED, c.FALSE, "Reconciled"), 1, T1)
+    merged = set_condition(merged, Observation(c.READY, c.TRUE, "Available"), 1, T1)
+    assert [condition.type for condition in merged] == [c.READY, c.STALLED]
 
 
 def test_condition_status_must_be_true_false_or_unknown() -> None:
     with pytest.raises(ValueError, match="True, False or Unknown"):
-        set_condition([], Observation(c.READY, "Yes", "Bad"), 1, "t")
+        set_condition([], Observation(c.READY, "Yes", "Bad"), 1, T1)  # type: ignore[arg-type]
 
 
 def test_unschedulable_pod_stalls_with_the_scheduler_message() -> None:
