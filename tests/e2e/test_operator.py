@@ -23,16 +23,25 @@ from llmservice.api import parse_llmservice
 from llmservice.sandbox import audit
 from llmservice.sandbox.cluster import Sandbox
 from tests.e2e.crds import wait_established
+from tests.e2e.llmservices import (
+    GROUP,
+    PLURAL,
+    READY_TIMEOUT,
+    VERSION,
+    condition,
+    create_llms,
+    get_llms,
+    minimal,
+    wait_ready,
+)
 from tests.e2e.operator_fixture import OperatorProcess
 from tests.e2e.waiting import eventually, holds_for
 
 pytestmark = pytest.mark.e2e
 
-GROUP, VERSION, PLURAL = "serving.llmservice.dev", "v1alpha1", "llmservices"
 REPO = Path(__file__).resolve().parents[2]
 CRD_FILE = REPO / "crds" / "llmservices.serving.llmservice.dev.yaml"
 EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
-READY_TIMEOUT = 120
 INSTANCE = "app.kubernetes.io/instance=chat"
 GPU = "nvidia.com/gpu"
 
@@ -72,50 +81,6 @@ def operator(
 @pytest.fixture
 def custom(kube: client.ApiClient) -> client.CustomObjectsApi:
     return client.CustomObjectsApi(kube)
-
-
-def get_llms(custom: client.CustomObjectsApi, namespace: str, name: str) -> dict[str, Any]:
-    obj: dict[str, Any] = custom.get_namespaced_custom_object(
-        GROUP, VERSION, namespace, PLURAL, name
-    )
-    return obj
-
-
-def condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
-    return next(
-        (c for c in (obj.get("status") or {}).get("conditions") or [] if c["type"] == kind), {}
-    )
-
-
-def wait_ready(
-    custom: client.CustomObjectsApi, namespace: str, name: str, timeout: float = READY_TIMEOUT
-) -> dict[str, Any]:
-    def ready() -> dict[str, Any] | None:
-        obj = get_llms(custom, namespace, name)
-        status = obj.get("status") or {}
-        if (
-            condition(obj, "Ready").get("status") == "True"
-            and status.get("observedGeneration") == obj["metadata"]["generation"]
-            and condition(obj, "Ready").get("observedGeneration") == obj["metadata"]["generation"]
-        ):
-            return obj
-        return None
-
-    return eventually(ready, timeout, f"LLMService {namespace}/{name} to be Ready")
-
-
-def create_llms(custom: client.CustomObjectsApi, namespace: str, document: dict[str, Any]) -> None:
-    document = {**document, "metadata": {**document["metadata"], "namespace": namespace}}
-    custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, document)
-
-
-def minimal(name: str = "chat", **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "LLMService",
-        "metadata": {"name": name},
-        "spec": {"model": {"name": "Qwen/Qwen2.5-0.5B-Instruct"}, **spec},
-    }
 
 
 def volume_for(core: client.CoreV1Api, namespace: str, document: dict[str, Any]) -> None:

@@ -32,8 +32,12 @@ class Source:
     component: str | None  # the child's component label; None for any
     child: str  # field path in the child
     spec: str  # field path in the LLMService
-    # For lists of operator entries then the user's: the user's list in the spec.
+    # Whether what follows `child` in the path follows `spec` too (same shape below).
+    same_shape: bool = False
+    # For lists of the operator's entries then the user's: the user's list in the spec.
     user_list: Callable[[LLMService], Sequence[Any] | None] | None = None
+    # The spec field that the operator's own entries of that list come from.
+    own: str | None = None
 
 
 def _gpu_limits(service: LLMService) -> list[str]:
@@ -43,36 +47,42 @@ def _gpu_limits(service: LLMService) -> list[str]:
 
 SOURCES: tuple[Source, ...] = (
     # The engine Deployment.
-    Source("Deployment", naming.ENGINE, f"{CONTAINER}.env", "spec.engine.env",
+    Source("Deployment", naming.ENGINE, f"{CONTAINER}.env", "spec.engine.env", True,
            lambda s: s.spec.engine.env),
-    Source("Deployment", naming.ENGINE, f"{POD}.tolerations", "spec.engine.tolerations",
-           lambda s: s.spec.engine.tolerations),
-    Source("Deployment", naming.ENGINE, f"{CONTAINER}.args", "spec.engine.extraArgs",
+    # The operator's own toleration is for the GPU resource's taint.
+    Source("Deployment", naming.ENGINE, f"{POD}.tolerations", "spec.engine.tolerations", True,
+           lambda s: s.spec.engine.tolerations, own="spec.engine.gpuResourceName"),
+    Source("Deployment", naming.ENGINE, f"{CONTAINER}.args", "spec.engine.extraArgs", True,
            lambda s: s.spec.engine.extra_args),
-    Source("Deployment", naming.ENGINE, f"{CONTAINER}.resources", "spec.engine.resources"),
+    Source("Deployment", naming.ENGINE, f"{CONTAINER}.resources", "spec.engine.resources", True),
     Source("Deployment", naming.ENGINE, f"{CONTAINER}.image", "spec.engine.image"),
-    Source("Deployment", naming.ENGINE, f"{CONTAINER}.volumeMounts", "spec.storage.mountPath"),
+    # The first volume and mount are the shared-memory emptyDir; the others hold the model.
+    Source("Deployment", naming.ENGINE, f"{CONTAINER}.volumeMounts[0]", "spec.engine.shmSize"),
     Source("Deployment", naming.ENGINE, f"{POD}.volumes[0]", "spec.engine.shmSize"),
-    Source("Deployment", naming.ENGINE, f"{POD}.nodeSelector", "spec.engine.nodeSelector"),
+    Source("Deployment", naming.ENGINE, f"{CONTAINER}.volumeMounts", "spec.storage.mountPath"),
+    Source("Deployment", naming.ENGINE, f"{POD}.nodeSelector", "spec.engine.nodeSelector", True),
     Source("Deployment", naming.ENGINE, f"{POD}.priorityClassName",
            "spec.engine.priorityClassName"),
     Source("Deployment", naming.ENGINE, "spec.replicas", "spec.engine.replicas"),
     # The router Deployment.
-    Source("Deployment", naming.ROUTER, f"{CONTAINER}.resources", "spec.router.resources"),
+    Source("Deployment", naming.ROUTER, f"{CONTAINER}.resources", "spec.router.resources", True),
     Source("Deployment", naming.ROUTER, f"{CONTAINER}.image", "spec.router.image"),
     Source("Deployment", naming.ROUTER, "spec.replicas", "spec.router.replicas"),
     # The Ingress.
-    Source("Ingress", None, "metadata.annotations", "spec.ingress.annotations"),
+    Source("Ingress", None, "metadata.annotations", "spec.ingress.annotations", True),
     Source("Ingress", None, "spec.ingressClassName", "spec.ingress.className"),
     Source("Ingress", None, "spec.tls[0].secretName", "spec.ingress.tls.secretName"),
     Source("Ingress", None, "spec.tls[0].hosts", "spec.ingress.host"),
     Source("Ingress", None, "spec.rules[0].host", "spec.ingress.host"),
     Source("Ingress", None, "spec.rules[0].http.paths[0].path", "spec.ingress.path"),
     # The model cache claim.
-    Source("PersistentVolumeClaim", None, "spec.resources.requests[storage]", "spec.storage.size"),
     Source("PersistentVolumeClaim", None, "spec.resources", "spec.storage.size"),
     Source("PersistentVolumeClaim", None, "spec.storageClassName", "spec.storage.storageClassName"),
     Source("PersistentVolumeClaim", None, "spec.accessModes", "spec.storage.accessModes"),
+    # Label maps copied from the spec.
+    Source("NetworkPolicy", None, "spec.ingress[0].from[2].namespaceSelector.matchLabels",
+           "spec.networkPolicy.monitoringNamespaceLabels", True),
+    Source("ServiceMonitor", None, "metadata.labels", "spec.monitoring.labels", True),
     # Every child is named after the LLMService.
     Source("", None, "metadata.name", "metadata.name"),
 )  # fmt: skip
@@ -113,6 +123,8 @@ def spec_field(field: str, child: Mapping[str, Any], service: LLMService) -> str
         rest = _under(field, source.child)
         if rest is None:
             continue
+        if not source.same_shape:
+            return source.spec
         index = INDEX.match(rest)
         if source.user_list is None or index is None:
             return source.spec + rest
@@ -120,14 +132,15 @@ def spec_field(field: str, child: Mapping[str, Any], service: LLMService) -> str
         user = source.user_list(service) or []
         position = int(index[1]) - (len(rendered or []) - len(user))
         if position < 0:
-            return source.spec  # one of the operator's own entries clashed with the user's
+            return source.own or source.spec
         return f"{source.spec}[{position}]{rest[index.end() :]}"
     return None
 
 
 def describe(refused: Refusal, child: Mapping[str, Any], service: LLMService) -> str:
     """One sentence per cause, the LLMService field first, then where the child has it."""
-    return "; ".join(_sentence(refused, cause, child, service) for cause in refused.causes)
+    sentences = [_sentence(refused, cause, child, service) for cause in refused.causes]
+    return "; ".join(dict.fromkeys(sentences))  # the API server may say one thing twice
 
 
 def _sentence(refused: Refusal, cause: Cause, child: Mapping[str, Any], service: LLMService) -> str:

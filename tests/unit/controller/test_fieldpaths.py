@@ -22,6 +22,7 @@ SPEC = {
             "extraArgs": ["--enforce-eager"],
             "nodeSelector": {"pool": "gpu"},
         },
+        "networkPolicy": {"enabled": True},
         "ingress": {"enabled": True, "host": "chat.example.com"},
     }
 }
@@ -52,12 +53,21 @@ def rendered() -> tuple[LLMService, dict[tuple[str, str], dict[str, Any]]]:
          "spec.engine.gpuResourceName"),
         (("Deployment", "chat-engine"), "spec.template.spec.nodeSelector",
          "spec.engine.nodeSelector"),
+        (("Deployment", "chat-engine"), "spec.template.spec.tolerations[0].key",
+         "spec.engine.gpuResourceName"),
+        (("Deployment", "chat-engine"), "spec.template.spec.volumes[0].emptyDir.sizeLimit",
+         "spec.engine.shmSize"),
+        (("Deployment", "chat-engine"), "spec.template.spec.containers[0].volumeMounts[1]"
+         ".mountPath", "spec.storage.mountPath"),
+        (("NetworkPolicy", "chat-engine"),
+         "spec.ingress[0].from[2].namespaceSelector.matchLabels",
+         "spec.networkPolicy.monitoringNamespaceLabels"),
         (("Deployment", "chat-router"), "spec.template.spec.containers[0].resources.limits",
          "spec.router.resources.limits"),
         (("Ingress", "chat"), "metadata.annotations", "spec.ingress.annotations"),
         (("Ingress", "chat"), "spec.rules[0].host", "spec.ingress.host"),
         (("Service", "chat"), "metadata.name", "metadata.name"),
-        (("PersistentVolumeClaim", "chat-models"), "spec.resources.requests[storage]",
+        (("PersistentVolumeClaim", "chat-models"), "spec.resources[storage]",
          "spec.storage.size"),
         (("Deployment", "chat-engine"), "spec.template.spec.containers[0].envFrom", None),
         (("Deployment", "chat-engine"), "", None),
@@ -93,6 +103,7 @@ def test_the_message_names_the_spec_field_first(
         "chat-engine",
         (
             Cause("spec.template.spec.containers[0].env[5].name", 'Duplicate value: "A"'),
+            Cause("spec.template.spec.hostAliases", "Invalid value"),
             Cause("spec.template.spec.hostAliases", "Invalid value"),
         ),
     )
