@@ -43,6 +43,7 @@ UNSCHEDULABLE = "Unschedulable"
 SCALED_TO_ZERO = "ScaledToZero"
 SECRET_NOT_FOUND = "SecretNotFound"  # noqa: S105 - a reason, not a secret
 CONTAINER_FAILING = "ContainerFailing"
+FAILED_CREATE = "FailedCreate"  # the Deployment cannot create its Pods
 APPLY_FAILED = "ApplyFailed"
 API_ERROR = "APIError"
 INVALID_SPEC = "InvalidSpec"

@@ -223,3 +223,25 @@ def test_failed_mounts_are_listed_at_most_once_per_ttl_per_namespace() -> None:
 
     asyncio.run(scenario())
     assert api.calls == 3
+
+
+def test_pods_the_deployment_cannot_create_stall_with_its_message() -> None:
+    message = 'pods "chat-engine-1" is forbidden: no PriorityClass with name gold was found'
+    deployment = {
+        "metadata": {"generation": 1},
+        "status": {
+            "observedGeneration": 1,
+            "conditions": [
+                {"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate",
+                 "message": message},
+            ],
+        },
+    }  # fmt: skip
+    state = observe.deployment_state(deployment, 1)
+    engine = observe.engine_observation(state, [])
+    assert (engine.status, engine.reason, engine.message) == (c.FALSE, c.FAILED_CREATE, message)
+    ready, reconciling, stalled = observe.summary(
+        engine, Observation(c.ROUTER_AVAILABLE, c.TRUE, c.AVAILABLE), None
+    )
+    assert (ready.status, reconciling.status, stalled.status) == (c.FALSE, c.FALSE, c.TRUE)
+    assert stalled.message == f"EngineAvailable: {message}"
