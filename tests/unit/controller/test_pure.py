@@ -12,6 +12,7 @@ from llmservice.controller import conditions as c
 from llmservice.controller import observe
 from llmservice.controller.compare import is_subset
 from llmservice.controller.conditions import Observation, set_condition
+from llmservice.controller.handlers import backoff
 from llmservice.controller.mounts import FailedMountLookup
 from llmservice.controller.throughput import Rates, Sample, parse_sample, rates_between
 
@@ -245,3 +246,7 @@ def test_pods_the_deployment_cannot_create_stall_with_its_message() -> None:
     )
     assert (ready.status, reconciling.status, stalled.status) == (c.FALSE, c.FALSE, c.TRUE)
     assert stalled.message == f"EngineAvailable: {message}"
+
+
+def test_backoff_doubles_up_to_a_minute() -> None:
+    assert [backoff(retry) for retry in (0, 1, 2, 5, 6, 20)] == [1, 2, 4, 32, 60, 60]
