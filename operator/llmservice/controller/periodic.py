@@ -9,6 +9,10 @@ through garbage collection.
 
 Reconciles of one object never overlap: a tick skips an object whose previous reconcile is
 still running. A failure is logged and retried on the next tick.
+
+Known limit: with `--peering`, kopf pauses its watches in a standby replica but has no
+public signal this loop could follow, so a replica demoted while running keeps reconciling
+what its watches last showed. Run one replica (the shipped manifests do).
 """
 
 from __future__ import annotations

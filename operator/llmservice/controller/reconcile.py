@@ -221,12 +221,13 @@ async def _apply_children(
     found = Applied()
     for obj in desired:
         key = key_of(obj)
+        child = (key[0], key[2])  # kind and name: the namespace is the owner's
         live = live_children.get(key)
         if is_subset(obj, live):
-            ctx.refused.clear(owner, key[::2])
+            ctx.refused.clear(owner, child)
             continue
         stamp = (uid, generation, str(((live or {}).get("metadata") or {}).get("resourceVersion")))
-        remembered = ctx.refused.recall(owner, key[::2], stamp)
+        remembered = ctx.refused.recall(owner, child, stamp)
         if remembered is not None:
             found.invalid.append(remembered)
             continue
@@ -236,7 +237,7 @@ async def _apply_children(
             refused = refusal(error, obj)
             if refused is not None:
                 message = describe(refused, obj, service)
-                ctx.refused.remember(owner, key[::2], stamp, message)
+                ctx.refused.remember(owner, child, stamp, message)
                 found.invalid.append(message)
                 log.warning("Refused %s %s: %s", obj["kind"], key[2], message,
                             extra=about(namespace, name))  # fmt: skip
@@ -248,7 +249,7 @@ async def _apply_children(
             log.warning("Failed to apply %s %s: %s", obj["kind"], key[2], found.error,
                         extra=about(namespace, name))  # fmt: skip
             continue
-        ctx.refused.clear(owner, key[::2])
+        ctx.refused.clear(owner, child)
         ctx.store.upsert(applied)
         outcome.applied.append(f"{obj['kind']} {key[2]}")
         log.info("Applied %s %s", obj["kind"], key[2], extra=about(namespace, name))
