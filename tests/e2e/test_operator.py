@@ -631,6 +631,17 @@ REFUSED_CHILDREN = {
         {"storage": {"enabled": True, "mountPath": "/dev/shm"}},
         "spec.storage.mountPath",
     ),
+    "mount path of the model source": (
+        {
+            "model": {"name": "pvc://weights/qwen"},
+            "storage": {"existingClaim": "cache", "mountPath": "/model-source"},
+        },
+        "spec.storage.mountPath",
+    ),
+    "ReadWriteOncePod with other access modes": (
+        {"storage": {"enabled": True, "accessModes": ["ReadWriteOncePod", "ReadWriteMany"]}},
+        "spec.storage.accessModes",
+    ),
     "toleration Exists with a value": (
         {"engine": {"tolerations": [{"key": "k", "operator": "Exists", "value": "v"}]}},
         "spec.engine.tolerations[0]",
