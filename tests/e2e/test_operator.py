@@ -24,16 +24,25 @@ from llmservice.sandbox import audit
 from llmservice.sandbox.cluster import Sandbox
 from llmservice.sandbox.product import Product
 from tests.e2e.crds import wait_established
+from tests.e2e.llmservices import (
+    GROUP,
+    PLURAL,
+    READY_TIMEOUT,
+    VERSION,
+    condition,
+    create_llms,
+    get_llms,
+    minimal,
+    wait_ready,
+)
 from tests.e2e.operator_fixture import OperatorProcess
 from tests.e2e.waiting import eventually, holds_for
 
 pytestmark = pytest.mark.e2e
 
-GROUP, VERSION, PLURAL = "serving.llmservice.dev", "v1alpha1", "llmservices"
 REPO = Path(__file__).resolve().parents[2]
 CRD_FILE = REPO / "crds" / "llmservices.serving.llmservice.dev.yaml"
 EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
-READY_TIMEOUT = 120
 INSTANCE = "app.kubernetes.io/instance=chat"
 GPU = "nvidia.com/gpu"
 
@@ -74,50 +83,6 @@ def operator(
 @pytest.fixture
 def custom(kube: client.ApiClient) -> client.CustomObjectsApi:
     return client.CustomObjectsApi(kube)
-
-
-def get_llms(custom: client.CustomObjectsApi, namespace: str, name: str) -> dict[str, Any]:
-    obj: dict[str, Any] = custom.get_namespaced_custom_object(
-        GROUP, VERSION, namespace, PLURAL, name
-    )
-    return obj
-
-
-def condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
-    return next(
-        (c for c in (obj.get("status") or {}).get("conditions") or [] if c["type"] == kind), {}
-    )
-
-
-def wait_ready(
-    custom: client.CustomObjectsApi, namespace: str, name: str, timeout: float = READY_TIMEOUT
-) -> dict[str, Any]:
-    def ready() -> dict[str, Any] | None:
-        obj = get_llms(custom, namespace, name)
-        status = obj.get("status") or {}
-        if (
-            condition(obj, "Ready").get("status") == "True"
-            and status.get("observedGeneration") == obj["metadata"]["generation"]
-            and condition(obj, "Ready").get("observedGeneration") == obj["metadata"]["generation"]
-        ):
-            return obj
-        return None
-
-    return eventually(ready, timeout, f"LLMService {namespace}/{name} to be Ready")
-
-
-def create_llms(custom: client.CustomObjectsApi, namespace: str, document: dict[str, Any]) -> None:
-    document = {**document, "metadata": {**document["metadata"], "namespace": namespace}}
-    custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, document)
-
-
-def minimal(name: str = "chat", **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "LLMService",
-        "metadata": {"name": name},
-        "spec": {"model": {"name": "Qwen/Qwen2.5-0.5B-Instruct"}, **spec},
-    }
 
 
 def volume_for(core: client.CoreV1Api, namespace: str, document: dict[str, Any]) -> None:
@@ -576,3 +541,200 @@ def test_service_monitors_appear_when_their_crd_is_installed(
                   "no repeated apply of the ServiceMonitors")  # fmt: skip
     finally:
         extensions.delete_custom_resource_definition(SERVICE_MONITOR_CRD["metadata"]["name"])
+
+
+def _events(core: client.CoreV1Api, namespace: str, reason: str) -> list[Any]:
+    found: list[Any] = core.list_namespaced_event(
+        namespace, field_selector=f"involvedObject.name=chat,reason={reason}"
+    ).items
+    return [event for event in found if event.type == "Warning"]
+
+
+def _log_lines_about(operator: OperatorProcess, namespace: str) -> list[dict[str, Any]]:
+    """The operator's log lines about LLMServices in `namespace`; every line must be JSON."""
+    entries = [
+        json.loads(line)
+        for line in operator.log_path.read_text(encoding="utf-8").splitlines()
+        if line.strip()
+    ]
+    return [entry for entry in entries if entry.get("namespace") == namespace]
+
+
+def _wait_invalid_spec(
+    custom: client.CustomObjectsApi, namespace: str, timeout: float
+) -> dict[str, Any]:
+    def stalled() -> dict[str, Any] | None:
+        obj = get_llms(custom, namespace, "chat")
+        found = condition(obj, "Stalled")
+        invalid = (found.get("status"), found.get("reason")) == ("True", "InvalidSpec")
+        return obj if invalid else None
+
+    return eventually(stalled, timeout, "Stalled=True with reason InvalidSpec")
+
+
+def test_child_refused_by_the_api_server_stalls_naming_the_field_until_fixed(
+    operator: OperatorProcess,
+    custom: client.CustomObjectsApi,
+    core: client.CoreV1Api,
+    apps: client.AppsV1Api,
+    kube: client.ApiClient,
+    namespace: str,
+) -> None:
+    # Each annotation is valid, but together they pass the 256 KiB an object's annotations
+    # may hold: the schema cannot see it, the API server refuses the Ingress with a 422.
+    annotations = {f"example.com/note-{i:02d}": "x" * 4096 for i in range(64)}
+    ingress = {"enabled": True, "host": "chat.example.com", "annotations": annotations}
+    create_llms(custom, namespace, minimal(ingress=ingress))
+    obj = _wait_invalid_spec(custom, namespace, READY_TIMEOUT)
+    message = condition(obj, "Stalled")["message"]
+    assert message.startswith("spec.ingress.annotations: Too long: ")
+    assert "(refused in Ingress chat metadata.annotations)" in message
+    assert (condition(obj, "Ready")["status"], condition(obj, "Ready")["reason"]) == (
+        "False",
+        "InvalidSpec",
+    )
+    assert condition(obj, "Reconciling")["status"] == "False"
+    events = eventually(lambda: _events(core, namespace, "InvalidSpec"), 30, "a Warning Event")
+    assert events[0].message.startswith("spec.ingress.annotations: ")
+    # The children the API server accepts are applied all the same.
+    assert apps.read_namespaced_deployment("chat-engine", namespace)
+    lines = _log_lines_about(operator, namespace)
+    refused = [e for e in lines if "Refused" in e["msg"]]
+    assert refused
+    assert refused[0]["name"] == "chat"
+    assert refused[0]["level"] == "warning"
+    # The spec is larger than annotations may be: nothing may try to copy it into one.
+    assert not [e for e in lines if e["level"] == "error"]
+
+    # A merge patch: null removes each long annotation.
+    fixed: dict[str, Any] = {key: None for key in annotations} | {"example.com/note": "fixed"}
+    custom.patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, "chat", {"spec": {"ingress": {"annotations": fixed}}}
+    )
+    obj = wait_ready(custom, namespace, "chat")
+    assert condition(obj, "Stalled")["status"] == "False"
+    live = client.NetworkingV1Api(kube).read_namespaced_ingress("chat", namespace)
+    assert live.metadata.annotations["example.com/note"] == "fixed"
+
+
+# Specs the API server admitted before admission rules covered them, whose children it then
+# refused (422) or could not even merge (500): each is refused at admission with the field
+# named, or admitted and Stalled with the field named; never Reconciling for ever.
+REFUSED_CHILDREN = {
+    "env repeated": (
+        {"engine": {"env": [{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]}},
+        "spec.engine.env[1].name",
+    ),
+    "env set by the operator": (
+        {"engine": {"env": [{"name": "DO_NOT_TRACK", "value": "0"}]}},
+        "spec.engine.env[0].name",
+    ),
+    "mount path of the shared memory": (
+        {"storage": {"enabled": True, "mountPath": "/dev/shm"}},
+        "spec.storage.mountPath",
+    ),
+    "mount path of the model source": (
+        {
+            "model": {"name": "pvc://weights/qwen"},
+            "storage": {"existingClaim": "cache", "mountPath": "/model-source"},
+        },
+        "spec.storage.mountPath",
+    ),
+    "ReadWriteOncePod with other access modes": (
+        {"storage": {"enabled": True, "accessModes": ["ReadWriteOncePod", "ReadWriteMany"]}},
+        "spec.storage.accessModes",
+    ),
+    "toleration Exists with a value": (
+        {"engine": {"tolerations": [{"key": "k", "operator": "Exists", "value": "v"}]}},
+        "spec.engine.tolerations[0]",
+    ),
+    "requests above limits": (
+        {"engine": {"resources": {"requests": {"cpu": "2"}, "limits": {"cpu": "1"}}}},
+        "spec.engine.resources.requests",
+    ),
+    "zero cache size": ({"storage": {"enabled": True, "size": "0"}}, "spec.storage.size"),
+    "negative shared memory": ({"engine": {"shmSize": "-1Gi"}}, "spec.engine.shmSize"),
+    "ingress host an IP address": (
+        {"ingress": {"enabled": True, "host": "192.0.2.1"}},
+        "spec.ingress.host",
+    ),
+}
+
+
+@pytest.mark.parametrize(("spec", "field"), REFUSED_CHILDREN.values(), ids=list(REFUSED_CHILDREN))
+def test_admitted_spec_works_or_stalls_naming_the_field(
+    operator: OperatorProcess,
+    custom: client.CustomObjectsApi,
+    namespace: str,
+    spec: dict[str, Any],
+    field: str,
+) -> None:
+    admission: client.ApiException | None = None
+    try:
+        create_llms(custom, namespace, minimal(**spec))
+    except client.ApiException as refused:
+        admission = refused
+    if admission is not None:
+        assert admission.status == 422
+        assert field.split("[")[0] in json.loads(admission.body or "{}").get("message", "")
+        return
+    obj = _wait_invalid_spec(custom, namespace, 60)
+    assert condition(obj, "Stalled")["message"].startswith(field)
+    assert condition(obj, "Reconciling")["status"] == "False"
+
+
+KOPF_FINALIZER = "kopf.zalando.org/KopfFinalizerMarker"
+
+
+def _gone(custom: client.CustomObjectsApi, namespace: str, name: str) -> bool:
+    try:
+        custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+    except client.ApiException as error:
+        if error.status == 404:
+            return True
+        raise
+    return False
+
+
+def test_llmservice_deleted_while_the_operator_is_down_is_gone_at_once(
+    operator: OperatorProcess,
+    custom: client.CustomObjectsApi,
+    apps: client.AppsV1Api,
+    namespace: str,
+) -> None:
+    create_llms(custom, namespace, minimal())
+    obj = wait_ready(custom, namespace, "chat")
+    assert not obj["metadata"].get("finalizers")
+    # Nor any other bookkeeping of the operator's framework on the object.
+    annotations = obj["metadata"].get("annotations") or {}
+    assert not [key for key in annotations if "kopf" in key or "last-handled" in key]
+    operator.stop()
+    try:
+        custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "chat")
+        eventually(lambda: _gone(custom, namespace, "chat"), 5, "the LLMService to be gone")
+        eventually(
+            lambda: not apps.list_namespaced_deployment(namespace).items,
+            90,
+            "the children to be garbage collected",
+        )
+    finally:
+        operator.start()
+
+
+def test_finalizer_left_by_an_older_operator_is_removed(
+    operator: OperatorProcess, custom: client.CustomObjectsApi, namespace: str
+) -> None:
+    operator.stop()
+    try:
+        for name in ("deleted", "kept"):
+            document = minimal(name)
+            document["metadata"]["finalizers"] = [KOPF_FINALIZER]
+            create_llms(custom, namespace, document)
+        custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "deleted")
+        terminating = get_llms(custom, namespace, "deleted")
+        assert terminating["metadata"].get("deletionTimestamp")
+    finally:
+        operator.start()
+    eventually(lambda: _gone(custom, namespace, "deleted"), 60, "the deleted LLMService gone")
+    obj = wait_ready(custom, namespace, "kept")
+    assert not obj["metadata"].get("finalizers")

@@ -2,7 +2,9 @@
 
 Credentials: in a Pod, its ServiceAccount; elsewhere, the kubeconfig in $KUBECONFIG.
 One replica runs standalone; for more, pass `--peering NAME` (kopf's peering keeps one
-active) after installing kopf's peering CRD.
+active) after installing kopf's peering CRD. Logs are JSON, one object per line, with the
+LLMService's `namespace` and `name` on every line about one; `--log-format text` for a
+terminal.
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ import httpx
 import kopf
 from kubernetes import client, config
 
+from llmservice import logs
 from llmservice.controller.handlers import OperatorState, configure, register
 from llmservice.controller.kube import ClusterAPI
+from llmservice.controller.periodic import PeriodicReconciler
 from llmservice.controller.throughput import ThroughputTracker
 
 
@@ -32,8 +36,9 @@ def _parser() -> argparse.ArgumentParser:
         default=[],
         help="watch only this namespace (repeatable); default: all namespaces",
     )
-    parser.add_argument("--timer-interval", type=float, default=10.0,
-                        help="seconds between reconciles of each LLMService")  # fmt: skip
+    parser.add_argument("--resync-interval", "--timer-interval", dest="resync_interval",
+                        type=float, default=10.0,
+                        help="seconds between periodic reconciles of each LLMService")  # fmt: skip
     parser.add_argument("--scrape-interval", type=float, default=10.0,
                         help="seconds between throughput scrapes of the engine Pods")  # fmt: skip
     parser.add_argument("--status-interval", type=float, default=30.0,
@@ -42,6 +47,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--liveness-port", type=int, default=8081)
     parser.add_argument("--peering", help="kopf peering name (enables several replicas)")
     parser.add_argument("--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--log-format", choices=logs.FORMATS, default="json",
+                        help="json: one object per line; text: plain lines")  # fmt: skip
     return parser
 
 
@@ -67,29 +74,35 @@ async def run(args: argparse.Namespace) -> None:
             api=ClusterAPI(cluster_api_client(), instance=instance),
             throughput=ThroughputTracker(http, args.scrape_interval, args.status_interval),
         )
-        register(registry, state, args.timer_interval)
+        register(registry, state)
         kopf.on.login(registry=registry)(kopf.login_via_client)
 
         @kopf.on.startup(registry=registry)
         def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
             configure(settings, instance)
 
-        await kopf.operator(
-            registry=registry,
-            clusterwide=not args.namespace,
-            namespaces=args.namespace,
-            standalone=args.peering is None,
-            peering_name=args.peering,
-            liveness_endpoint=f"http://{args.liveness_host}:{args.liveness_port}/healthz",
+        periodic = PeriodicReconciler(
+            state.store.llmservices, state.reconcile, args.resync_interval
         )
+        resync = asyncio.create_task(periodic.run())
+        try:
+            await kopf.operator(
+                registry=registry,
+                clusterwide=not args.namespace,
+                namespaces=args.namespace,
+                standalone=args.peering is None,
+                peering_name=args.peering,
+                liveness_endpoint=f"http://{args.liveness_host}:{args.liveness_port}/healthz",
+            )
+        finally:
+            resync.cancel()
+            await asyncio.gather(resync, return_exceptions=True)
 
 
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    # kopf's own loggers go through the same root handler, so its lines are JSON too.
+    logs.configure(logging.DEBUG if args.verbose else logging.INFO, args.log_format)
     if not args.verbose:
         # One line per handler run and per scrape would drown the lines that matter.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
+
+from llmservice.api.status import Condition, ConditionStatus
 
 READY = "Ready"
 RECONCILING = "Reconciling"
@@ -30,7 +32,9 @@ MONITORING_CONFIGURED = "MonitoringConfigured"
 # Order in which conditions are listed in the status.
 TYPES = (READY, RECONCILING, STALLED, ENGINE_AVAILABLE, ROUTER_AVAILABLE, MONITORING_CONFIGURED)
 
-TRUE, FALSE, UNKNOWN = "True", "False", "Unknown"
+TRUE: ConditionStatus = "True"
+FALSE: ConditionStatus = "False"
+UNKNOWN: ConditionStatus = "Unknown"
 
 # Reasons (CamelCase, as the API conventions ask).
 AVAILABLE = "Available"
@@ -39,6 +43,7 @@ UNSCHEDULABLE = "Unschedulable"
 SCALED_TO_ZERO = "ScaledToZero"
 SECRET_NOT_FOUND = "SecretNotFound"  # noqa: S105 - a reason, not a secret
 CONTAINER_FAILING = "ContainerFailing"
+FAILED_CREATE = "FailedCreate"  # the Deployment cannot create its Pods
 APPLY_FAILED = "ApplyFailed"
 API_ERROR = "APIError"
 INVALID_SPEC = "InvalidSpec"
@@ -55,37 +60,36 @@ class Observation:
     """One condition as observed now, before it is merged into the stored list."""
 
     type: str
-    status: str
+    status: ConditionStatus
     reason: str
     message: str = ""
 
 
 def set_condition(
-    current: Sequence[dict[str, Any]],
+    current: Sequence[Condition],
     observation: Observation,
     generation: int,
-    now: str,
-) -> list[dict[str, Any]]:
+    now: datetime,
+) -> list[Condition]:
     """`current` with `observation` merged in; `lastTransitionTime` kept unless status moved."""
     if observation.status not in (TRUE, FALSE, UNKNOWN):
         raise ValueError(f"condition status must be True, False or Unknown: {observation.status}")
-    previous = next((c for c in current if c.get("type") == observation.type), None)
+    previous = find(current, observation.type)
     transition = now
-    if previous is not None and previous.get("status") == observation.status:
-        transition = previous.get("lastTransitionTime", now)
-    merged = {
-        "type": observation.type,
-        "status": observation.status,
-        "observedGeneration": generation,
-        "lastTransitionTime": transition,
-        "reason": observation.reason,
-        "message": observation.message,
-    }
-    others = [c for c in current if c.get("type") != observation.type]
-    ordered = [*others, merged]
+    if previous is not None and previous.status == observation.status:
+        transition = previous.last_transition_time or now
+    merged = Condition(
+        type=observation.type,
+        status=observation.status,
+        observed_generation=generation,
+        last_transition_time=transition,
+        reason=observation.reason,
+        message=observation.message,
+    )
+    ordered = [*(c for c in current if c.type != observation.type), merged]
     rank = {name: index for index, name in enumerate(TYPES)}
-    return sorted(ordered, key=lambda c: rank.get(str(c.get("type")), len(TYPES)))
+    return sorted(ordered, key=lambda c: rank.get(c.type, len(TYPES)))
 
 
-def find(conditions: Sequence[dict[str, Any]], condition_type: str) -> dict[str, Any] | None:
-    return next((c for c in conditions if c.get("type") == condition_type), None)
+def find(conditions: Sequence[Condition], condition_type: str) -> Condition | None:
+    return next((c for c in conditions if c.type == condition_type), None)

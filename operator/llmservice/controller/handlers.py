@@ -1,11 +1,18 @@
-"""kopf wiring: thin handlers that feed the store and call `reconcile()`.
+"""kopf wiring: thin handlers that feed the store and ask for `reconcile()`.
 
-- LLMService create/update/resume and a timer call `reconcile()` for that object;
-- every watched child and engine Pod is mirrored into the store, and a change to one asks
-  for a (debounced) reconcile of its LLMService, so readiness shows up without waiting for
-  the timer and a deleted or edited child is restored at once.
+- every LLMService, watched child and engine Pod is mirrored into the store, and a change
+  to one (the initial listing included) asks for a debounced reconcile of its LLMService,
+  so a new spec is acted on, readiness shows up, and a deleted or edited child is restored
+  at once; `periodic` reconciles every LLMService again at a fixed interval;
+- a reconcile that fails on a transient API error is asked for again with backoff.
 Reconciles of one LLMService never overlap: they are serialised by a per-object lock.
-No deletion handler and so no finalizer: children go through garbage collection.
+
+Only event handlers, on purpose: kopf keeps no state on the LLMService. Its create/update
+handlers would keep a copy of the whole spec in an annotation, which the API server refuses
+once the spec passes the 256 KiB that annotations may hold (large env values, many ingress
+annotations); and timers or daemons would need a finalizer, so that an LLMService deleted
+while the operator is down would stay Terminating. Children go through garbage collection.
+kopf removes the finalizer an older version left on an LLMService, since nothing needs it.
 """
 
 from __future__ import annotations
@@ -22,9 +29,12 @@ import kopf
 from llmservice.controller.kinds import CHILD_KINDS, LLMSERVICE, SERVICE_MONITOR_CRD
 from llmservice.controller.kube import ClusterAPI, is_transient
 from llmservice.controller.mounts import FailedMountLookup
-from llmservice.controller.reconcile import Context, RenderCache, reconcile
+from llmservice.controller.reconcile import Context, reconcile
+from llmservice.controller.refusals import RefusedChildren
+from llmservice.controller.render_cache import RenderCache
 from llmservice.controller.store import INSTANCE_LABEL, ClusterStore
 from llmservice.controller.throughput import ThroughputTracker
+from llmservice.logs import about
 from llmservice.render.naming import MANAGED_BY
 
 log = logging.getLogger(__name__)
@@ -52,9 +62,11 @@ class OperatorState:
     throughput: ThroughputTracker
     store: ClusterStore = field(default_factory=ClusterStore)
     renders: RenderCache = field(default_factory=RenderCache)
+    refused: RefusedChildren = field(default_factory=RefusedChildren)
     mounts: FailedMountLookup = field(default_factory=FailedMountLookup)
     locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
     pending: set[tuple[str, str]] = field(default_factory=set)
+    retries: dict[tuple[str, str], int] = field(default_factory=dict)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     crd_checked_at: float = float("-inf")
     crd_installed: bool = False
@@ -82,87 +94,70 @@ class OperatorState:
                 throughput=self.throughput,
                 monitoring_crd_installed=await self.monitoring_crd_installed(),
                 renders=self.renders,
+                refused=self.refused,
                 mounts=self.mounts,
             )
             outcome = await reconcile(latest, context)
             if outcome.applied or outcome.deleted:
                 log.info(
-                    "Reconciled LLMService %s/%s: applied %d, deleted %d",
-                    key[0], key[1], len(outcome.applied), len(outcome.deleted),
+                    "Reconciled LLMService: applied %d, deleted %d",
+                    len(outcome.applied), len(outcome.deleted), extra=about(*key),
                 )  # fmt: skip
 
-    def request(self, namespace: str, name: str) -> None:
-        """Ask for a reconcile soon; requests arriving together are coalesced."""
+    def request(self, namespace: str, name: str, delay: float = DEBOUNCE_SECONDS) -> None:
+        """Ask for a reconcile after `delay`; requests arriving meanwhile are coalesced."""
         key = (namespace, name)
         if key in self.pending or self.store.get("LLMService", *key) is None:
             return
         self.pending.add(key)
-        task = asyncio.create_task(self._run_requested(key))
+        task = asyncio.create_task(self._run_requested(key, delay))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    async def _run_requested(self, key: tuple[str, str]) -> None:
-        await asyncio.sleep(DEBOUNCE_SECONDS)
+    async def _run_requested(self, key: tuple[str, str], delay: float) -> None:
+        await asyncio.sleep(delay)
         self.pending.discard(key)
         body = self.store.get("LLMService", *key)
         if body is None:
+            self.retries.pop(key, None)
             return
         try:
             await self.reconcile(body)
-        except Exception as error:  # the timer retries; one failure must not kill the task
-            log.warning("Reconcile of %s/%s failed, the timer will retry: %s", *key, error)
+        except Exception as error:  # this task must not die with it
+            if not is_transient(error):
+                log.warning("Reconcile failed, retrying next interval: %s", error,
+                            extra=about(*key))  # fmt: skip
+                return
+            retry = self.retries.get(key, 0)
+            self.retries[key] = retry + 1
+            log.warning("Reconcile failed on an API error, retrying in %.0fs: %s",
+                        backoff(retry), error, extra=about(*key))  # fmt: skip
+            self.request(*key, delay=backoff(retry))
+        else:
+            self.retries.pop(key, None)
 
 
-def _backoff(retry: int) -> float:
+def backoff(retry: int) -> float:
+    """Seconds before retry number `retry` (from 0): 1, 2, 4, ... up to a minute."""
     return float(min(MAX_BACKOFF_SECONDS, 2 ** max(retry, 0)))
 
 
-def register(registry: kopf.OperatorRegistry, state: OperatorState, timer_interval: float) -> None:
+def register(registry: kopf.OperatorRegistry, state: OperatorState) -> None:
     """Attach every handler to `registry`, closing over `state`."""
     group, version, plural = LLMSERVICE.group, LLMSERVICE.version, LLMSERVICE.plural
-
-    async def reconcile_handler(body: kopf.Body, retry: int, **_: Any) -> None:
-        try:
-            await state.reconcile(body)
-        except Exception as error:
-            if is_transient(error):
-                raise kopf.TemporaryError(
-                    f"API error, retrying: {error}", delay=_backoff(retry)
-                ) from error
-            raise
-
-    for decorator in (
-        kopf.on.create(group, version, plural, registry=registry, id="reconcile-on-create"),
-        kopf.on.update(
-            group, version, plural, registry=registry, id="reconcile-on-update", field="spec"
-        ),
-        kopf.on.resume(group, version, plural, registry=registry, id="reconcile-on-resume"),
-    ):
-        decorator(reconcile_handler)
-
-    @kopf.timer(
-        group, version, plural, registry=registry, interval=timer_interval, id="reconcile-timer"
-    )
-    async def reconcile_timer(body: kopf.Body, **_: Any) -> None:
-        try:
-            await state.reconcile(body)
-        except Exception as error:
-            log.warning(
-                "Timed reconcile of %s/%s failed: %s",
-                body.metadata.namespace,
-                body.metadata.name,
-                error,
-            )
 
     @kopf.on.event(group, version, plural, registry=registry, id="mirror-llmservice")
     async def mirror_llmservice(event: kopf.RawEvent, **_: Any) -> None:
         obj = event["object"]
+        key = (obj["metadata"]["namespace"], obj["metadata"]["name"])
         if event.get("type") == "DELETED":
             state.store.remove(obj)
-            state.throughput.forget(obj["metadata"]["namespace"], obj["metadata"]["name"])
-            state.renders.forget(obj["metadata"]["namespace"], obj["metadata"]["name"])
+            state.throughput.forget(*key)
+            state.renders.forget(*key)
+            state.refused.forget(key)
         else:
             state.store.upsert(obj)
+            state.request(*key)
 
     async def mirror_child(event: kopf.RawEvent, **_: Any) -> None:
         obj = event["object"]
@@ -189,14 +184,7 @@ def register(registry: kopf.OperatorRegistry, state: OperatorState, timer_interv
 
 
 def configure(settings: kopf.OperatorSettings, instance: str) -> None:
-    """Operator settings: explicit timeouts, annotation storage, server-side label filters."""
-    # Progress and diff-base in annotations: the status schema is ours alone.
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
-        prefix="serving.llmservice.dev"
-    )
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix="serving.llmservice.dev", key="last-handled-configuration"
-    )
+    """Operator settings: explicit timeouts, event posting, server-side label filters."""
     settings.posting.level = logging.WARNING
     settings.posting.reporting_component = "llmservice-operator"
     settings.posting.reporting_instance = instance

@@ -18,6 +18,7 @@ from typing import Any
 
 from kubernetes import client
 
+from llmservice.api.status import LLMServiceStatus
 from llmservice.controller.kinds import LLMSERVICE, Kind
 
 FIELD_MANAGER = "llmservice-operator"
@@ -90,16 +91,16 @@ class ClusterAPI:
             if error.status != 404:
                 raise
 
-    async def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
-        """Replace the LLMService's status fields (merge patch of the status subresource)."""
+    async def patch_status(self, namespace: str, name: str, status: LLMServiceStatus) -> None:
+        """Replace the LLMService's status fields (merge patch of the status subresource).
+
+        The status goes out through its model, by alias: a field the model does not know
+        cannot be sent (and then pruned by the API server without a word).
+        """
         path = LLMSERVICE.object_path(namespace, name) + "/status"
+        document = status.model_dump(mode="json", by_alias=True, exclude_none=True)
         await asyncio.to_thread(
-            self._call,
-            "PATCH",
-            path,
-            {"status": dict(status)},
-            None,
-            "application/merge-patch+json",
+            self._call, "PATCH", path, {"status": document}, None, "application/merge-patch+json"
         )
 
     async def crd_exists(self, name: str) -> bool:

@@ -2,8 +2,9 @@
 
 Readiness comes from the children themselves: the engine Deployment's availability at its
 current generation, the router's ready replicas, and, when replicas are missing, the reason
-their Pods give (the scheduler's message, a missing Secret in the env or in a volume, a
-crashing container).
+the Deployment gives for Pods it cannot create (a missing PriorityClass, a quota) or the
+reason their Pods give (the scheduler's message, a missing Secret in the env or in a
+volume, a crashing container).
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ class DeploymentState:
     available: int
     updated: int
     current_generation: bool
+    # The Deployment's ReplicaFailure message: its Pods cannot even be created.
+    replica_failure: str = ""
 
     @property
     def rolled_out(self) -> bool:
@@ -45,12 +48,21 @@ def deployment_state(deployment: Mapping[str, Any] | None, desired: int) -> Depl
         return DeploymentState(desired, 0, 0, 0, False)
     status = deployment.get("status") or {}
     generation = deployment["metadata"].get("generation", 0)
+    failure = next(
+        (
+            str(entry.get("message") or entry.get("reason") or "")
+            for entry in status.get("conditions") or []
+            if entry.get("type") == "ReplicaFailure" and entry.get("status") == "True"
+        ),
+        "",
+    )
     return DeploymentState(
         desired=desired,
         ready=int(status.get("readyReplicas", 0)),
         available=int(status.get("availableReplicas", 0)),
         updated=int(status.get("updatedReplicas", 0)),
         current_generation=int(status.get("observedGeneration", 0)) >= generation,
+        replica_failure=failure,
     )
 
 
@@ -113,6 +125,8 @@ def engine_observation(
         return Observation(
             c.ENGINE_AVAILABLE, c.TRUE, c.AVAILABLE, f"{state.ready}/{state.desired} replicas ready"
         )
+    if state.replica_failure:
+        return Observation(c.ENGINE_AVAILABLE, c.FALSE, c.FAILED_CREATE, state.replica_failure)
     problem = pod_problem(c.ENGINE_AVAILABLE, pods, failed_mounts)
     if problem is not None:
         return problem
@@ -133,6 +147,8 @@ def router_observation(
         return Observation(
             c.ROUTER_AVAILABLE, c.TRUE, c.AVAILABLE, f"{state.ready}/{state.desired} replicas ready"
         )
+    if state.replica_failure:
+        return Observation(c.ROUTER_AVAILABLE, c.FALSE, c.FAILED_CREATE, state.replica_failure)
     problem = pod_problem(c.ROUTER_AVAILABLE, pods, failed_mounts)
     if problem is not None:
         return problem
@@ -142,7 +158,13 @@ def router_observation(
 
 
 # Reasons that no amount of waiting fixes: they make the LLMService Stalled.
-STALLING_REASONS = {c.UNSCHEDULABLE, c.SECRET_NOT_FOUND, c.INVALID_SPEC, c.CONTAINER_FAILING}
+STALLING_REASONS = {
+    c.UNSCHEDULABLE,
+    c.SECRET_NOT_FOUND,
+    c.INVALID_SPEC,
+    c.CONTAINER_FAILING,
+    c.FAILED_CREATE,
+}
 
 
 def summary(

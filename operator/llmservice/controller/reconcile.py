@@ -6,7 +6,11 @@
 3. Delete the children this LLMService controls that are no longer rendered.
 4. Observe the children and engine Pods, scrape throughput when due, and patch the status
    only if it changed. Notable transitions are also recorded as Events.
-Transient API errors propagate (the caller retries with backoff); others become conditions.
+A child the API server refuses for its content (422 Invalid, or apply unable to build its
+patch) makes the LLMService Stalled with reason InvalidSpec, naming the spec field the
+child's field comes from; waiting would not help. Transient API errors propagate (the caller
+retries with backoff); other errors become conditions. The status is built through its
+model (`LLMServiceStatus`), so it cannot carry a field the CRD does not have.
 """
 
 from __future__ import annotations
@@ -19,56 +23,27 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes import client
+from pydantic import ValidationError
 
-from llmservice.api import InvalidLLMService, LLMService, parse_llmservice
+from llmservice.api import Condition, InvalidLLMService, LLMService, LLMServiceStatus, Throughput
 from llmservice.controller import conditions as c
 from llmservice.controller import observe
 from llmservice.controller.compare import is_subset
 from llmservice.controller.conditions import Observation
+from llmservice.controller.fieldpaths import describe
 from llmservice.controller.kinds import BY_KIND, SERVICE_MONITOR, key_of
 from llmservice.controller.kube import ClusterAPI, is_transient
 from llmservice.controller.mounts import FailedMountLookup
+from llmservice.controller.refusals import RefusedChildren, api_message, refusal
+from llmservice.controller.render_cache import RenderCache
 from llmservice.controller.store import ClusterStore
 from llmservice.controller.throughput import Rates, ThroughputTracker
-from llmservice.render import naming, render_all
+from llmservice.logs import about
+from llmservice.pods import is_serving
+from llmservice.render import naming
 from llmservice.render.services import endpoint_url
 
 log = logging.getLogger(__name__)
-
-
-Rendered = tuple[LLMService, list[dict[str, Any]]] | InvalidLLMService
-
-
-class RenderCache:
-    """Validation and rendering of each LLMService, kept while its generation is unchanged.
-
-    A spec is immutable within one generation, and the timer reconciles every LLMService
-    every few seconds: validating and rendering again each time would cost tens of
-    milliseconds per object for nothing. One entry per LLMService, so it stays bounded.
-    """
-
-    def __init__(self) -> None:
-        self._entries: dict[tuple[str, str], tuple[str, int, Rendered]] = {}
-
-    def get(self, body: Mapping[str, Any]) -> Rendered:
-        meta = body["metadata"]
-        key = (meta["namespace"], meta["name"])
-        uid, generation = str(meta.get("uid")), int(meta.get("generation", 0))
-        cached = self._entries.get(key)
-        if cached is not None and cached[:2] == (uid, generation):
-            return cached[2]
-        document = {k: body[k] for k in ("apiVersion", "kind", "metadata", "spec") if k in body}
-        result: Rendered
-        try:
-            service = parse_llmservice(document)
-            result = (service, render_all(service))
-        except InvalidLLMService as invalid:
-            result = invalid
-        self._entries[key] = (uid, generation, result)
-        return result
-
-    def forget(self, namespace: str, name: str) -> None:
-        self._entries.pop((namespace, name), None)
 
 
 @dataclass
@@ -80,6 +55,7 @@ class Context:
     throughput: ThroughputTracker
     monitoring_crd_installed: bool
     renders: RenderCache = field(default_factory=RenderCache)
+    refused: RefusedChildren = field(default_factory=RefusedChildren)
     mounts: FailedMountLookup = field(default_factory=FailedMountLookup)
     now: float = field(default_factory=time.monotonic)
 
@@ -91,8 +67,9 @@ class Outcome:
     status_written: bool = False
 
 
-def _timestamp() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+def _now() -> datetime:
+    # The API server keeps times to the second: finer ones would differ on every read-back.
+    return datetime.now(UTC).replace(microsecond=0)
 
 
 def _controlled_by(obj: Mapping[str, Any], uid: str) -> bool:
@@ -102,80 +79,93 @@ def _controlled_by(obj: Mapping[str, Any], uid: str) -> bool:
     )
 
 
-def _pod_ready(pod: Mapping[str, Any]) -> bool:
-    status = pod.get("status") or {}
-    ready = any(
-        cond.get("type") == "Ready" and cond.get("status") == "True"
-        for cond in status.get("conditions") or []
-    )
-    return ready and bool(status.get("podIP")) and not pod["metadata"].get("deletionTimestamp")
+def stored_status(body: Mapping[str, Any]) -> LLMServiceStatus:
+    """The status as stored; one the model cannot read is replaced rather than kept."""
+    try:
+        return LLMServiceStatus.model_validate(body.get("status") or {})
+    except ValidationError as error:
+        meta = body["metadata"]
+        log.warning(
+            "Stored status does not match the model, rewriting it: %s",
+            error,
+            extra=about(meta["namespace"], meta["name"]),
+        )
+        return LLMServiceStatus()
 
 
-def _rates_from_status(status: Mapping[str, Any]) -> Rates | None:
-    throughput = status.get("throughput")
-    if not throughput:
+def _rates_from_status(status: LLMServiceStatus) -> Rates | None:
+    throughput = status.throughput
+    if throughput is None:
         return None
     return Rates(
-        requests_per_second=throughput.get("requestsPerSecond", 0.0),
-        prompt_tokens_per_second=throughput.get("promptTokensPerSecond", 0.0),
-        generation_tokens_per_second=throughput.get("generationTokensPerSecond", 0.0),
-        window_seconds=throughput.get("windowSeconds", 0.0),
+        requests_per_second=throughput.requests_per_second,
+        prompt_tokens_per_second=throughput.prompt_tokens_per_second,
+        generation_tokens_per_second=throughput.generation_tokens_per_second,
+        window_seconds=throughput.window_seconds,
     )
 
 
-def _throughput_status(rates: Rates) -> dict[str, Any]:
-    return {
-        "requestsPerSecond": rates.requests_per_second,
-        "promptTokensPerSecond": rates.prompt_tokens_per_second,
-        "generationTokensPerSecond": rates.generation_tokens_per_second,
-        "windowSeconds": rates.window_seconds,
-        "observedAt": _timestamp(),
-    }
+def _throughput_status(rates: Rates) -> Throughput:
+    return Throughput(
+        requests_per_second=rates.requests_per_second,
+        prompt_tokens_per_second=rates.prompt_tokens_per_second,
+        generation_tokens_per_second=rates.generation_tokens_per_second,
+        window_seconds=rates.window_seconds,
+        observed_at=_now(),
+    )
 
 
 def _merge(
-    current: list[dict[str, Any]], observations: list[Observation], generation: int
-) -> list[dict[str, Any]]:
-    now = _timestamp()
+    current: list[Condition], observations: list[Observation], generation: int
+) -> list[Condition]:
+    now = _now()
     for observation in observations:
         current = c.set_condition(current, observation, generation, now)
     return current
 
 
+def _evolve(current: LLMServiceStatus, **changes: Any) -> LLMServiceStatus:
+    """`current` with `changes`, validated again: a misspelt field name raises."""
+    return LLMServiceStatus.model_validate({**dict(current), **changes})
+
+
 async def _record_transitions(
-    ctx: Context, body: Mapping[str, Any], before: list[dict[str, Any]], after: list[dict[str, Any]]
+    ctx: Context, body: Mapping[str, Any], before: list[Condition], after: list[Condition]
 ) -> None:
     """Events for the transitions a user wants to see in `kubectl describe`."""
     for condition in after:
-        previous = c.find(before, condition["type"])
+        previous = c.find(before, condition.type)
         if (
             previous is not None
-            and previous.get("status") == condition["status"]
-            and (previous.get("reason") == condition["reason"])
+            and previous.status == condition.status
+            and previous.reason == condition.reason
         ):
             continue
-        if condition["type"] == c.STALLED and condition["status"] == c.TRUE:
-            await ctx.api.emit_event(body, "Warning", condition["reason"], condition["message"])
-        elif condition["type"] == c.READY and condition["status"] == c.TRUE:
-            await ctx.api.emit_event(body, "Normal", "Ready", condition["message"])
+        if condition.type == c.STALLED and condition.status == c.TRUE:
+            await ctx.api.emit_event(body, "Warning", condition.reason, condition.message)
+        elif condition.type == c.READY and condition.status == c.TRUE:
+            await ctx.api.emit_event(body, "Normal", "Ready", condition.message)
 
 
 async def _write_status(
-    ctx: Context, body: Mapping[str, Any], status: dict[str, Any], outcome: Outcome
+    ctx: Context,
+    body: Mapping[str, Any],
+    current: LLMServiceStatus,
+    status: LLMServiceStatus,
+    outcome: Outcome,
 ) -> None:
-    meta = body["metadata"]
-    current = dict(body.get("status") or {})
     if status == current:
         return
+    meta = body["metadata"]
     await ctx.api.patch_status(meta["namespace"], meta["name"], status)
     outcome.status_written = True
-    await _record_transitions(ctx, body, current.get("conditions") or [], status["conditions"])
+    await _record_transitions(ctx, body, current.conditions or [], status.conditions or [])
 
 
 async def _report_transient(
     ctx: Context,
     body: Mapping[str, Any],
-    conditions: list[dict[str, Any]],
+    current: LLMServiceStatus,
     generation: int,
     error: client.ApiException,
 ) -> None:
@@ -185,15 +175,18 @@ async def _report_transient(
     """
     message = f"the API server answered {error.status} {error.reason}; retrying with backoff"
     observation = Observation(c.RECONCILING, c.TRUE, c.API_ERROR, message)
-    status = {
-        **(body.get("status") or {}),
-        "conditions": _merge(conditions, [observation], generation),
-    }
+    status = _evolve(
+        current, conditions=_merge(current.conditions or [], [observation], generation)
+    )
     meta = body["metadata"]
     try:
         await ctx.api.patch_status(meta["namespace"], meta["name"], status)
     except (client.ApiException, OSError) as second:
-        log.warning("Could not report the API error in the status: %s", second)
+        log.warning(
+            "Could not report the API error in the status: %s",
+            second,
+            extra=about(meta["namespace"], meta["name"]),
+        )
 
 
 async def _failed_mounts(
@@ -205,26 +198,91 @@ async def _failed_mounts(
     return await ctx.mounts.get(ctx.api, namespace)
 
 
+@dataclass
+class Applied:
+    """What applying the desired children found: refusals (the spec's fault) or other errors."""
+
+    invalid: list[str] = field(default_factory=list)
+    error: str | None = None
+
+
+async def _apply_children(
+    ctx: Context,
+    body: Mapping[str, Any],
+    service: LLMService,
+    desired: list[dict[str, Any]],
+    current: LLMServiceStatus,
+    outcome: Outcome,
+) -> Applied:
+    meta = body["metadata"]
+    namespace, name, generation = meta["namespace"], meta["name"], meta.get("generation", 0)
+    owner, uid = (namespace, name), str(meta.get("uid"))
+    live_children = ctx.store.children(namespace, name)
+    found = Applied()
+    for obj in desired:
+        key = key_of(obj)
+        child = (key[0], key[2])  # kind and name: the namespace is the owner's
+        live = live_children.get(key)
+        if is_subset(obj, live):
+            ctx.refused.clear(owner, child)
+            continue
+        stamp = (uid, generation, str(((live or {}).get("metadata") or {}).get("resourceVersion")))
+        remembered = ctx.refused.recall(owner, child, stamp)
+        if remembered is not None:
+            found.invalid.append(remembered)
+            continue
+        try:
+            applied = await ctx.api.apply(BY_KIND[obj["kind"]], obj)
+        except client.ApiException as error:
+            refused = refusal(error, obj)
+            if refused is not None:
+                message = describe(refused, obj, service)
+                ctx.refused.remember(owner, child, stamp, message)
+                found.invalid.append(message)
+                log.warning("Refused %s %s: %s", obj["kind"], key[2], message,
+                            extra=about(namespace, name))  # fmt: skip
+                continue
+            if is_transient(error):
+                await _report_transient(ctx, body, current, generation, error)
+                raise
+            found.error = f"{obj['kind']} {key[2]}: {api_message(error)}"[:2000]
+            log.warning("Failed to apply %s %s: %s", obj["kind"], key[2], found.error,
+                        extra=about(namespace, name))  # fmt: skip
+            continue
+        ctx.refused.clear(owner, child)
+        ctx.store.upsert(applied)
+        outcome.applied.append(f"{obj['kind']} {key[2]}")
+        log.info("Applied %s %s", obj["kind"], key[2], extra=about(namespace, name))
+
+    wanted = {key_of(obj) for obj in desired}
+    for key, live in live_children.items():
+        if key in wanted or key[0] not in BY_KIND or not _controlled_by(live, uid):
+            continue
+        await ctx.api.delete(BY_KIND[key[0]], key[1], key[2])
+        ctx.store.remove(live)
+        outcome.deleted.append(f"{key[0]} {key[2]}")
+        log.info("Deleted %s %s", key[0], key[2], extra=about(namespace, name))
+    return found
+
+
 async def reconcile(body: Mapping[str, Any], ctx: Context) -> Outcome:
     """Bring one LLMService's children and status in line with its spec."""
     outcome = Outcome()
     meta = body["metadata"]
     namespace, name, generation = meta["namespace"], meta["name"], meta.get("generation", 0)
-    current_status = dict(body.get("status") or {})
-    conditions = list(current_status.get("conditions") or [])
-    ctx.throughput.restore(namespace, name, _rates_from_status(current_status))
+    current = stored_status(body)
+    conditions = list(current.conditions or [])
+    ctx.throughput.restore(namespace, name, _rates_from_status(current))
 
     rendered = ctx.renders.get(body)
     if isinstance(rendered, InvalidLLMService):
         message = "; ".join(str(error) for error in rendered.errors)
-        invalid_status = {
-            **current_status,
-            "observedGeneration": generation,
-            "conditions": _merge(
-                conditions, observe.invalid_spec_observations(message), generation
-            ),
-        }
-        await _write_status(ctx, body, invalid_status, outcome)
+        invalid_status = _evolve(
+            current,
+            observed_generation=generation,
+            conditions=_merge(conditions, observe.invalid_spec_observations(message), generation),
+        )
+        await _write_status(ctx, body, current, invalid_status, outcome)
         return outcome
 
     service, desired = rendered
@@ -244,36 +302,7 @@ async def reconcile(body: Mapping[str, Any], ctx: Context) -> Outcome:
             "the Prometheus Operator CRD servicemonitors.monitoring.coreos.com is not installed",
         )
 
-    live_children = ctx.store.children(namespace, name)
-    apply_error: str | None = None
-    for obj in desired:
-        key = key_of(obj)
-        if is_subset(obj, live_children.get(key)):
-            continue
-        try:
-            live = await ctx.api.apply(BY_KIND[obj["kind"]], obj)
-        except client.ApiException as error:
-            if is_transient(error):
-                await _report_transient(ctx, body, conditions, generation, error)
-                raise
-            apply_error = f"{obj['kind']} {key[2]}: {error.reason} {error.body or ''}".strip()[
-                :2000
-            ]
-            log.warning("Failed to apply %s %s/%s: %s", obj["kind"], namespace, key[2], apply_error)
-            continue
-        ctx.store.upsert(live)
-        outcome.applied.append(f"{obj['kind']} {key[2]}")
-        log.info("Applied %s %s/%s", obj["kind"], namespace, key[2])
-
-    wanted = {key_of(obj) for obj in desired}
-    uid = str(meta.get("uid"))
-    for key, live in live_children.items():
-        if key in wanted or key[0] not in BY_KIND or not _controlled_by(live, uid):
-            continue
-        await ctx.api.delete(BY_KIND[key[0]], key[1], key[2])
-        ctx.store.remove(live)
-        outcome.deleted.append(f"{key[0]} {key[2]}")
-        log.info("Deleted %s %s/%s", key[0], key[1], key[2])
+    applied = await _apply_children(ctx, body, service, desired, current, outcome)
 
     engine_state = observe.deployment_state(
         ctx.store.get("Deployment", namespace, naming.engine_name(service)),
@@ -288,27 +317,28 @@ async def reconcile(body: Mapping[str, Any], ctx: Context) -> Outcome:
     failed_mounts = await _failed_mounts(ctx, namespace, [*pods, *router_pods])
     engine = observe.engine_observation(engine_state, pods, failed_mounts)
     router = observe.router_observation(router_state, router_pods, failed_mounts)
-    ready, reconciling, stalled = observe.summary(engine, router, apply_error)
-    observations = [ready, reconciling, stalled, engine, router, monitoring]
+    if applied.invalid:
+        summary = observe.invalid_spec_observations("; ".join(applied.invalid)[:4000])
+    else:
+        summary = list(observe.summary(engine, router, applied.error))
+    observations = [*summary, engine, router, monitoring]
 
     targets = [
         (p["metadata"]["name"], f"http://{p['status']['podIP']}:{naming.ENGINE_PORT}/metrics")
         for p in pods
-        if _pod_ready(p)
+        if is_serving(p)
     ]
     rates = await ctx.throughput.observe(namespace, name, targets, ctx.now)
 
-    status: dict[str, Any] = {
-        **current_status,
-        "observedGeneration": generation,
-        "conditions": _merge(conditions, observations, generation),
-        "replicas": engine_state.desired,
-        "readyReplicas": engine_state.ready,
-        "replicaSummary": f"{engine_state.ready}/{engine_state.desired}",
-        "routerReadyReplicas": router_state.ready,
-        "endpoint": endpoint_url(service),
-    }
-    if rates is not None:
-        status["throughput"] = _throughput_status(rates)
-    await _write_status(ctx, body, status, outcome)
+    status = LLMServiceStatus(
+        observed_generation=generation,
+        conditions=_merge(conditions, observations, generation),
+        replicas=engine_state.desired,
+        ready_replicas=engine_state.ready,
+        replica_summary=f"{engine_state.ready}/{engine_state.desired}",
+        router_ready_replicas=router_state.ready,
+        endpoint=endpoint_url(service),
+        throughput=_throughput_status(rates) if rates is not None else current.throughput,
+    )
+    await _write_status(ctx, body, current, status, outcome)
     return outcome

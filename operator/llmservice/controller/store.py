@@ -57,6 +57,10 @@ class ClusterStore:
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         return self._objects.get((kind, namespace, name))
 
+    def llmservices(self) -> list[dict[str, Any]]:
+        """Every LLMService seen, in a stable order."""
+        return [self._objects[key] for key in sorted(self._objects) if key[0] == "LLMService"]
+
     def children(self, namespace: str, instance: str) -> dict[Key, dict[str, Any]]:
         """Every stored object labelled with this instance, except Pods and the LLMService."""
         keys = self._by_instance.get((namespace, instance), set())

@@ -43,11 +43,10 @@ is described in `llmservice.router.server`; the process exits with 0 after it.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
-import time
 
+from llmservice.logs import JsonFormatter
 from llmservice.router import config as defaults
 from llmservice.router.accesslog import AccessLog
 from llmservice.router.app import create_app
@@ -273,21 +272,6 @@ def make_discovery(config: RouterConfig) -> Discovery:
     if found.static_backends:
         return StaticDiscovery(found.static_backends)
     return KubernetesDiscovery(load_api_server(found.namespace), found.selector, found.engine_port)
-
-
-class JsonFormatter(logging.Formatter):
-    """Log records as one JSON object per line, like the access log."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.created)),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        if record.exc_info:
-            entry["error"] = self.formatException(record.exc_info)
-        return json.dumps(entry)
 
 
 def main(argv: list[str]) -> int:

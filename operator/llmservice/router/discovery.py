@@ -29,6 +29,8 @@ from urllib.parse import quote, urlsplit
 
 import aiohttp
 
+from llmservice.pods import is_serving
+
 __all__ = [
     "ApiServer",
     "Discovery",
@@ -95,16 +97,6 @@ class StaticDiscovery:
         return None
 
 
-def _pod_is_ready(pod: Mapping[str, Any]) -> bool:
-    status = pod.get("status") or {}
-    if status.get("phase") != "Running" or not status.get("podIP"):
-        return False
-    return any(
-        c.get("type") == "Ready" and c.get("status") == "True"
-        for c in status.get("conditions") or ()
-    )
-
-
 class PodTracker:
     """Pure state of the engine Pods: routable, draining, or neither."""
 
@@ -128,7 +120,7 @@ class PodTracker:
         if (pod.get("metadata") or {}).get("deletionTimestamp"):
             self._routable.pop(name, None)
             self._draining.add(name)
-        elif _pod_is_ready(pod):
+        elif is_serving(pod):
             self._draining.discard(name)
             ip = pod["status"]["podIP"]
             host = f"[{ip}]" if ":" in ip else ip

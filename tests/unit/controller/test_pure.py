@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -11,6 +12,7 @@ from llmservice.controller import conditions as c
 from llmservice.controller import observe
 from llmservice.controller.compare import is_subset
 from llmservice.controller.conditions import Observation, set_condition
+from llmservice.controller.handlers import backoff
 from llmservice.controller.mounts import FailedMountLookup
 from llmservice.controller.throughput import Rates, Sample, parse_sample, rates_between
 
@@ -48,18 +50,27 @@ def test_quantities_compare_by_value() -> None:
     assert not is_subset({"memory": "16Gi"}, {"memory": "17Gi"})
 
 
+T1, T2, T3 = (datetime(2026, 1, 1, 0, 0, second, tzinfo=UTC) for second in (1, 2, 3))
+
+
 def test_transition_time_moves_only_when_status_changes() -> None:
-    first = set_condition([], Observation(c.READY, c.FALSE, "Waiting"), 1, "t1")
-    same = set_condition(first, Observation(c.READY, c.FALSE, "StillWaiting", "m"), 2, "t2")
-    assert same[0]["lastTransitionTime"] == "t1"
-    assert same[0]["observedGeneration"] == 2
-    flipped = set_condition(same, Observation(c.READY, c.TRUE, "Available"), 2, "t3")
-    assert flipped[0]["lastTransitionTime"] == "t3"
+    first = set_condition([], Observation(c.READY, c.FALSE, "Waiting"), 1, T1)
+    same = set_condition(first, Observation(c.READY, c.FALSE, "StillWaiting", "m"), 2, T2)
+    assert same[0].last_transition_time == T1
+    assert same[0].observed_generation == 2
+    flipped = set_condition(same, Observation(c.READY, c.TRUE, "Available"), 2, T3)
+    assert flipped[0].last_transition_time == T3
+
+
+def test_conditions_are_listed_in_table_order() -> None:
+    merged = set_condition([], Observation(c.STALLED, c.FALSE, "Reconciled"), 1, T1)
+    merged = set_condition(merged, Observation(c.READY, c.TRUE, "Available"), 1, T1)
+    assert [condition.type for condition in merged] == [c.READY, c.STALLED]
 
 
 def test_condition_status_must_be_true_false_or_unknown() -> None:
     with pytest.raises(ValueError, match="True, False or Unknown"):
-        set_condition([], Observation(c.READY, "Yes", "Bad"), 1, "t")
+        set_condition([], Observation(c.READY, "Yes", "Bad"), 1, T1)  # type: ignore[arg-type]
 
 
 def test_unschedulable_pod_stalls_with_the_scheduler_message() -> None:
@@ -213,3 +224,29 @@ def test_failed_mounts_are_listed_at_most_once_per_ttl_per_namespace() -> None:
 
     asyncio.run(scenario())
     assert api.calls == 3
+
+
+def test_pods_the_deployment_cannot_create_stall_with_its_message() -> None:
+    message = 'pods "chat-engine-1" is forbidden: no PriorityClass with name gold was found'
+    deployment = {
+        "metadata": {"generation": 1},
+        "status": {
+            "observedGeneration": 1,
+            "conditions": [
+                {"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate",
+                 "message": message},
+            ],
+        },
+    }  # fmt: skip
+    state = observe.deployment_state(deployment, 1)
+    engine = observe.engine_observation(state, [])
+    assert (engine.status, engine.reason, engine.message) == (c.FALSE, c.FAILED_CREATE, message)
+    ready, reconciling, stalled = observe.summary(
+        engine, Observation(c.ROUTER_AVAILABLE, c.TRUE, c.AVAILABLE), None
+    )
+    assert (ready.status, reconciling.status, stalled.status) == (c.FALSE, c.FALSE, c.TRUE)
+    assert stalled.message == f"EngineAvailable: {message}"
+
+
+def test_backoff_doubles_up_to_a_minute() -> None:
+    assert [backoff(retry) for retry in (0, 1, 2, 5, 6, 20)] == [1, 2, 4, 32, 60, 60]

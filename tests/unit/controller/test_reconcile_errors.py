@@ -1,4 +1,4 @@
-"""A transient API error is reported as Reconciling=True and handed back for a retry.
+"""API errors in a reconcile: transient ones are retried, refusals of a child stall.
 
 The real API server path is covered by tests/e2e; here the server's failure is scripted,
 which the sandbox cannot do on demand.
@@ -7,18 +7,22 @@ which the sandbox cannot do on demand.
 from __future__ import annotations
 
 import asyncio
+import copy
+import json
 from typing import Any
 
 import httpx
 import pytest
 from kubernetes import client
+from pydantic import ValidationError
 
+from llmservice.api import LLMServiceStatus
 from llmservice.controller.kinds import Kind
-from llmservice.controller.reconcile import Context, reconcile
+from llmservice.controller.reconcile import Context, _evolve, reconcile
 from llmservice.controller.store import ClusterStore
 from llmservice.controller.throughput import ThroughputTracker
 
-BODY = {
+BODY: dict[str, Any] = {
     "apiVersion": "serving.llmservice.dev/v1alpha1",
     "kind": "LLMService",
     "metadata": {"name": "chat", "namespace": "default", "uid": "u1", "generation": 3},
@@ -30,13 +34,13 @@ class UnavailableAPI:
     """Every apply fails with 503; status patches are recorded."""
 
     def __init__(self) -> None:
-        self.statuses: list[dict[str, Any]] = []
+        self.statuses: list[LLMServiceStatus] = []
 
     async def apply(self, kind: Kind, obj: Any) -> dict[str, Any]:
         raise client.ApiException(status=503, reason="Service Unavailable")
 
-    async def patch_status(self, namespace: str, name: str, status: Any) -> None:
-        self.statuses.append(dict(status))
+    async def patch_status(self, namespace: str, name: str, status: LLMServiceStatus) -> None:
+        self.statuses.append(status)
 
 
 def test_transient_error_sets_reconciling_and_propagates() -> None:
@@ -55,9 +59,83 @@ def test_transient_error_sets_reconciling_and_propagates() -> None:
 
     asyncio.run(scenario())
     (status,) = api.statuses
-    (reconciling,) = status["conditions"]
-    assert reconciling["type"] == "Reconciling"
-    assert reconciling["status"] == "True"
-    assert reconciling["reason"] == "APIError"
-    assert reconciling["observedGeneration"] == 3
-    assert "503" in reconciling["message"]
+    (reconciling,) = status.conditions or []
+    assert reconciling.type == "Reconciling"
+    assert reconciling.status == "True"
+    assert reconciling.reason == "APIError"
+    assert reconciling.observed_generation == 3
+    assert "503" in reconciling.message
+
+
+class RefusingAPI:
+    """The Ingress is refused with the API server's 422; everything else applies."""
+
+    def __init__(self) -> None:
+        self.applied: list[str] = []
+        self.statuses: list[LLMServiceStatus] = []
+        self.events: list[tuple[str, str, str]] = []
+
+    async def apply(self, kind: Kind, obj: Any) -> dict[str, Any]:
+        self.applied.append(obj["kind"])
+        if obj["kind"] == "Ingress":
+            error = client.ApiException(status=422, reason="Unprocessable Entity")
+            error.body = json.dumps(
+                {
+                    "kind": "Status",
+                    "reason": "Invalid",
+                    "code": 422,
+                    "details": {
+                        "causes": [
+                            {
+                                "field": "metadata.annotations",
+                                "message": "Too long: may not be more than 262144 bytes",
+                            }
+                        ]
+                    },
+                }
+            )
+            raise error
+        return {**obj, "metadata": {**obj["metadata"], "resourceVersion": "1"}}
+
+    async def patch_status(self, namespace: str, name: str, status: LLMServiceStatus) -> None:
+        self.statuses.append(status)
+
+    async def emit_event(self, owner: Any, event_type: str, reason: str, note: str) -> None:
+        self.events.append((event_type, reason, note))
+
+
+def test_refused_child_stalls_with_the_spec_field_named_once() -> None:
+    api = RefusingAPI()
+    body = copy.deepcopy(BODY)
+    body["spec"]["ingress"] = {"enabled": True, "host": "chat.example.com"}
+
+    async def scenario() -> None:
+        async with httpx.AsyncClient() as http:
+            context = Context(
+                api=api,  # type: ignore[arg-type]
+                store=ClusterStore(),
+                throughput=ThroughputTracker(http),
+                monitoring_crd_installed=False,
+            )
+            await reconcile(body, context)
+            # The next pass reads the status it wrote: the Ingress is not sent again, and
+            # nothing changed, so nothing is written.
+            stored = api.statuses[-1].model_dump(mode="json", by_alias=True, exclude_none=True)
+            await reconcile({**body, "status": stored}, context)
+
+    asyncio.run(scenario())
+    assert api.applied.count("Ingress") == 1
+    (status,) = api.statuses
+    by_type = {condition.type: condition for condition in status.conditions or []}
+    assert (by_type["Stalled"].status, by_type["Stalled"].reason) == ("True", "InvalidSpec")
+    assert (by_type["Ready"].status, by_type["Reconciling"].status) == ("False", "False")
+    assert by_type["Stalled"].message.startswith(
+        "spec.ingress.annotations: Too long: may not be more than 262144 bytes"
+        " (refused in Ingress chat metadata.annotations)"
+    )
+    assert api.events == [("Warning", "InvalidSpec", by_type["Stalled"].message)]
+
+
+def test_a_misspelt_status_field_is_an_error() -> None:
+    with pytest.raises(ValidationError, match="observedGenration"):
+        _evolve(LLMServiceStatus(), observedGenration=1)

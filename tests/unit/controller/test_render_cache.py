@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 
 from llmservice.api import InvalidLLMService
-from llmservice.controller.reconcile import RenderCache
+from llmservice.controller.render_cache import RenderCache
 from tests.unit.api.fixtures import MINIMAL
 
 
