@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,66 +18,19 @@ import yaml
 from kubernetes import client, dynamic
 from kubernetes.dynamic.exceptions import ResourceNotFoundError
 
-from tests.e2e.crds import wait_established
+from tests.e2e.llmservice_crd import STRICT, create, served_version
 from tests.unit.api.fixtures import INVALID_CASES, VALID_CASES
 
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
-CRD_FILE = ROOT / "crds" / "llmservices.serving.llmservice.dev.yaml"
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 FIELD_MANAGER = "llmservice-e2e"
-# kubectl asks for strict field validation, so unknown fields are errors, not pruned.
-STRICT = "Strict"
 # Cases about what only a client checks (the apiVersion) are not the API server's job.
 API_INVALID_CASES = [c for c in INVALID_CASES if not c.get("offline_only")]
 # API groups the sandbox does not serve: the operator renders ServiceMonitors only where the
 # Prometheus operator's CRD exists, which a bare control plane never has.
 UNSERVED_GROUPS = ("monitoring.coreos.com",)
-
-
-def crd_document() -> dict[str, Any]:
-    document: dict[str, Any] = yaml.safe_load(CRD_FILE.read_text(encoding="utf-8"))
-    return document
-
-
-@pytest.fixture(scope="module")
-def llmservice_crd(kube: client.ApiClient) -> Iterator[dict[str, Any]]:
-    """Install the committed CRD and wait until it is Established."""
-    document: Any = crd_document()
-    extensions = client.ApiextensionsV1Api(kube)
-    name = document["metadata"]["name"]
-    rejected = None
-    try:
-        extensions.create_custom_resource_definition(document)
-    except client.ApiException as exc:
-        rejected = json.loads(exc.body or "{}").get("message", exc.reason)
-    if rejected is not None:
-        pytest.fail(f"the API server rejects {CRD_FILE.name}: {rejected}", pytrace=False)
-
-    wait_established(kube, name)
-    yield document
-    extensions.delete_custom_resource_definition(name)
-
-
-def served_version(crd: dict[str, Any]) -> str:
-    return str(next(v["name"] for v in crd["spec"]["versions"] if v.get("storage")))
-
-
-def create(
-    kube: client.ApiClient, crd: dict[str, Any], namespace: str, body: dict[str, Any], dry_run: bool
-) -> Any:
-    spec = crd["spec"]
-    body = dict(body, metadata=dict(body["metadata"], namespace=namespace))
-    return client.CustomObjectsApi(kube).create_namespaced_custom_object(
-        spec["group"],
-        served_version(crd),
-        namespace,
-        spec["names"]["plural"],
-        body,
-        dry_run="All" if dry_run else None,
-        field_validation=STRICT,
-    )
 
 
 def test_crd_installs_with_its_names(
