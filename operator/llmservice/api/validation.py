@@ -99,7 +99,12 @@ def _pydantic_errors(error: ValidationError) -> list[FieldError]:
     for item in error.errors(include_url=False):
         # A union (int-or-string) reports one error per branch under its own name.
         location = tuple(part for part in item["loc"] if part not in ("int", "str"))
-        errors.append(FieldError(_path(location), _message(item)))
+        message = _message(item)
+        if location[-1:] == ("[key]",):
+            # A map key: name the map, as the API server's rule on the keys does.
+            message = f"keys {message} (not {location[-2]!r})"
+            location = location[:-2]
+        errors.append(FieldError(_path(location), message))
     # One message per field: a union's branches often say the same thing.
     return list(dict.fromkeys(errors))
 
