@@ -18,13 +18,15 @@ import yaml
 from kubernetes import client
 
 from llmservice.api import InvalidLLMService, parse_llmservice
+from llmservice.render import render_all
+from tests.e2e.children import dry_run_apply
 from tests.e2e.llmservice_crd import create
 from tests.unit.api.near_valid import Mutant, NearValidSpecs
 
 pytestmark = pytest.mark.e2e
 
 SEED = 20260410
-SPEC_COUNT = 400
+SPEC_COUNT = 600
 
 
 @dataclass(frozen=True)
@@ -66,12 +68,17 @@ def report(mutant: Mutant, offline: Verdict, server: Verdict) -> str:
     )
 
 
+def generated(crd: dict[str, Any]) -> list[Mutant]:
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    mutants = NearValidSpecs(schema, SEED).generate(SPEC_COUNT)
+    assert len(mutants) >= 300
+    return mutants
+
+
 def test_offline_validation_and_api_server_agree_on_generated_specs(
     llmservice_crd: dict[str, Any], kube: client.ApiClient, namespace: str
 ) -> None:
-    schema = llmservice_crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
-    mutants = NearValidSpecs(schema, SEED).generate(SPEC_COUNT)
-    assert len(mutants) >= 300
+    mutants = generated(llmservice_crd)
 
     disagreements = []
     admitted = 0
@@ -87,4 +94,30 @@ def test_offline_validation_and_api_server_agree_on_generated_specs(
     assert not disagreements, (
         f"{len(disagreements)} of {len(mutants)} specs judged differently:\n"
         + "\n".join(disagreements)
+    )
+
+
+def test_every_admitted_generated_spec_renders_children_the_api_server_accepts(
+    llmservice_crd: dict[str, Any], kube: client.ApiClient, namespace: str
+) -> None:
+    """Admitted means it works: no child of an admitted spec is refused (a refusal would
+    leave the LLMService failing for ever instead of being rejected at admission)."""
+    refused = []
+    admitted = 0
+    for mutant in generated(llmservice_crd):
+        try:
+            service = parse_llmservice(mutant.document)
+        except InvalidLLMService:
+            continue
+        admitted += 1
+        problems = [
+            problem
+            for child in render_all(service)
+            if (problem := dry_run_apply(kube, namespace, child)) is not None
+        ]
+        if problems:
+            refused.append(f"- {mutant.description}\n    " + "\n    ".join(problems))
+    assert admitted >= 100, admitted
+    assert not refused, f"{len(refused)} admitted specs have refused children:\n" + "\n".join(
+        refused
     )

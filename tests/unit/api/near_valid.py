@@ -202,6 +202,8 @@ class NearValidSpecs:
             ("enum", self._wrong_enum),
             ("unknown", self._unknown_field),
             ("pattern", self._pattern_edge),
+            ("quantity", self._quantity_edge),
+            ("child", self._child_rule_edge),
         ]
 
     def _pick(self, document: dict[str, Any], accept: Callable[[Site], bool]) -> Site | None:
@@ -372,6 +374,69 @@ class NearValidSpecs:
         )
         _set(document, site.path, value)
         return f"{_dotted(site.path)} = {value!r}"
+
+    def _quantity_edge(self, document: dict[str, Any]) -> str | None:
+        """Odd quantities, where two parsers are most likely to differ."""
+        paths: list[Path] = [
+            ("spec", "engine", "shmSize"),
+            ("spec", "storage", "size"),
+            ("spec", "engine", "resources", "requests", "cpu"),
+            ("spec", "engine", "resources", "limits", "memory"),
+            ("spec", "router", "resources", "limits", "memory"),
+        ]
+        path = self.rng.choice(paths)
+        value = self.rng.choice(
+            [
+                *(".", "-", "+", "Ki", "e3", "1e", "1e1.5", "1.", "+.5", "-0", "0", "0Gi"),
+                *("1n", "0.0000000001", "1e-10", "1E", "1e+3", "1ki", "16GB", "1.5Gi"),
+                *("9223372036854775807", "99999999999999999999", "1e1000", "8Ei", "64Gi"),
+                *("7Gi", "65Gi", "32Gi", "4", "8", "2000m", "1 "),
+                *(0, -1, 1, 4, 8),
+            ]
+        )
+        if path[-1] in ("shmSize", "size"):  # typed as strings, unlike resources
+            value = str(value)
+        _set(document, path, value)
+        return f"{_dotted(path)} = {value!r}"
+
+    def _child_rule_edge(self, document: dict[str, Any]) -> str | None:
+        """Specs near the rules that protect the children: env, flags, tolerations."""
+        engine = document["spec"]["engine"]
+        choice = self.rng.randrange(4)
+        if choice == 0:
+            name = self.rng.choice(["HF_HOME", "HF_TOKEN", "HF_HOMES", "EXTRA", "DO_NOT_TRACK"])
+            engine["env"] = [*engine.get("env", []), {"name": name, "value": "x"}]
+            return f"spec.engine.env gets {name}"
+        if choice == 1:
+            arg = self.rng.choice(
+                [
+                    *("--max-model-len 8", "--max_model_len=8", "--max-model", "--max-mode=8"),
+                    *("-tp", "-tp=2", "-t", "-tpx", "-q", "-qawq", "-pp 2", "--port=1"),
+                    *("--hf_overrides.rope_theta=1", "--model-impl", "--maxmodel-len"),
+                    *("--quantization-param-path=x", "--served", "--servedmodelname", "-O3"),
+                ]
+            )
+            engine["extraArgs"] = [*engine.get("extraArgs", []), arg]
+            return f"spec.engine.extraArgs gets {arg!r}"
+        if choice == 2:
+            toleration = {
+                key: self.rng.choice(values)
+                for key, values in {
+                    "key": [None, "dedicated"],
+                    "operator": [None, "Exists", "Equal"],
+                    "value": [None, "", "llm"],
+                    "effect": [None, "NoSchedule", "NoExecute"],
+                    "tolerationSeconds": [None, 0, 30],
+                }.items()
+            }
+            toleration = {k: v for k, v in toleration.items() if v is not None}
+            engine["tolerations"] = [toleration]
+            return f"spec.engine.tolerations = [{toleration}]"
+        name = self.rng.choice(
+            ["gpu", "nvidia.com/gpu", "kubernetes.io/gpu", "a.kubernetes.io/gpu", "Example.com/x"]
+        )
+        engine["gpuResourceName"] = name
+        return f"spec.engine.gpuResourceName = {name!r}"
 
     def generate(self, count: int) -> list[Mutant]:
         mutants: list[Mutant] = []
