@@ -15,22 +15,20 @@ from typing import Any
 
 import pytest
 import yaml
-from kubernetes import client, dynamic
-from kubernetes.dynamic.exceptions import ResourceNotFoundError
+from kubernetes import client
 
-from tests.e2e.llmservice_crd import STRICT, create, served_version
+from llmservice.api import parse_llmservice
+from llmservice.render import render_all
+from tests.e2e.children import dry_run_apply
+from tests.e2e.llmservice_crd import create, served_version
 from tests.unit.api.fixtures import INVALID_CASES, VALID_CASES
 
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
-FIELD_MANAGER = "llmservice-e2e"
 # Cases about what only a client checks (the apiVersion) are not the API server's job.
 API_INVALID_CASES = [c for c in INVALID_CASES if not c.get("offline_only")]
-# API groups the sandbox does not serve: the operator renders ServiceMonitors only where the
-# Prometheus operator's CRD exists, which a bare control plane never has.
-UNSERVED_GROUPS = ("monitoring.coreos.com",)
 
 
 def test_crd_installs_with_its_names(
@@ -93,25 +91,17 @@ def render(example: Path, namespace: str) -> list[dict[str, Any]]:
 def test_rendered_example_passes_server_side_dry_run(
     example: Path, llmservice_crd: dict[str, Any], kube: client.ApiClient, namespace: str
 ) -> None:
-    api = dynamic.DynamicClient(kube)  # type: ignore[no-untyped-call]
     documents = [d for d in yaml.safe_load_all(example.read_text(encoding="utf-8")) if d]
     documents += render(example, namespace)
-    for document in documents:
-        document.setdefault("metadata", {}).setdefault("namespace", namespace)
-        group = document["apiVersion"].rpartition("/")[0]
-        try:
-            resource = api.resources.get(api_version=document["apiVersion"], kind=document["kind"])
-        except ResourceNotFoundError:
-            assert group in UNSERVED_GROUPS, f"{document['apiVersion']} is not served"
-            continue
-        if not resource.namespaced:
-            document["metadata"].pop("namespace")
-        resource.server_side_apply(
-            body=document,
-            name=document["metadata"]["name"],
-            namespace=document["metadata"].get("namespace"),
-            field_manager=FIELD_MANAGER,
-            force_conflicts=True,
-            dry_run="All",
-            query_params=[("fieldValidation", STRICT)],
-        )
+    problems = [p for d in documents if (p := dry_run_apply(kube, namespace, d)) is not None]
+    assert problems == []
+
+
+@pytest.mark.parametrize("case", VALID_CASES, ids=lambda case: str(case["name"]))
+def test_valid_llmservice_renders_children_the_api_server_accepts(
+    case: dict[str, Any], llmservice_crd: dict[str, Any], kube: client.ApiClient, namespace: str
+) -> None:
+    # The boundary cases of the valid table: admitted must mean every child applies.
+    children = render_all(parse_llmservice(case["document"]))
+    problems = [p for c in children if (p := dry_run_apply(kube, namespace, c)) is not None]
+    assert problems == []

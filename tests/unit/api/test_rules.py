@@ -12,6 +12,7 @@ import pytest
 
 from llmservice.api import InvalidLLMService, parse_llmservice
 from llmservice.api.crd import openapi_schema
+from llmservice.api.schema_types import PATTERN_EXPECTATIONS
 from llmservice.api.spec import OPERATOR_ENGINE_ENV, OWNED_ENGINE_FLAGS, OWNED_FLAG_ALIASES
 from llmservice.render import render_all
 from tests.unit.api.fixtures import INVALID_CASES, MINIMAL, deep_merge
@@ -166,3 +167,9 @@ def test_status_is_not_judged() -> None:
     # The API server ignores a status sent with a create.
     document = dict(copy.deepcopy(MINIMAL), status={"conditions": "not a list"})
     assert parse_llmservice(document).status is None
+
+
+def test_every_format_is_worded_with_an_example() -> None:
+    assert PATTERN_EXPECTATIONS
+    for pattern, expected in PATTERN_EXPECTATIONS.items():
+        assert " such as " in expected, pattern
