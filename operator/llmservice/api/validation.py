@@ -38,6 +38,8 @@ from llmservice.api.schema_types import CEL_RULES_KEY, PATTERN_EXPECTATIONS
 from llmservice.api.status import LLMServiceStatus
 
 Path = tuple[str | int, ...]
+# How pydantic names the string branch of an int-or-string union in an error location.
+_STRING_BRANCHES = ("str", "constrained-str")
 
 # pydantic's words for a wrong JSON type, in the API server's terms.
 _TYPE_MESSAGES = {
@@ -89,24 +91,38 @@ def _message(item: ErrorDetails) -> str:
         return f"must be {expected}" if expected else "has an invalid format"
     if kind == "value_error":
         return str(item.get("ctx", {}).get("error", item["msg"]))
-    if kind == "union_tag_invalid" or (kind.endswith("_type") and kind not in _TYPE_MESSAGES):
-        return item["msg"]
     return _TYPE_MESSAGES.get(kind, item["msg"])
 
 
 def _pydantic_errors(error: ValidationError) -> list[FieldError]:
     errors = []
     for item in error.errors(include_url=False):
+        value, branch = item.get("input"), item["loc"][-1]
+        # An int-or-string value fails the other branch too: only its own branch speaks.
+        if (branch == "int" and isinstance(value, str)) or (
+            branch in _STRING_BRANCHES and type(value) is int
+        ):
+            continue
         # A union (int-or-string) reports one error per branch under its own name.
-        location = tuple(part for part in item["loc"] if part not in ("int", "str"))
+        location = tuple(p for p in item["loc"] if p not in ("int", *_STRING_BRANCHES))
         message = _message(item)
         if location[-1:] == ("[key]",):
             # A map key: name the map, as the API server's rule on the keys does.
             message = f"keys {message} (not {location[-2]!r})"
             location = location[:-2]
         errors.append(FieldError(_path(location), message))
-    # One message per field: a union's branches often say the same thing.
-    return list(dict.fromkeys(errors))
+    unique = list(dict.fromkeys(errors))
+    # An int-or-string value of neither type: one message, not one per branch.
+    either = {
+        e.path
+        for e in unique
+        if e.message == "must be an integer" and FieldError(e.path, "must be a string") in unique
+    }
+    merged = [
+        FieldError(e.path, "must be an integer or a string") if e.path in either else e
+        for e in unique
+    ]
+    return list(dict.fromkeys(merged))
 
 
 def without_nulls(value: Any) -> Any:

@@ -173,3 +173,21 @@ def test_every_format_is_worded_with_an_example() -> None:
     assert PATTERN_EXPECTATIONS
     for pattern, expected in PATTERN_EXPECTATIONS.items():
         assert " such as " in expected, pattern
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (True, "must be an integer or a string"),
+        (1.5, "must be an integer or a string"),
+        ("x" * 65, "at most 64 characters"),
+        ("16GB", "must be a quantity such as 500m, 2 or 16Gi"),
+    ],
+)
+def test_int_or_string_quantity_has_one_message(value: Any, message: str) -> None:
+    document = deep_merge(MINIMAL, {"spec": {"engine": {"resources": {"limits": {"cpu": value}}}}})
+    with pytest.raises(InvalidLLMService) as raised:
+        parse_llmservice(document)
+    (error,) = raised.value.errors
+    assert error.path == "spec.engine.resources.limits.cpu"
+    assert message in error.message
