@@ -2,13 +2,11 @@
 
 `parse_quantity` follows `resource.ParseQuantity` of k8s.io/apimachinery step by step (sign,
 digits, suffix, the exact int64 fast path, then rounding up to nano units and the int64
-cap of the slow path), so a string it accepts is one the API server accepts in a Pod or a
-PersistentVolumeClaim, and two quantities compare as they do there.
+cap of the slow path), so two quantities compare as they do there. The API also requires
+apimachinery's documented expression (`schema_types.QUANTITY_PATTERN`), so a string whose
+reading might differ between the two parsers (".", "+", "Ki") is refused either way.
 
-`CEL_FUNCTIONS` adds the Kubernetes CEL quantity library (k8s.io/apiserver/pkg/cel/library/
-quantity.go: `quantity`, `isQuantity`, `sign`, `compareTo`, `isGreaterThan`, `isLessThan`,
-`add`, `sub`, `isInteger`, `asInteger`, `asApproximateFloat`) to cel-python, which lacks it,
-so offline validation evaluates the CRD's quantity rules with the server's semantics.
+`llmservice.api.cel_quantity` builds the CEL quantity library on it.
 """
 
 from __future__ import annotations
@@ -17,11 +15,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-from celpy import celtypes
-from celpy.evaluation import CELEvalError
-
-_INT64_MAX = 2**63 - 1
-_INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+INT64_MIN = -(2**63)
 _NANO = Fraction(1, 10**9)
 # Digits an int64 holds for sure; more go the slow (arbitrary precision) way.
 _MAX_INT64_FACTORS = 18
@@ -94,7 +89,7 @@ def _suffix(suffix: str) -> tuple[int, int, str]:
     if len(suffix) > 1 and suffix[0] in "eE":
         exponent = suffix[1:]
         digits = exponent[1:] if exponent[:1] in ("+", "-") else exponent
-        if digits and set(digits) <= _DIGITS and _INT64_MIN <= int(exponent) <= _INT64_MAX:
+        if digits and set(digits) <= _DIGITS and INT64_MIN <= int(exponent) <= INT64_MAX:
             return 10, _int32(int(exponent)), "DecimalExponent"
     raise QuantityError(f"unable to parse quantity's suffix {suffix!r}")
 
@@ -127,7 +122,7 @@ def _fast(positive: bool, numerator: str, denominator: str, base: int, exponent:
     if precision < 0 or scale < -9:
         return None
     product = int(numerator + denominator) * mantissa
-    if product > _INT64_MAX:
+    if product > INT64_MAX:
         return None
     magnitude = Fraction(product) * _power(10, scale)
     return magnitude if positive else -magnitude
@@ -154,7 +149,7 @@ def parse_quantity(text: str) -> Quantity:
         # Round non-zero values up to the next nano unit, as the API server does.
         units = -((-magnitude) // _NANO)
         magnitude = units * _NANO
-    magnitude = min(magnitude, Fraction(_INT64_MAX))
+    magnitude = min(magnitude, Fraction(INT64_MAX))
     return Quantity(magnitude if amount >= 0 else -magnitude)
 
 
@@ -164,79 +159,3 @@ def is_quantity(text: str) -> bool:
     except QuantityError:
         return False
     return True
-
-
-# cel-python bindings. Member calls (`q.sign()`) reach these with the target first.
-
-
-def _cel_quantity(text: Any) -> Any:
-    try:
-        return parse_quantity(str(text))
-    except QuantityError as error:
-        return CELEvalError(str(error), QuantityError, (str(error),))
-
-
-def _cel_is_quantity(text: Any) -> celtypes.BoolType:
-    return celtypes.BoolType(is_quantity(str(text)))
-
-
-def _operand(other: Any) -> Quantity:
-    if isinstance(other, Quantity):
-        return other
-    return Quantity(Fraction(int(other)))
-
-
-def _cel_sign(quantity: Quantity) -> celtypes.IntType:
-    return celtypes.IntType(quantity.sign())
-
-
-def _cel_compare_to(quantity: Quantity, other: Any) -> celtypes.IntType:
-    difference = quantity.value - _operand(other).value
-    return celtypes.IntType((difference > 0) - (difference < 0))
-
-
-def _cel_is_greater_than(quantity: Quantity, other: Any) -> celtypes.BoolType:
-    return celtypes.BoolType(quantity.value > _operand(other).value)
-
-
-def _cel_is_less_than(quantity: Quantity, other: Any) -> celtypes.BoolType:
-    return celtypes.BoolType(quantity.value < _operand(other).value)
-
-
-def _cel_add(quantity: Quantity, other: Any) -> Quantity:
-    return Quantity(quantity.value + _operand(other).value)
-
-
-def _cel_sub(quantity: Quantity, other: Any) -> Quantity:
-    return Quantity(quantity.value - _operand(other).value)
-
-
-def _cel_is_integer(quantity: Quantity) -> celtypes.BoolType:
-    value = quantity.value
-    return celtypes.BoolType(value.denominator == 1 and _INT64_MIN <= value <= _INT64_MAX)
-
-
-def _cel_as_integer(quantity: Quantity) -> Any:
-    if not _cel_is_integer(quantity):
-        message = "cannot convert value to integer"
-        return CELEvalError(message, QuantityError, (message,))
-    return celtypes.IntType(int(quantity.value))
-
-
-def _cel_as_approximate_float(quantity: Quantity) -> celtypes.DoubleType:
-    return celtypes.DoubleType(float(quantity.value))
-
-
-CEL_FUNCTIONS: dict[str, Any] = {
-    "quantity": _cel_quantity,
-    "isQuantity": _cel_is_quantity,
-    "sign": _cel_sign,
-    "compareTo": _cel_compare_to,
-    "isGreaterThan": _cel_is_greater_than,
-    "isLessThan": _cel_is_less_than,
-    "add": _cel_add,
-    "sub": _cel_sub,
-    "isInteger": _cel_is_integer,
-    "asInteger": _cel_as_integer,
-    "asApproximateFloat": _cel_as_approximate_float,
-}

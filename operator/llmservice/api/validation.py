@@ -32,7 +32,7 @@ from celpy.evaluation import CELEvalError
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
-from llmservice.api.quantity import CEL_FUNCTIONS
+from llmservice.api.cel_quantity import CEL_FUNCTIONS
 from llmservice.api.resource import API_VERSION, KIND, LLMService
 from llmservice.api.schema_types import CEL_RULES_KEY, PATTERN_EXPECTATIONS
 from llmservice.api.status import LLMServiceStatus

@@ -10,7 +10,8 @@ import celpy
 import pytest
 from celpy.evaluation import CELEvalError
 
-from llmservice.api.quantity import CEL_FUNCTIONS, is_quantity, parse_quantity
+from llmservice.api.cel_quantity import CEL_FUNCTIONS
+from llmservice.api.quantity import is_quantity, parse_quantity
 
 
 @pytest.mark.parametrize(
