@@ -25,6 +25,7 @@ from llmservice.sandbox.product import Product, ensure_product
 from llmservice.sandbox.progress import Progress
 from llmservice.sandbox.versions import default_layout
 from tests.e2e.addresses import fresh_pod_cidr
+from tests.e2e.llmservice_crd import llmservice_crd  # noqa: F401 - a fixture, shared here
 
 E2E_POD_CIDR = fresh_pod_cidr()
 

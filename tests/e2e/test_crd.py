@@ -9,76 +9,26 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from kubernetes import client, dynamic
-from kubernetes.dynamic.exceptions import ResourceNotFoundError
+from kubernetes import client
 
+from llmservice.api import parse_llmservice
+from llmservice.render import render_all
 from llmservice.sandbox.product import Product
-from tests.e2e.crds import wait_established
+from tests.e2e.children import dry_run_apply
+from tests.e2e.llmservice_crd import create, served_version
 from tests.unit.api.fixtures import INVALID_CASES, VALID_CASES
 
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
-CRD_FILE = ROOT / "crds" / "llmservices.serving.llmservice.dev.yaml"
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
-FIELD_MANAGER = "llmservice-e2e"
-# kubectl asks for strict field validation, so unknown fields are errors, not pruned.
-STRICT = "Strict"
 # Cases about what only a client checks (the apiVersion) are not the API server's job.
 API_INVALID_CASES = [c for c in INVALID_CASES if not c.get("offline_only")]
-# API groups the sandbox does not serve: the operator renders ServiceMonitors only where the
-# Prometheus operator's CRD exists, which a bare control plane never has.
-UNSERVED_GROUPS = ("monitoring.coreos.com",)
-
-
-def crd_document() -> dict[str, Any]:
-    document: dict[str, Any] = yaml.safe_load(CRD_FILE.read_text(encoding="utf-8"))
-    return document
-
-
-@pytest.fixture(scope="module")
-def llmservice_crd(kube: client.ApiClient) -> Iterator[dict[str, Any]]:
-    """Install the committed CRD and wait until it is Established."""
-    document: Any = crd_document()
-    extensions = client.ApiextensionsV1Api(kube)
-    name = document["metadata"]["name"]
-    rejected = None
-    try:
-        extensions.create_custom_resource_definition(document)
-    except client.ApiException as exc:
-        rejected = json.loads(exc.body or "{}").get("message", exc.reason)
-    if rejected is not None:
-        pytest.fail(f"the API server rejects {CRD_FILE.name}: {rejected}", pytrace=False)
-
-    wait_established(kube, name)
-    yield document
-    extensions.delete_custom_resource_definition(name)
-
-
-def served_version(crd: dict[str, Any]) -> str:
-    return str(next(v["name"] for v in crd["spec"]["versions"] if v.get("storage")))
-
-
-def create(
-    kube: client.ApiClient, crd: dict[str, Any], namespace: str, body: dict[str, Any], dry_run: bool
-) -> Any:
-    spec = crd["spec"]
-    body = dict(body, metadata=dict(body["metadata"], namespace=namespace))
-    return client.CustomObjectsApi(kube).create_namespaced_custom_object(
-        spec["group"],
-        served_version(crd),
-        namespace,
-        spec["names"]["plural"],
-        body,
-        dry_run="All" if dry_run else None,
-        field_validation=STRICT,
-    )
 
 
 def test_crd_installs_with_its_names(
@@ -145,25 +95,17 @@ def test_rendered_example_passes_server_side_dry_run(
     namespace: str,
     product: Product,
 ) -> None:
-    api = dynamic.DynamicClient(kube)  # type: ignore[no-untyped-call]
     documents = [d for d in yaml.safe_load_all(example.read_text(encoding="utf-8")) if d]
     documents += render(product, example, namespace)
-    for document in documents:
-        document.setdefault("metadata", {}).setdefault("namespace", namespace)
-        group = document["apiVersion"].rpartition("/")[0]
-        try:
-            resource = api.resources.get(api_version=document["apiVersion"], kind=document["kind"])
-        except ResourceNotFoundError:
-            assert group in UNSERVED_GROUPS, f"{document['apiVersion']} is not served"
-            continue
-        if not resource.namespaced:
-            document["metadata"].pop("namespace")
-        resource.server_side_apply(
-            body=document,
-            name=document["metadata"]["name"],
-            namespace=document["metadata"].get("namespace"),
-            field_manager=FIELD_MANAGER,
-            force_conflicts=True,
-            dry_run="All",
-            query_params=[("fieldValidation", STRICT)],
-        )
+    problems = [p for d in documents if (p := dry_run_apply(kube, namespace, d)) is not None]
+    assert problems == []
+
+
+@pytest.mark.parametrize("case", VALID_CASES, ids=lambda case: str(case["name"]))
+def test_valid_llmservice_renders_children_the_api_server_accepts(
+    case: dict[str, Any], llmservice_crd: dict[str, Any], kube: client.ApiClient, namespace: str
+) -> None:
+    # The boundary cases of the valid table: admitted must mean every child applies.
+    children = render_all(parse_llmservice(case["document"]))
+    problems = [p for c in children if (p := dry_run_apply(kube, namespace, c)) is not None]
+    assert problems == []

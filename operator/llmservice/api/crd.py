@@ -4,8 +4,11 @@ The models are the source of truth; this module translates their JSON Schema int
 structural OpenAPI v3 dialect Kubernetes requires:
 - `$ref`s are inlined and `Optional[X]` becomes plain `X` (absent means unset);
 - numeric exclusive bounds become OpenAPI 3.0's boolean form;
-- `propertyNames` (not allowed in structural schemas) becomes a CEL rule on the map's keys;
-- `patternProperties` becomes `additionalProperties`;
+- `propertyNames` and the key pattern of `patternProperties` (neither allowed in structural
+  schemas) become a CEL rule on the map's keys, and the value schema `additionalProperties`;
+- every string `pattern` of the spec becomes a CEL rule whose message says what is expected,
+  with an example, because the API server words a `pattern` failure as the raw regular
+  expression (the status, written by the operator only, keeps plain patterns);
 - defaults of nested objects are written out in full, because the API server checks a
   default against the CEL rules as it stands;
 - `title` and `additionalProperties: false` are dropped (unknown fields are pruned, and
@@ -32,7 +35,7 @@ from llmservice.api.resource import (
     SINGULAR,
     VERSION,
 )
-from llmservice.api.schema_types import CEL_RULES_KEY
+from llmservice.api.schema_types import CEL_RULES_KEY, PATTERN_EXPECTATIONS, cel, expectation
 from llmservice.api.spec import LLMServiceSpec
 from llmservice.api.status import LLMServiceStatus
 
@@ -115,21 +118,34 @@ def _resolve(node: Any, defs: dict[str, Any]) -> Any:
     return {key: _resolve(value, defs) for key, value in node.items()}
 
 
-def _key_rules(property_names: dict[str, Any]) -> list[dict[str, str]]:
-    conditions = []
-    if "maxLength" in property_names:
-        conditions.append(f"k.size() <= {property_names['maxLength']}")
-    if "pattern" in property_names:
-        conditions.append(f"k.matches('{property_names['pattern']}')")
-    if not conditions:
-        return []
-    return [
-        {
-            "rule": "self.all(k, " + " && ".join(conditions) + ")",
-            "message": "keys must be qualified names (an optional DNS prefix and '/', then"
-            " at most 63 letters, digits, '-', '_' or '.')",
-        }
-    ]
+def _cel_regex(pattern: str) -> str:
+    """`pattern` as a CEL raw string literal (RE2 syntax, as the API server evaluates it)."""
+    if "'" in pattern:
+        raise ValueError(f"pattern {pattern!r} cannot be a CEL raw string")
+    return f"r'{pattern}'"
+
+
+def _key_rules(max_length: int | None, pattern: str | None) -> list[dict[str, str]]:
+    rules = []
+    if max_length is not None:
+        rules.append(
+            cel(
+                f"self.all(k, k.size() <= {max_length})",
+                f"keys must be at most {max_length} characters",
+            )
+        )
+    if pattern is not None:
+        rules.append(
+            cel(
+                f"self.all(k, k.matches({_cel_regex(pattern)}))",
+                "keys must be " + expectation(pattern),
+            )
+        )
+    return rules
+
+
+def _pattern_rule(pattern: str) -> dict[str, str]:
+    return cel(f"self.matches({_cel_regex(pattern)})", "must be " + expectation(pattern))
 
 
 def _structural(node: Any) -> Any:
@@ -155,14 +171,18 @@ def _structural(node: Any) -> Any:
             node[inclusive] = node[bound]
             node[bound] = True
     pattern_properties = node.pop("patternProperties", None)
+    key_pattern = None
     if pattern_properties:
         # Structural schemas have no patternProperties: the value schema becomes
-        # additionalProperties and the key pattern a CEL rule (from propertyNames below).
-        (value_schema,) = pattern_properties.values()
+        # additionalProperties and the key pattern a CEL rule.
+        ((key_pattern, value_schema),) = pattern_properties.items()
         node["additionalProperties"] = value_schema
-    property_names = node.pop("propertyNames", None)
-    if property_names:
-        node[CEL_RULES_KEY] = [*node.get(CEL_RULES_KEY, []), *_key_rules(property_names)]
+    property_names = node.pop("propertyNames", None) or {}
+    key_rules = _key_rules(property_names.get("maxLength"), key_pattern)
+    if key_rules:
+        node[CEL_RULES_KEY] = [*node.get(CEL_RULES_KEY, []), *key_rules]
+    if node.get("type") == "string" and node.get("pattern") in PATTERN_EXPECTATIONS:
+        node[CEL_RULES_KEY] = [_pattern_rule(node.pop("pattern")), *node.get(CEL_RULES_KEY, [])]
     return {key: _structural(value) for key, value in node.items()}
 
 

@@ -41,6 +41,12 @@ def _limits(schema: Mapping[str, Any]) -> str:
             parts.append(f"{label.rstrip('=') if strict else label} {schema[key]}")
     if "maxItems" in schema:
         parts.append(f"at most {schema['maxItems']} items")
+    # Formats are CEL rules worded "must be <what is expected>" (see crd.py).
+    for node, label in ((schema, ""), (schema.get("items", {}), "items: ")):
+        for rule in node.get("x-kubernetes-validations", []):
+            message = rule["message"]
+            if "fieldPath" not in rule and message.startswith("must be "):
+                parts.append(label + message.removeprefix("must be "))
     return "; ".join(parts)
 
 

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from llmservice.api.schema_types import AnnotationMap, CamelModel, LabelMap, cel
+from llmservice.api.schema_types import CamelModel, cel
 from llmservice.api.spec import LLMServiceSpec
 from llmservice.api.status import LLMServiceStatus
 
@@ -50,8 +50,10 @@ class ObjectMeta(BaseModel):
     namespace: Annotated[str, Field(min_length=1, max_length=63)] = "default"
     uid: str | None = None
     generation: int | None = None
-    labels: LabelMap | None = None
-    annotations: AnnotationMap | None = None
+    # The API server validates an object's own labels and annotations itself, with its own
+    # limits (an applied object's last-applied-configuration annotation can be long).
+    labels: dict[str, str] | None = None
+    annotations: dict[str, str] | None = None
 
 
 class LLMService(CamelModel):

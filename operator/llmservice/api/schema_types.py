@@ -14,23 +14,55 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
 from pydantic.alias_generators import to_camel
 
+from llmservice.api.quantity import is_quantity
+
 CEL_RULES_KEY = "x-kubernetes-validations"
 
-# Kubernetes resource quantities ("500m", "16Gi", 2). Same regular expression as
-# k8s.io/apimachinery's resource.Quantity, so what passes here parses on the API server.
-QUANTITY_PATTERN = (
+# What each pattern expects, in words and with an example. Errors say this instead of
+# printing the regular expression, offline and on the API server: the CRD generator turns
+# every pattern into a CEL rule with this message (OpenAPI `pattern` errors cannot be
+# worded), and offline validation looks the message up for pydantic's pattern errors.
+PATTERN_EXPECTATIONS: dict[str, str] = {}
+
+
+def described(pattern: str, expected: str) -> str:
+    """Register what `pattern` expects ("a quantity such as 16Gi"); return the pattern."""
+    PATTERN_EXPECTATIONS[pattern] = expected
+    return pattern
+
+
+def expectation(pattern: str) -> str:
+    """The words for `pattern`; every pattern of the API is registered (a test checks)."""
+    return PATTERN_EXPECTATIONS[pattern]
+
+
+# Kubernetes resource quantities ("500m", "16Gi", 2): apimachinery's documented form. The
+# CRD also requires `isQuantity`, the API server's own parser, which refuses a few strings
+# this expression allows (a decimal exponent such as 1e1.5).
+QUANTITY_PATTERN = described(
     r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
-    r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+    r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$",
+    "a quantity such as 500m, 2 or 16Gi",
 )
-DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
-DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
-# Qualified names as used for label keys and extended resource names: "nvidia.com/gpu".
-QUALIFIED_NAME_PATTERN = (
+DNS_SUBDOMAIN_PATTERN = described(
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+    "a DNS subdomain such as my-secret or example.com (lowercase letters, digits, '-' and"
+    " '.', starting and ending with a letter or digit)",
+)
+# Qualified names as used for label keys: "example.com/my-key" or "my-key"; the name part
+# has at most 63 characters, as Kubernetes requires.
+QUALIFIED_NAME_PATTERN = described(
     r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
-    r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$",
+    "a qualified name such as example.com/my-key (an optional DNS prefix and '/', then at"
+    " most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit)",
 )
-LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
-DURATION_PATTERN = r"^[0-9]+(ms|s|m|h)$"
+LABEL_VALUE_PATTERN = described(
+    r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$",
+    "a label value such as my-value (letters, digits, '-', '_' or '.', starting and ending"
+    " with a letter or digit)",
+)
+DURATION_PATTERN = described(r"^[0-9]+(ms|s|m|h)$", "a duration such as 30s, 500ms, 5m or 1h")
 
 
 class CamelModel(BaseModel):
@@ -58,27 +90,50 @@ def cel_rules(*rules: dict[str, str]) -> dict[str, Any]:
     return {CEL_RULES_KEY: list(rules)}
 
 
-def _int_or_string_schema(pattern: str) -> dict[str, Any]:
-    # The structural-schema form Kubernetes accepts for int-or-string values.
-    return {
-        "x-kubernetes-int-or-string": True,
-        "anyOf": [{"type": "integer"}, {"type": "string"}],
-        "pattern": pattern,
-    }
+# A quantity is a string both Kubernetes' parser (`isQuantity` on the API server) and the
+# documented expression accept: they differ on oddities such as "." and "1e1.5".
+_QUANTITY_STRING_RULE = f"self.matches(r'{QUANTITY_PATTERN}') && isQuantity(self)"
+_QUANTITY_MAX_LENGTH = 64
 
 
 def _check_quantity(value: int | str) -> int | str:
-    if isinstance(value, str) and not re.fullmatch(QUANTITY_PATTERN, value):
-        raise ValueError(
-            f"should match the quantity pattern '{QUANTITY_PATTERN}' (e.g. 500m, 16Gi)"
-        )
+    text = str(value)
+    if not re.fullmatch(QUANTITY_PATTERN, text) or not is_quantity(text):
+        raise ValueError("must be " + expectation(QUANTITY_PATTERN))
     return value
 
 
+# int-or-string, in the structural-schema form Kubernetes accepts: `cpu: 2` or `memory: 16Gi`.
+# Every integer is a quantity; strings are checked as above (maxLength bounds the rule's cost).
 Quantity = Annotated[
-    int | str,
+    int | Annotated[str, Field(max_length=_QUANTITY_MAX_LENGTH)],
     AfterValidator(_check_quantity),
-    WithJsonSchema(_int_or_string_schema(QUANTITY_PATTERN)),
+    WithJsonSchema(
+        {
+            "x-kubernetes-int-or-string": True,
+            "anyOf": [{"type": "integer"}, {"type": "string"}],
+            "maxLength": _QUANTITY_MAX_LENGTH,
+            CEL_RULES_KEY: [
+                cel(
+                    f"type(self) == int || ({_QUANTITY_STRING_RULE})",
+                    "must be " + expectation(QUANTITY_PATTERN),
+                )
+            ],
+        }
+    ),
+]
+# A quantity always written as a string ("16Gi").
+QuantityString = Annotated[
+    str,
+    Field(max_length=_QUANTITY_MAX_LENGTH),
+    AfterValidator(_check_quantity),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "maxLength": _QUANTITY_MAX_LENGTH,
+            CEL_RULES_KEY: [cel(_QUANTITY_STRING_RULE, "must be " + expectation(QUANTITY_PATTERN))],
+        }
+    ),
 ]
 LabelMap = Annotated[
     dict[
@@ -90,7 +145,9 @@ LabelMap = Annotated[
 AnnotationMap = Annotated[
     dict[
         Annotated[str, Field(max_length=253, pattern=QUALIFIED_NAME_PATTERN)],
-        Annotated[str, Field(max_length=4096)],
+        # 64 keys of 253 and values of 3800 characters stay within the 256 KiB that
+        # Kubernetes allows for all annotations of an object.
+        Annotated[str, Field(max_length=3800)],
     ],
     Field(max_length=64),
 ]

@@ -14,14 +14,16 @@ from pydantic import Field
 from llmservice.api.schema_types import (
     DNS_SUBDOMAIN_PATTERN,
     DURATION_PATTERN,
+    LABEL_VALUE_PATTERN,
     QUALIFIED_NAME_PATTERN,
-    QUANTITY_PATTERN,
     AnnotationMap,
     CamelModel,
     LabelMap,
     Quantity,
+    QuantityString,
     cel,
     cel_rules,
+    described,
 )
 
 DEFAULT_ENGINE_IMAGE = "docker.io/vllm/vllm-openai:v0.11.0"
@@ -29,33 +31,109 @@ DEFAULT_ROUTER_IMAGE = "ghcr.io/llmservice/llmservice:0.1.0"
 DEFAULT_GPU_RESOURCE = "nvidia.com/gpu"
 DEFAULT_SESSION_HEADER = "X-Session-ID"
 
-# Flags the operator sets itself from typed fields; extraArgs may not override them, or the
-# Deployment, the Services and the status would disagree with the running engine.
-OWNED_ENGINE_FLAGS = (
-    "model",
-    "served-model-name",
-    "host",
-    "port",
-    "tensor-parallel-size",
-    "pipeline-parallel-size",
-    "quantization",
-    "dtype",
-    "max-model-len",
-    "gpu-memory-utilization",
-    "max-num-seqs",
-    "hf-overrides",
-    "revision",
-    "download-dir",
-)
-_OWNED_FLAGS_REGEX = "^--(" + "|".join(OWNED_ENGINE_FLAGS) + ")(=.*)?$"
+# Flags the operator sets itself, each with the field that sets it; extraArgs may not set them
+# in any spelling, or the Deployment, the Services and the status would disagree with the
+# running engine.
+OWNED_ENGINE_FLAGS: dict[str, str] = {
+    "model": "model.name",
+    "served-model-name": "model.servedName and model.aliases",
+    "host": "the operator (the engine listens on all addresses)",
+    "port": "the operator (the Services target it)",
+    "tensor-parallel-size": "engine.tensorParallelSize",
+    "pipeline-parallel-size": "engine.gpus and engine.tensorParallelSize",
+    "quantization": "model.quantization",
+    "dtype": "model.dtype",
+    "max-model-len": "model.maxModelLen",
+    "gpu-memory-utilization": "engine.gpuMemoryUtilization",
+    "max-num-seqs": "engine.maxNumSeqs",
+    "hf-overrides": "model.ropeScaling",
+    "revision": "model.revision",
+    "download-dir": "storage (HF_HOME points at the cache)",
+}
+# vLLM's short aliases of owned flags (engine/arg_utils.py), with the abbreviations argparse
+# also accepts for them ("-t" is the only option starting with "-t").
+OWNED_FLAG_ALIASES: dict[str, tuple[str, ...]] = {
+    "tensor-parallel-size": ("tp", "t"),
+    "pipeline-parallel-size": ("pp", "p"),
+    "quantization": ("q",),
+}
+# argparse accepts any unambiguous prefix of a long flag (vLLM keeps allow_abbrev on); an
+# owned flag's prefix either means that flag or is ambiguous and stops vLLM, so both go.
+MIN_ABBREVIATION = 2
+# Environment variables the operator sets on the engine container; a second entry with the
+# same name is refused by the API server's apply, so engine.env may not use them.
+OPERATOR_ENGINE_ENV = ("VLLM_NO_USAGE_STATS", "DO_NOT_TRACK", "HF_HOME", "HF_TOKEN")
+# Mount paths the engine container already uses (shared memory, pvc:// model sources).
+ENGINE_MOUNT_PATHS = ("/dev/shm", "/model-source")  # noqa: S108 - a tmpfs mount, not a file
+
+
+def _flag_name_regex(flag: str) -> str:
+    """The flag and each prefix of it from MIN_ABBREVIATION characters, '-' or '_' between words."""
+
+    def char(c: str) -> str:
+        return "[-_]" if c == "-" else c
+
+    optional_tail = ""
+    for c in reversed(flag[MIN_ABBREVIATION:]):
+        optional_tail = f"({char(c)}{optional_tail})?"
+    return "".join(char(c) for c in flag[:MIN_ABBREVIATION]) + optional_tail
+
+
+def owned_flag_regex(flag: str) -> str:
+    """An extraArgs item that sets `flag`: `--flag`, `--flag=V`, `--flag V` in one item,
+    `--flag.key V` (vLLM's JSON field syntax), underscores, abbreviations and short aliases."""
+    # After the name comes nothing, or a character that cannot continue a flag name.
+    end = "([^-_A-Za-z0-9].*)?"
+    alternatives = ["--" + _flag_name_regex(flag) + end]
+    for alias in OWNED_FLAG_ALIASES.get(flag, ()):
+        # A one-letter option takes its value glued on: -qawq.
+        alternatives.append(f"-{alias}.*" if len(alias) == 1 else f"-{alias}{end}")
+    return "(?s)^(" + "|".join(alternatives) + ")$"
+
+
+def _owned_flag_rule(flag: str, field: str) -> dict[str, str]:
+    aliases = ", ".join(f"-{a}" for a in OWNED_FLAG_ALIASES.get(flag, ())[:1])
+    spellings = f"--{flag}=..., --{flag.replace('-', '_')}, abbreviations" + (
+        f", {aliases}" if aliases else ""
+    )
+    return cel(
+        f"!has(self.extraArgs) || self.extraArgs.all(a, !a.matches(r'{owned_flag_regex(flag)}'))",
+        f"engine.extraArgs must not set --{flag} in any spelling ({spellings}):"
+        f" it is set by {field}",
+        ".extraArgs",
+    )
+
 
 # A Hugging Face repository id ("org/name" or "name") or a path on an existing claim.
-MODEL_NAME_PATTERN = (
-    r"^(pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?/[^\s]+|[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9._-]+)?)$"
+MODEL_NAME_PATTERN = described(
+    r"^(pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?/[^\s]+|[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9._-]+)?)$",
+    "a Hugging Face id such as Qwen/Qwen2.5-0.5B-Instruct or a path on a claim such as"
+    " pvc://models/llama-3",
 )
-OPENAI_MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$"
-HEADER_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9-]*$"
-ENV_NAME_PATTERN = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
+OPENAI_MODEL_NAME_PATTERN = described(
+    r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$",
+    "a model name such as gpt-4o (letters, digits, '.', '_', ':', '/' and '-')",
+)
+HEADER_NAME_PATTERN = described(
+    r"^[A-Za-z0-9][A-Za-z0-9-]*$", "an HTTP header name such as X-Session-ID"
+)
+ENV_NAME_PATTERN = described(
+    r"^[-._a-zA-Z][-._a-zA-Z0-9]*$", "an environment variable name such as LOG_LEVEL"
+)
+# ConfigMap and Secret keys; Kubernetes also refuses "." and names starting with "..".
+OBJECT_KEY_PATTERN = described(
+    r"^\.?[-_a-zA-Z0-9][-._a-zA-Z0-9]*$",
+    "a key such as token or keys.yaml (letters, digits, '-', '_' and '.', not starting with '..')",
+)
+REVISION_PATTERN = described(r"^[A-Za-z0-9._/-]+$", "a revision such as main, v1.0 or a commit id")
+ABSOLUTE_PATH_PATTERN = described(r"^/[^\s]*$", "an absolute path such as /models")
+IMAGE_PATTERN = described(r"^[^\s]+$", "an image reference such as vllm/vllm-openai:v0.11.0")
+# Extended resources: a domain outside kubernetes.io (checked by a rule), '/', a name.
+EXTENDED_RESOURCE_PATTERN = described(
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
+    r"/[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$",
+    "an extended resource name such as nvidia.com/gpu (a domain, '/', then a name)",
+)
 
 Quantization = Literal[
     "none",
@@ -77,6 +155,9 @@ PullPolicy = Literal["Always", "IfNotPresent", "Never"]
 Spread = Literal["Preferred", "Required", "None"]
 
 
+ObjectKey = Annotated[str, Field(min_length=1, max_length=253, pattern=OBJECT_KEY_PATTERN)]
+
+
 class SecretKeyRef(CamelModel):
     """A key of a Secret in the LLMService's namespace. Only its name is rendered; the value is
     read by the kubelet (`secretKeyRef`) or mounted as a file, never by the operator."""
@@ -84,17 +165,23 @@ class SecretKeyRef(CamelModel):
     name: Annotated[str, Field(max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)] = Field(
         description="Name of the Secret."
     )
-    key: Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")] = Field(
-        description="Key inside the Secret."
+    key: ObjectKey = Field(description="Key inside the Secret.")
+
+
+class ConfigMapKeyRef(CamelModel):
+    """A key of a ConfigMap in the LLMService's namespace, read by the kubelet
+    (`configMapKeyRef`), never by the operator."""
+
+    name: Annotated[str, Field(max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)] = Field(
+        description="Name of the ConfigMap."
     )
+    key: ObjectKey = Field(description="Key inside the ConfigMap.")
 
 
 class HFTokenSecretRef(SecretKeyRef):
     """The Hugging Face token for gated models, passed to the engine as `HF_TOKEN`."""
 
-    key: Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")] = Field(
-        default="token", description="Key inside the Secret holding the token."
-    )
+    key: ObjectKey = Field(default="token", description="Key inside the Secret holding the token.")
 
 
 class RopeScaling(CamelModel):
@@ -158,7 +245,7 @@ class ModelSpec(CamelModel):
         description="Hugging Face repository id (`org/model`) or `pvc://CLAIM/PATH` for a model"
         " already on a PersistentVolumeClaim in this namespace."
     )
-    revision: Annotated[str, Field(max_length=128, pattern=r"^[A-Za-z0-9._/-]+$")] | None = Field(
+    revision: Annotated[str, Field(max_length=128, pattern=REVISION_PATTERN)] | None = Field(
         default=None, description="Model revision: a branch, tag or commit id."
     )
     served_name: Annotated[str, Field(max_length=128, pattern=OPENAI_MODEL_NAME_PATTERN)] | None = (
@@ -203,7 +290,7 @@ class EnvSource(CamelModel):
     }
 
     secret_key_ref: SecretKeyRef | None = Field(default=None, description="A Secret key.")
-    config_map_key_ref: SecretKeyRef | None = Field(default=None, description="A ConfigMap key.")
+    config_map_key_ref: ConfigMapKeyRef | None = Field(default=None, description="A ConfigMap key.")
 
 
 class EnvVar(CamelModel):
@@ -232,11 +319,35 @@ class EnvVar(CamelModel):
 class Toleration(CamelModel):
     """A toleration for node taints, as in a Pod spec."""
 
+    # The Pod validation's own rules (ValidateTolerations), so a toleration admitted here is
+    # one the API server accepts in the engine Deployment.
+    model_config = CamelModel.model_config | {
+        "json_schema_extra": cel_rules(
+            cel(
+                "has(self.key) || self.operator == 'Exists'",
+                "a toleration without key must use operator Exists (it then matches every taint)",
+                ".operator",
+            ),
+            cel(
+                "self.operator != 'Exists' || !has(self.value) || self.value == ''",
+                "a toleration with operator Exists must not have a value",
+                ".value",
+            ),
+            cel(
+                "!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')",
+                "tolerationSeconds is only allowed with effect NoExecute",
+                ".tolerationSeconds",
+            ),
+        )
+    }
+
     key: Annotated[str, Field(max_length=253, pattern=QUALIFIED_NAME_PATTERN)] | None = Field(
         default=None, description="Taint key; empty with operator Exists matches every taint."
     )
     operator: Literal["Exists", "Equal"] = Field(default="Equal", description="Match operator.")
-    value: Annotated[str, Field(max_length=63)] | None = Field(default=None, description="Value.")
+    value: Annotated[str, Field(max_length=63, pattern=LABEL_VALUE_PATTERN)] | None = Field(
+        default=None, description="Value to match with operator Equal."
+    )
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
         default=None, description="Taint effect to match; empty matches all."
     )
@@ -264,6 +375,29 @@ class ResourceRequirements(CamelModel):
                 " GPUs come from engine.gpus",
                 ".requests",
             ),
+            cel(
+                "!has(self.requests) || self.requests.all(k,"
+                " !isQuantity(string(self.requests[k]))"
+                " || !quantity(string(self.requests[k])).isLessThan(quantity('0')))",
+                "resources.requests must not be negative",
+                ".requests",
+            ),
+            cel(
+                "!has(self.limits) || self.limits.all(k,"
+                " !isQuantity(string(self.limits[k]))"
+                " || quantity(string(self.limits[k])).isGreaterThan(quantity('0')))",
+                "resources.limits must be greater than zero",
+                ".limits",
+            ),
+            cel(
+                "!has(self.requests) || !has(self.limits) || self.requests.all(k,"
+                " !(k in self.limits) || !isQuantity(string(self.requests[k]))"
+                " || !isQuantity(string(self.limits[k]))"
+                " || !quantity(string(self.requests[k]))"
+                ".isGreaterThan(quantity(string(self.limits[k]))))",
+                "resources.requests must not exceed resources.limits",
+                ".requests",
+            ),
         )
     }
 
@@ -286,23 +420,37 @@ class EngineSpec(CamelModel):
                 " (the rest becomes pipeline parallelism)",
                 ".tensorParallelSize",
             ),
+            *(_owned_flag_rule(flag, field) for flag, field in OWNED_ENGINE_FLAGS.items()),
             cel(
-                "!has(self.extraArgs) || self.extraArgs.all(a, !a.matches('"
-                + _OWNED_FLAGS_REGEX
-                + "'))",
-                "engine.extraArgs must not set flags that have typed fields"
-                " (--model, --port, --tensor-parallel-size, ...)",
-                ".extraArgs",
+                "!has(self.env) || self.env.all(e, self.env.exists_one(f, f.name == e.name))",
+                "engine.env names must be unique",
+                ".env",
             ),
             cel(
-                "!has(self.env) || self.env.all(e, e.name != 'HF_TOKEN')",
-                "engine.env must not set HF_TOKEN; use model.hfTokenSecretRef",
+                "!has(self.env) || self.env.all(e, !(e.name in "
+                + repr(list(OPERATOR_ENGINE_ENV))
+                + "))",
+                "engine.env must not set "
+                + ", ".join(OPERATOR_ENGINE_ENV)
+                + ": the operator sets them (HF_TOKEN from model.hfTokenSecretRef,"
+                " HF_HOME from storage)",
                 ".env",
+            ),
+            cel(
+                "!self.gpuResourceName.contains('kubernetes.io/')",
+                "engine.gpuResourceName must be an extended resource outside the kubernetes.io"
+                " domain, such as nvidia.com/gpu",
+                ".gpuResourceName",
+            ),
+            cel(
+                "!isQuantity(self.shmSize) || quantity(self.shmSize).isGreaterThan(quantity('0'))",
+                "engine.shmSize must be greater than zero",
+                ".shmSize",
             ),
         )
     }
 
-    image: Annotated[str, Field(min_length=1, max_length=512)] = Field(
+    image: Annotated[str, Field(min_length=1, max_length=512, pattern=IMAGE_PATTERN)] = Field(
         default=DEFAULT_ENGINE_IMAGE, description="vLLM OpenAI-compatible server image."
     )
     image_pull_policy: PullPolicy = Field(default="IfNotPresent", description="Image pull policy.")
@@ -312,7 +460,7 @@ class EngineSpec(CamelModel):
     gpus: Annotated[int, Field(ge=1, le=16)] = Field(
         default=1, description="GPUs per replica (the GPU resource limit of each engine Pod)."
     )
-    gpu_resource_name: Annotated[str, Field(max_length=253, pattern=QUALIFIED_NAME_PATTERN)] = (
+    gpu_resource_name: Annotated[str, Field(max_length=200, pattern=EXTENDED_RESOURCE_PATTERN)] = (
         Field(default=DEFAULT_GPU_RESOURCE, description="Extended resource name of the GPUs.")
     )
     tensor_parallel_size: Annotated[int, Field(ge=1, le=16)] | None = Field(
@@ -328,9 +476,15 @@ class EngineSpec(CamelModel):
     )
     extra_args: (
         Annotated[list[Annotated[str, Field(max_length=1024)]], Field(max_length=64)] | None
-    ) = Field(default=None, description="Further vLLM flags, appended verbatim.")
+    ) = Field(
+        default=None,
+        description="Further vLLM flags, appended verbatim, one argument per item. Flags that"
+        " typed fields set (--model, --max-model-len, -tp, ...) are refused in any spelling.",
+    )
     env: Annotated[list[EnvVar], Field(max_length=64)] | None = Field(
-        default=None, description="Extra environment variables of the engine container."
+        default=None,
+        description="Extra environment variables of the engine container; names are unique and"
+        " exclude those the operator sets (" + ", ".join(OPERATOR_ENGINE_ENV) + ").",
     )
     resources: ResourceRequirements | None = Field(
         default=None, description="CPU and memory of the engine container."
@@ -351,7 +505,7 @@ class EngineSpec(CamelModel):
     termination_grace_period_seconds: Annotated[int, Field(ge=0, le=3600)] = Field(
         default=120, description="Time for in-flight requests to finish when a Pod stops."
     )
-    shm_size: Annotated[str, Field(max_length=64, pattern=QUANTITY_PATTERN)] = Field(
+    shm_size: QuantityString = Field(
         default="16Gi", description="Size of the memory-backed /dev/shm (NCCL needs it)."
     )
 
@@ -371,13 +525,25 @@ class StorageSpec(CamelModel):
                 " use one claim the operator creates, or one that exists",
                 ".existingClaim",
             ),
+            cel(
+                "!isQuantity(self.size) || quantity(self.size).isGreaterThan(quantity('0'))",
+                "storage.size must be greater than zero",
+                ".size",
+            ),
+            cel(
+                "!self.mountPath.matches(r'^(" + "|".join(ENGINE_MOUNT_PATHS) + ")/*$')",
+                "storage.mountPath must not be "
+                + " or ".join(ENGINE_MOUNT_PATHS)
+                + ": the engine container mounts shared memory and pvc:// models there",
+                ".mountPath",
+            ),
         )
     }
 
     enabled: bool = Field(
         default=False, description="Create a claim `<name>-models` for the cache."
     )
-    size: Annotated[str, Field(max_length=64, pattern=QUANTITY_PATTERN)] = Field(
+    size: QuantityString = Field(
         default="100Gi", description="Requested size of the created claim."
     )
     storage_class_name: (
@@ -401,7 +567,7 @@ class StorageSpec(CamelModel):
     existing_claim: Annotated[str, Field(max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)] | None = (
         Field(default=None, description="Use this existing claim for the cache instead.")
     )
-    mount_path: Annotated[str, Field(max_length=256, pattern=r"^/[^\s]*$")] = Field(
+    mount_path: Annotated[str, Field(max_length=256, pattern=ABSOLUTE_PATH_PATTERN)] = Field(
         default="/models", description="Where the cache is mounted; `HF_HOME` points here."
     )
 
@@ -440,7 +606,7 @@ class RouterSpec(CamelModel):
     replicas: Annotated[int, Field(ge=1, le=32)] = Field(
         default=2, description="Router replicas; sessions stay sticky across all of them."
     )
-    image: Annotated[str, Field(min_length=1, max_length=512)] = Field(
+    image: Annotated[str, Field(min_length=1, max_length=512, pattern=IMAGE_PATTERN)] = Field(
         default=DEFAULT_ROUTER_IMAGE, description="Router image."
     )
     image_pull_policy: PullPolicy = Field(default="IfNotPresent", description="Image pull policy.")
@@ -466,8 +632,10 @@ class RouterSpec(CamelModel):
     )
     api_keys_secret_ref: SecretKeyRef | None = Field(
         default=None,
-        description="Secret key holding the API keys (with priority, rate limit and queue"
-        " limit each). Mounted into the router as a file; without it the router is open.",
+        description="Secret key holding the router's API keys, mounted into the router as a"
+        " file. The file is YAML: `keys:`, a list of entries with a `name` (shown in logs and"
+        " metrics) and a `key` (16 to 256 characters) that clients send as"
+        " `Authorization: Bearer <key>`; no other fields. Without it the router is open.",
     )
     forward_authorization: bool = Field(
         default=False, description="Pass the client's Authorization header on to the engine."
@@ -495,6 +663,21 @@ class IngressSpec(CamelModel):
                 "ingress.host is required when ingress is enabled",
                 ".host",
             ),
+            cel(
+                "!has(self.host) || !self.host.matches('^[0-9.]+$')",
+                "ingress.host must be a host name, not an IP address",
+                ".host",
+            ),
+            # The Ingress validation refuses these in a Prefix path.
+            cel(
+                "!self.path.contains('//') && !self.path.contains('/./')"
+                " && !self.path.contains('/../') && !self.path.contains('%2f')"
+                " && !self.path.contains('%2F') && !self.path.endsWith('/.')"
+                " && !self.path.endsWith('/..')",
+                "ingress.path must be a plain path such as /v1: no //, /./, /../ or %2F,"
+                " and no trailing /. or /..",
+                ".path",
+            ),
         )
     }
 
@@ -505,7 +688,7 @@ class IngressSpec(CamelModel):
     host: Annotated[str, Field(max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)] | None = Field(
         default=None, description="Host name clients use."
     )
-    path: Annotated[str, Field(max_length=256, pattern=r"^/[^\s]*$")] = Field(
+    path: Annotated[str, Field(max_length=256, pattern=ABSOLUTE_PATH_PATTERN)] = Field(
         default="/", description="Path prefix routed to the router."
     )
     tls: TLSSpec | None = Field(default=None, description="Terminate TLS with this certificate.")

@@ -1,11 +1,21 @@
-"""Offline validation of an LLMService with the same rules the API server applies.
+"""Offline validation of an LLMService with the rules the API server applies, to the verdict.
 
-Two layers, in the order the API server applies them:
-1. the structural schema (types, enums, ranges, lengths, patterns, unknown fields), which the
-   CRD derives from the pydantic models, so pydantic enforces exactly it;
-2. the CEL rules the CRD carries, evaluated here with cel-python on the defaulted object,
-   node by node, exactly where the CRD attaches them.
-Every problem comes back as a `FieldError` naming the field path, never as a traceback.
+The API server, in order: drops nulls of object fields (as if absent), decodes with strict
+field validation (unknown fields, including a snake_case spelling of a camelCase field, are
+errors), checks the structural schema without coercion (`"2"` is not an integer, `"true"`
+not a boolean; an integer is a number), applies defaults, checks list types (no duplicate in
+a set, unique keys in a map list), then evaluates the CEL rules. Here:
+1. nulls of object fields are dropped the same way;
+2. pydantic validates in strict mode by alias only; the CRD is derived from these models,
+   so the schema is the same one. One leniency is copied: the API server takes a float
+   without fraction (2.0) for an integer field, but a CEL rule that reads the field then
+   fails ("expected int, got float64"), so such values are integers for the schema and
+   unreadable for the rules;
+3. lists the CRD declares as sets or map lists are checked for duplicates;
+4. the CRD's CEL rules are evaluated with cel-python on the defaulted object, node by node,
+   exactly where the CRD attaches them, with the Kubernetes quantity library added.
+Every problem comes back as a `FieldError` naming the field path, never as a traceback, and
+a pattern failure says what is expected with an example, not the regular expression.
 """
 
 from __future__ import annotations
@@ -16,11 +26,35 @@ from functools import cache
 from typing import Any
 
 import celpy
+from celpy import celtypes
 from celpy.adapter import json_to_cel
+from celpy.evaluation import CELEvalError
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 
+from llmservice.api.cel_quantity import CEL_FUNCTIONS
 from llmservice.api.resource import API_VERSION, KIND, LLMService
-from llmservice.api.schema_types import CEL_RULES_KEY
+from llmservice.api.schema_types import CEL_RULES_KEY, PATTERN_EXPECTATIONS
+from llmservice.api.status import LLMServiceStatus
+
+Path = tuple[str | int, ...]
+# How pydantic names the string branch of an int-or-string union in an error location.
+_STRING_BRANCHES = ("str", "constrained-str")
+
+# pydantic's words for a wrong JSON type, in the API server's terms.
+_TYPE_MESSAGES = {
+    "int_type": "must be an integer",
+    "int_from_float": "must be an integer",
+    "float_type": "must be a number",
+    "bool_type": "must be a boolean (true or false)",
+    "string_type": "must be a string",
+    "dict_type": "must be an object",
+    "model_type": "must be an object",
+    "model_attributes_type": "must be an object",
+    "list_type": "must be a list",
+    "missing": "required",
+    "extra_forbidden": "unknown field",
+}
 
 
 @dataclass(frozen=True)
@@ -49,25 +83,143 @@ def _path(location: tuple[int | str, ...]) -> str:
     return text
 
 
+def _message(item: ErrorDetails) -> str:
+    kind = item["type"]
+    if kind == "string_pattern_mismatch":
+        pattern = str(item.get("ctx", {}).get("pattern", ""))
+        expected = PATTERN_EXPECTATIONS.get(pattern)
+        return f"must be {expected}" if expected else "has an invalid format"
+    if kind == "value_error":
+        return str(item.get("ctx", {}).get("error", item["msg"]))
+    return _TYPE_MESSAGES.get(kind, item["msg"])
+
+
 def _pydantic_errors(error: ValidationError) -> list[FieldError]:
     errors = []
     for item in error.errors(include_url=False):
-        message = "unknown field" if item["type"] == "extra_forbidden" else item["msg"]
-        errors.append(FieldError(_path(item["loc"]), message))
-    return errors
+        value, branch = item.get("input"), item["loc"][-1]
+        # An int-or-string value fails the other branch too: only its own branch speaks.
+        if (branch == "int" and isinstance(value, str)) or (
+            branch in _STRING_BRANCHES and type(value) is int
+        ):
+            continue
+        # A union (int-or-string) reports one error per branch under its own name.
+        location = tuple(p for p in item["loc"] if p not in ("int", *_STRING_BRANCHES))
+        message = _message(item)
+        if location[-1:] == ("[key]",):
+            # A map key: name the map, as the API server's rule on the keys does.
+            message = f"keys {message} (not {location[-2]!r})"
+            location = location[:-2]
+        errors.append(FieldError(_path(location), message))
+    unique = list(dict.fromkeys(errors))
+    # An int-or-string value of neither type: one message, not one per branch.
+    either = {
+        e.path
+        for e in unique
+        if e.message == "must be an integer" and FieldError(e.path, "must be a string") in unique
+    }
+    merged = [
+        FieldError(e.path, "must be an integer or a string") if e.path in either else e
+        for e in unique
+    ]
+    return list(dict.fromkeys(merged))
+
+
+def without_nulls(value: Any) -> Any:
+    """`value` with every null object field dropped, as the API server drops a null of a
+    field that is not nullable before validating (none of the LLMService's fields is).
+    Nulls inside lists stay: there they are values, and wrong ones."""
+    if isinstance(value, Mapping):
+        return {key: without_nulls(child) for key, child in value.items() if child is not None}
+    if isinstance(value, list):
+        return [without_nulls(item) for item in value]
+    return value
+
+
+def list_type_errors(schema: Mapping[str, Any], value: Any, path: str) -> Iterator[FieldError]:
+    """Duplicates in lists the CRD declares `x-kubernetes-list-type: set` or `map`."""
+    if isinstance(value, list):
+        list_type = schema.get("x-kubernetes-list-type")
+        keys = schema.get("x-kubernetes-list-map-keys", [])
+        seen: list[Any] = []
+        for index, item in enumerate(value):
+            if list_type == "set" or (list_type == "map" and isinstance(item, Mapping)):
+                identity = [item.get(k) for k in keys] if list_type == "map" else item
+                if identity in seen:
+                    yield FieldError(f"{path}[{index}]", f"duplicate value {identity!r}")
+                seen.append(identity)
+            items = schema.get("items")
+            if isinstance(items, Mapping):
+                yield from list_type_errors(items, item, f"{path}[{index}]")
+    elif isinstance(value, Mapping):
+        properties = schema.get("properties", {})
+        for key, child in value.items():
+            child_schema = properties.get(key) or schema.get("additionalProperties")
+            if isinstance(child_schema, Mapping):
+                yield from list_type_errors(child_schema, child, f"{path}.{key}")
+
+
+class _UnreadableInteger:
+    """A float the API server let through as an integer: any CEL operation on it fails,
+    while `has()` sees it, as on the API server."""
+
+    def _fail(self, *_args: object) -> Any:
+        raise TypeError("invalid data, expected int, got float64")
+
+    __eq__ = __ne__ = __lt__ = __le__ = __gt__ = __ge__ = _fail
+    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = _fail
+    __mod__ = __rmod__ = __truediv__ = __rtruediv__ = __floordiv__ = __rfloordiv__ = _fail
+    __neg__ = __int__ = __float__ = __bool__ = _fail
+    __hash__ = object.__hash__
+
+
+def _integral_floats(schema: Mapping[str, Any], value: Any, path: Path) -> Iterator[Path]:
+    """Paths of integer fields holding a float without fraction."""
+    if schema.get("type") == "integer" and isinstance(value, float) and value.is_integer():
+        yield path
+    elif isinstance(value, Mapping):
+        properties = schema.get("properties", {})
+        for key, child in value.items():
+            child_schema = properties.get(key) or schema.get("additionalProperties")
+            if isinstance(child_schema, Mapping):
+                yield from _integral_floats(child_schema, child, (*path, key))
+    elif isinstance(value, list) and isinstance(schema.get("items"), Mapping):
+        for index, item in enumerate(value):
+            yield from _integral_floats(schema["items"], item, (*path, index))
+
+
+def _get(document: Any, path: Path) -> Any:
+    for part in path:
+        document = document[part]
+    return document
+
+
+def _replace(document: Any, path: Path, value: Any) -> None:
+    for part in path[:-1]:
+        document = document[part]
+    document[path[-1]] = value
+
+
+def _to_cel(value: Any) -> Any:
+    if isinstance(value, _UnreadableInteger):
+        return value
+    if isinstance(value, Mapping):
+        return celtypes.MapType({celtypes.StringType(k): _to_cel(v) for k, v in value.items()})
+    if isinstance(value, list):
+        return celtypes.ListType([_to_cel(item) for item in value])
+    return json_to_cel(value)
 
 
 @cache
 def _program(rule: str) -> celpy.Runner:
     environment = celpy.Environment()
-    return environment.program(environment.compile(rule))
+    return environment.program(environment.compile(rule), functions=CEL_FUNCTIONS)
 
 
 def _rule_holds(rule: str, value: Any) -> bool:
-    result = _program(rule).evaluate({"self": json_to_cel(value)})
-    if isinstance(result, Exception):
-        raise result
-    return bool(result)
+    result = _program(rule).evaluate({"self": _to_cel(value)})
+    # An evaluation error fails the rule, as on the API server.
+    return not isinstance(result, Exception) and bool(result)
 
 
 def cel_errors(schema: Mapping[str, Any], value: Any, path: str = "") -> Iterator[FieldError]:
@@ -79,7 +231,11 @@ def cel_errors(schema: Mapping[str, Any], value: Any, path: str = "") -> Iterato
     for rule in schema.get(CEL_RULES_KEY, []):
         if "oldSelf" in rule["rule"]:
             continue
-        if not _rule_holds(rule["rule"], value):
+        try:
+            holds = _rule_holds(rule["rule"], value)
+        except CELEvalError:
+            holds = False
+        if not holds:
             yield FieldError((path + rule.get("fieldPath", "")).lstrip("."), rule["message"])
     if isinstance(value, dict):
         properties = schema.get("properties", {})
@@ -99,6 +255,17 @@ def _crd_schema() -> Mapping[str, Any]:
     return openapi_schema()
 
 
+def _status(document: Any) -> LLMServiceStatus | None:
+    """The status as written by the operator; the API server ignores a status sent with a
+    create, so a missing or unreadable one never makes the LLMService invalid."""
+    if document is None:
+        return None
+    try:
+        return LLMServiceStatus.model_validate(document)
+    except ValidationError:
+        return None
+
+
 def parse_llmservice(document: Any) -> LLMService:
     """Validate one parsed YAML document; return the model or raise `InvalidLLMService`."""
     if not isinstance(document, Mapping):
@@ -110,15 +277,25 @@ def parse_llmservice(document: Any) -> LLMService:
         kind_errors.append(FieldError("kind", f"must be {KIND}, got {document.get('kind')!r}"))
     if kind_errors:
         raise InvalidLLMService(kind_errors)
+    body = without_nulls({key: value for key, value in document.items() if key != "status"})
+    schema = _crd_schema()
+    spec_schema = schema["properties"]["spec"]
+    floats = list(_integral_floats(spec_schema, body.get("spec"), ()))
+    for path in floats:
+        _replace(body["spec"], path, int(_get(body["spec"], path)))
     try:
-        service = LLMService.model_validate(document)
+        service = LLMService.model_validate(body, strict=True, by_alias=True, by_name=False)
     except ValidationError as error:
         raise InvalidLLMService(_pydantic_errors(error)) from None
+    errors = list(list_type_errors(spec_schema, body["spec"], "spec"))
     defaulted = {
         "metadata": {"name": service.metadata.name, "namespace": service.metadata.namespace},
         "spec": service.spec.model_dump(by_alias=True, exclude_none=True, mode="json"),
     }
-    errors = list(cel_errors(_crd_schema(), defaulted))
+    for path in floats:
+        _replace(defaulted["spec"], path, _UnreadableInteger())
+    errors += cel_errors(schema, defaulted)
     if errors:
         raise InvalidLLMService(errors)
-    return service
+    status = _status(document.get("status"))
+    return service if status is None else service.model_copy(update={"status": status})
