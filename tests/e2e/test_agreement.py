@@ -17,7 +17,7 @@ import pytest
 import yaml
 from kubernetes import client
 
-from llmservice.api import InvalidLLMService, parse_llmservice
+from llmservice.api.validation import InvalidLLMService, parse_llmservice
 from llmservice.render import render_all
 from tests.e2e.children import dry_run_apply
 from tests.e2e.llmservice_crd import create

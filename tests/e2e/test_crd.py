@@ -16,7 +16,7 @@ import pytest
 import yaml
 from kubernetes import client
 
-from llmservice.api import parse_llmservice
+from llmservice.api.validation import parse_llmservice
 from llmservice.render import render_all
 from llmservice.sandbox.product import Product
 from tests.e2e.children import dry_run_apply

@@ -19,7 +19,7 @@ import pytest
 import yaml
 from kubernetes import client
 
-from llmservice.api import parse_llmservice
+from llmservice.api.validation import parse_llmservice
 from llmservice.sandbox import audit
 from llmservice.sandbox.cluster import Sandbox
 from llmservice.sandbox.product import Product

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from llmservice.api import parse_llmservice
+from llmservice.api.validation import parse_llmservice
 from llmservice.render import render_all
 
 REPO = Path(__file__).resolve().parents[2]

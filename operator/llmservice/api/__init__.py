@@ -2,6 +2,9 @@
 
 The CRD in `crds/` is generated from these models (`llmservice crd`), and offline validation
 evaluates the very CEL rules the CRD carries, so the schema, the CRD and the tests never drift.
+
+Validation (`llmservice.api.validation`, with cel-python behind it) is not imported here:
+the router reads the models' defaults and has no use for a CEL interpreter.
 """
 
 from llmservice.api.resource import (
@@ -15,7 +18,6 @@ from llmservice.api.resource import (
 )
 from llmservice.api.spec import LLMServiceSpec
 from llmservice.api.status import Condition, LLMServiceStatus, Throughput
-from llmservice.api.validation import FieldError, InvalidLLMService, parse_llmservice
 
 __all__ = [
     "API_VERSION",
@@ -25,11 +27,8 @@ __all__ = [
     "SHORT_NAME",
     "VERSION",
     "Condition",
-    "FieldError",
-    "InvalidLLMService",
     "LLMService",
     "LLMServiceSpec",
     "LLMServiceStatus",
     "Throughput",
-    "parse_llmservice",
 ]

@@ -25,7 +25,8 @@ from typing import Any
 from kubernetes import client
 from pydantic import ValidationError
 
-from llmservice.api import Condition, InvalidLLMService, LLMService, LLMServiceStatus, Throughput
+from llmservice.api import Condition, LLMService, LLMServiceStatus, Throughput
+from llmservice.api.validation import InvalidLLMService
 from llmservice.controller import conditions as c
 from llmservice.controller import observe
 from llmservice.controller.compare import is_subset

@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from llmservice.api import InvalidLLMService, LLMService, parse_llmservice
+from llmservice.api import LLMService
+from llmservice.api.validation import InvalidLLMService, parse_llmservice
 from llmservice.render import render_all
 
 Rendered = tuple[LLMService, list[dict[str, Any]]] | InvalidLLMService

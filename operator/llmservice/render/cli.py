@@ -10,7 +10,7 @@ import sys
 
 import yaml
 
-from llmservice.api import InvalidLLMService, parse_llmservice
+from llmservice.api.validation import InvalidLLMService, parse_llmservice
 from llmservice.render import render_all
 
 

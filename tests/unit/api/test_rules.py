@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from llmservice.api import InvalidLLMService, parse_llmservice
 from llmservice.api.crd import openapi_schema
 from llmservice.api.schema_types import PATTERN_EXPECTATIONS
 from llmservice.api.spec import OPERATOR_ENGINE_ENV, OWNED_ENGINE_FLAGS, OWNED_FLAG_ALIASES
+from llmservice.api.validation import InvalidLLMService, parse_llmservice
 from llmservice.render import render_all
 from tests.unit.api.fixtures import INVALID_CASES, MINIMAL, deep_merge
 

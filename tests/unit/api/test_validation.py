@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from llmservice.api import InvalidLLMService, parse_llmservice
+from llmservice.api.validation import InvalidLLMService, parse_llmservice
 from tests.unit.api.fixtures import INVALID_CASES, VALID_CASES
 
 

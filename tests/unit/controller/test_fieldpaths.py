@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from llmservice.api import LLMService, parse_llmservice
+from llmservice.api import LLMService
+from llmservice.api.validation import parse_llmservice
 from llmservice.controller.fieldpaths import describe, spec_field
 from llmservice.controller.refusals import Cause, Refusal
 from llmservice.render import render_all

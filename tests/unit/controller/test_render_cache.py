@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 
-from llmservice.api import InvalidLLMService
+from llmservice.api.validation import InvalidLLMService
 from llmservice.controller.render_cache import RenderCache
 from tests.unit.api.fixtures import MINIMAL
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from llmservice.api import parse_llmservice
+from llmservice.api.validation import parse_llmservice
 from llmservice.render import render_all
 from llmservice.router.metrics import RouterMetrics
 from llmservice.sim.config import SimConfig

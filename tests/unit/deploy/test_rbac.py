@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from llmservice.api import parse_llmservice
+from llmservice.api.validation import parse_llmservice
 from llmservice.render import render_all
 from tests.unit.deploy.manifests import REPO, one
 from tests.unit.golden import EXAMPLES

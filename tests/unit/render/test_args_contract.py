@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from llmservice.api import LLMService, parse_llmservice
+from llmservice.api import LLMService
+from llmservice.api.validation import parse_llmservice
 from llmservice.render import engine, router
 from llmservice.router.cli import build_config, parser
 from llmservice.sim.config import parse_args

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from llmservice.api import parse_llmservice
+from llmservice.api.validation import parse_llmservice
 from llmservice.render import engine, render_all
 from tests.unit.api.fixtures import MINIMAL, deep_merge
 

@@ -11,7 +11,8 @@ from typing import Any
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from llmservice.api import InvalidLLMService, LLMService, parse_llmservice
+from llmservice.api import LLMService
+from llmservice.api.validation import InvalidLLMService, parse_llmservice
 from llmservice.render import render_all
 from tests.unit.render.schemas import validate_object
 

@@ -8,7 +8,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from llmservice.api import parse_llmservice
+from llmservice.api.validation import parse_llmservice
 from llmservice.render import render_all
 from tests.unit.golden import EXAMPLES
 from tests.unit.render.schemas import TARGET_KUBERNETES_VERSION, validate_object

@@ -8,12 +8,14 @@ the router's own defaults do, and every API strategy must reach the balancer unc
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from typing import Any, get_args
 
 import pytest
 
-from llmservice.api import parse_llmservice
 from llmservice.api.spec import RoutingStrategy
+from llmservice.api.validation import parse_llmservice
 from llmservice.render import router as render_router
 from llmservice.router import RouterConfig, Strategy, cli
 from llmservice.router.cli import build_config, parser
@@ -95,3 +97,17 @@ def test_the_synopsis_shows_the_real_defaults() -> None:
             assert default == value, flag
         else:
             assert default == float(value), flag
+
+
+def test_the_router_loads_the_api_models_without_the_validation_machinery() -> None:
+    # A fresh interpreter, so modules other tests imported do not count.
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, llmservice.router.cli; print(sorted(sys.modules))"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    assert "'llmservice.api.spec'" in loaded
+    assert "'llmservice.api.validation'" not in loaded
+    assert "'celpy'" not in loaded
