@@ -17,6 +17,7 @@ import yaml
 from kubernetes import client
 
 from llmservice.sandbox.cluster import Sandbox
+from llmservice.sandbox.product import Product
 from tests.e2e.crds import wait_established
 from tests.e2e.operator_fixture import OperatorProcess
 from tests.e2e.test_operator import (
@@ -49,8 +50,8 @@ def installed_crd(kube: client.ApiClient) -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def operator(sandbox: Sandbox, installed_crd: None) -> Iterator[OperatorProcess]:
-    process = OperatorProcess(sandbox.kubeconfig, sandbox.dir.root / "operator-argocd.log")
+def operator(sandbox: Sandbox, installed_crd: None, product: Product) -> Iterator[OperatorProcess]:
+    process = OperatorProcess(sandbox.kubeconfig, sandbox.dir.root / "operator-argocd.log", product)
     process.start()
     yield process
     process.stop()
@@ -65,8 +66,7 @@ def custom(kube: client.ApiClient) -> client.CustomObjectsApi:
 def chat(
     operator: OperatorProcess, custom: client.CustomObjectsApi, namespace: str
 ) -> Iterator[str]:
-    """The LLMService's name; it is deleted and gone before the operator may stop, so no
-    finalizer outlives the test and holds up the CRD's deletion."""
+    """The LLMService's name; it is deleted after the test, so the next one starts clean."""
     yield "chat"
     try:
         custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "chat")
