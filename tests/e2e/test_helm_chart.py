@@ -149,7 +149,7 @@ VALUES: dict[str, Any] = {
     "serviceAccount": {"name": "operator", "annotations": {"iam.example/role": "llm"}},
     "watchNamespaces": ["team-a", "team-b"],
     "verbose": True,
-    "extraArgs": ["--timer-interval=30"],
+    "extraArgs": ["--resync-interval=30"],
     "resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"memory": "2Gi"}},
     "nodeSelector": {"pool": "system"},
     "tolerations": [{"key": "system", "operator": "Exists", "effect": "NoSchedule"}],
@@ -184,7 +184,7 @@ def test_values_reach_the_operator_pod(
         "--namespace=team-a",
         "--namespace=team-b",
         "--verbose",
-        "--timer-interval=30",
+        "--resync-interval=30",
     ]
     assert container["resources"] == VALUES["resources"]
     # Helm merges a map value into the default one.
