@@ -22,7 +22,11 @@ from kubernetes import client
 from llmservice.api.validation import parse_llmservice
 from llmservice.sandbox import audit
 from llmservice.sandbox.cluster import Sandbox
+from llmservice.sandbox.pki import Pki
 from llmservice.sandbox.product import Product
+from tests.e2e.admission_policy import policy_blocking_hosts
+from tests.e2e.admission_webhook import webhook_blocking_hosts
+from tests.e2e.blocked_hosts import BLOCKED_SUFFIX, HOST_FIELD, REFUSAL
 from tests.e2e.crds import wait_established
 from tests.e2e.llmservices import (
     GROUP,
@@ -572,30 +576,54 @@ def _wait_invalid_spec(
     return eventually(stalled, timeout, "Stalled=True with reason InvalidSpec")
 
 
-def test_child_refused_by_the_api_server_stalls_naming_the_field_until_fixed(
+def _policy_name(namespace: str) -> str:
+    return f"blocked-hosts-{namespace}"
+
+
+@pytest.fixture
+def webhook_blocks_hosts(
+    kube: client.ApiClient, sandbox: Sandbox, namespace: str
+) -> Iterator[client.ApiException]:
+    """An admission webhook refuses Ingress hosts under blocked.example in `namespace`."""
+    keys = Pki(sandbox.dir.pki)
+    with webhook_blocking_hosts(kube, keys, namespace, _policy_name(namespace)) as probe_refused:
+        yield probe_refused
+
+
+@pytest.fixture
+def policy_blocks_hosts(kube: client.ApiClient, namespace: str) -> Iterator[client.ApiException]:
+    """A ValidatingAdmissionPolicy refuses Ingress hosts under blocked.example in `namespace`."""
+    with policy_blocking_hosts(kube, namespace, _policy_name(namespace)) as probe_refused:
+        yield probe_refused
+
+
+def _causes(refused: client.ApiException) -> list[dict[str, Any]]:
+    causes: list[dict[str, Any]] = json.loads(refused.body or "{}")["details"]["causes"]
+    return causes
+
+
+def _stalls_on_its_ingress(
     operator: OperatorProcess,
     custom: client.CustomObjectsApi,
     core: client.CoreV1Api,
     apps: client.AppsV1Api,
-    kube: client.ApiClient,
     namespace: str,
-) -> None:
-    # Each annotation is valid, but together they pass the 256 KiB an object's annotations
-    # may hold: the schema cannot see it, the API server refuses the Ingress with a 422.
-    annotations = {f"example.com/note-{i:02d}": "x" * 4096 for i in range(64)}
-    ingress = {"enabled": True, "host": "chat.example.com", "annotations": annotations}
+    prefix: str,
+) -> str:
+    """An LLMService whose Ingress the cluster refuses stalls, saying so; its message."""
+    ingress = {"enabled": True, "host": f"chat{BLOCKED_SUFFIX}"}
     create_llms(custom, namespace, minimal(ingress=ingress))
     obj = _wait_invalid_spec(custom, namespace, READY_TIMEOUT)
-    message = condition(obj, "Stalled")["message"]
-    assert message.startswith("spec.ingress.annotations: Too long: ")
-    assert "(refused in Ingress chat metadata.annotations)" in message
+    message: str = condition(obj, "Stalled")["message"]
+    assert message.startswith(prefix)
+    assert REFUSAL in message
     assert (condition(obj, "Ready")["status"], condition(obj, "Ready")["reason"]) == (
         "False",
         "InvalidSpec",
     )
     assert condition(obj, "Reconciling")["status"] == "False"
     events = eventually(lambda: _events(core, namespace, "InvalidSpec"), 30, "a Warning Event")
-    assert events[0].message.startswith("spec.ingress.annotations: ")
+    assert events[0].message.startswith(prefix)
     # The children the API server accepts are applied all the same.
     assert apps.read_namespaced_deployment("chat-engine", namespace)
     lines = _log_lines_about(operator, namespace)
@@ -603,18 +631,56 @@ def test_child_refused_by_the_api_server_stalls_naming_the_field_until_fixed(
     assert refused
     assert refused[0]["name"] == "chat"
     assert refused[0]["level"] == "warning"
-    # The spec is larger than annotations may be: nothing may try to copy it into one.
+    # The spec's fault, not the operator's: nothing about it is logged as an error.
     assert not [e for e in lines if e["level"] == "error"]
+    return message
 
-    # A merge patch: null removes each long annotation.
-    fixed: dict[str, Any] = {key: None for key in annotations} | {"example.com/note": "fixed"}
-    custom.patch_namespaced_custom_object(
-        GROUP, VERSION, namespace, PLURAL, "chat", {"spec": {"ingress": {"annotations": fixed}}}
-    )
+
+def _allowed_host_becomes_ready(
+    custom: client.CustomObjectsApi, kube: client.ApiClient, namespace: str
+) -> None:
+    allowed = {"spec": {"ingress": {"host": "chat.example.com"}}}
+    custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "chat", allowed)
     obj = wait_ready(custom, namespace, "chat")
     assert condition(obj, "Stalled")["status"] == "False"
     live = client.NetworkingV1Api(kube).read_namespaced_ingress("chat", namespace)
-    assert live.metadata.annotations["example.com/note"] == "fixed"
+    assert [rule.host for rule in live.spec.rules] == ["chat.example.com"]
+
+
+def test_child_refused_by_the_api_server_stalls_naming_the_field_until_fixed(
+    operator: OperatorProcess,
+    custom: client.CustomObjectsApi,
+    core: client.CoreV1Api,
+    apps: client.AppsV1Api,
+    kube: client.ApiClient,
+    namespace: str,
+    webhook_blocks_hosts: client.ApiException,
+) -> None:
+    # The LLMService is valid; the cluster refuses its Ingress the way built-in validation
+    # refuses a field: 422 Invalid, the field named in the causes.
+    assert webhook_blocks_hosts.status == 422
+    assert [c.get("field") for c in _causes(webhook_blocks_hosts)] == [HOST_FIELD]
+    message = _stalls_on_its_ingress(operator, custom, core, apps, namespace, "spec.ingress.host: ")
+    assert message.endswith(f"(refused in Ingress chat {HOST_FIELD})")
+    _allowed_host_becomes_ready(custom, kube, namespace)
+
+
+def test_child_refused_by_a_policy_naming_no_field_stalls_naming_the_child_until_fixed(
+    operator: OperatorProcess,
+    custom: client.CustomObjectsApi,
+    core: client.CoreV1Api,
+    apps: client.AppsV1Api,
+    kube: client.ApiClient,
+    namespace: str,
+    policy_blocks_hosts: client.ApiException,
+) -> None:
+    # A policy's refusal is a 422 too, but its one cause names no field: there is no spec
+    # field to name, so the message names the child and passes the policy's words on.
+    assert policy_blocks_hosts.status == 422
+    assert [c.get("field") for c in _causes(policy_blocks_hosts)] == [None]
+    message = _stalls_on_its_ingress(operator, custom, core, apps, namespace, "Ingress chat: ")
+    assert f"ValidatingAdmissionPolicy '{_policy_name(namespace)}'" in message
+    _allowed_host_becomes_ready(custom, kube, namespace)
 
 
 # Specs the API server admitted before admission rules covered them, whose children it then
