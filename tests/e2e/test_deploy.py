@@ -25,6 +25,7 @@ from llmservice.sandbox.progress import Progress
 from llmservice.sandbox.runtime.records import PodProcess, load_all
 from tests.e2e.crds import wait_established
 from tests.e2e.installed import assert_runs_product
+from tests.e2e.llmservices import get_llms
 from tests.e2e.probes import answers
 from tests.e2e.waiting import eventually
 
@@ -228,6 +229,9 @@ def test_sandbox_example_turns_ready_with_tokens_per_second(
     for pod in served:
         assert_runs_product(pod.process.pid, product)
     custom = client.CustomObjectsApi(kube)
+    # The status with throughput, as the deployed operator wrote it, read through the model.
+    status = get_llms(custom, namespace, stack.EXAMPLE_NAME)["status"]
+    assert status["throughput"]["generationTokensPerSecond"] > 0, status
     custom.delete_namespaced_custom_object(
         stack.GROUP, stack.VERSION, namespace, stack.PLURAL, stack.EXAMPLE_NAME
     )

@@ -24,6 +24,7 @@ from llmservice.sandbox.cluster import Sandbox
 from llmservice.sandbox.runtime.records import PodProcess, load_all
 from tests.e2e.crds import wait_established
 from tests.e2e.helm import CHART, RELEASE, Helm
+from tests.e2e.llmservices import wait_ready
 from tests.e2e.probes import answers
 from tests.e2e.waiting import eventually
 
@@ -158,14 +159,8 @@ def test_operator_makes_an_llmservice_ready(
     custom = client.CustomObjectsApi(kube)
     custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, minimal("chat"))
 
-    def is_ready() -> bool:
-        obj: Any = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "chat")
-        status = obj.get("status") or {}
-        return status.get("observedGeneration") == obj["metadata"]["generation"] and any(
-            c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions", [])
-        )
-
-    eventually(is_ready, timeout=READY_TIMEOUT, what=f"LLMService {namespace}/chat to be Ready")
+    # Every status read on the way is checked against the status model.
+    wait_ready(custom, namespace, "chat", timeout=READY_TIMEOUT)
     custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "chat")
     eventually(
         lambda: (
