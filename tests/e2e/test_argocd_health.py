@@ -13,15 +13,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import yaml
 from kubernetes import client
 
 from llmservice.sandbox.cluster import Sandbox
 from llmservice.sandbox.product import Product
-from tests.e2e.crds import wait_established
-from tests.e2e.operator_fixture import OperatorProcess
-from tests.e2e.test_operator import (
-    CRD_FILE,
+from tests.e2e.llmservices import (
     GROUP,
     PLURAL,
     READY_TIMEOUT,
@@ -32,6 +28,7 @@ from tests.e2e.test_operator import (
     minimal,
     wait_ready,
 )
+from tests.e2e.operator_fixture import OperatorProcess
 from tests.e2e.waiting import eventually
 from tests.unit.deploy.argocd_health import CONFIGMAP_KEY, HEALTH_SCRIPT, Health, argocd_health
 
@@ -39,18 +36,9 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def installed_crd(kube: client.ApiClient) -> Iterator[None]:
-    extensions = client.ApiextensionsV1Api(kube)
-    document: Any = yaml.safe_load(CRD_FILE.read_text(encoding="utf-8"))
-    extensions.create_custom_resource_definition(document)
-    name = document["metadata"]["name"]
-    wait_established(kube, name)
-    yield
-    extensions.delete_custom_resource_definition(name)
-
-
-@pytest.fixture(scope="module")
-def operator(sandbox: Sandbox, installed_crd: None, product: Product) -> Iterator[OperatorProcess]:
+def operator(
+    sandbox: Sandbox, llmservice_crd: dict[str, Any], product: Product
+) -> Iterator[OperatorProcess]:
     process = OperatorProcess(sandbox.kubeconfig, sandbox.dir.root / "operator-argocd.log", product)
     process.start()
     yield process

@@ -27,7 +27,6 @@ from llmservice.sandbox.product import Product
 from tests.e2e.admission_policy import policy_blocking_hosts
 from tests.e2e.admission_webhook import webhook_blocking_hosts
 from tests.e2e.blocked_hosts import BLOCKED_SUFFIX, HOST_FIELD, REFUSAL
-from tests.e2e.crds import wait_established
 from tests.e2e.llmservices import (
     GROUP,
     PLURAL,
@@ -45,21 +44,9 @@ from tests.e2e.waiting import eventually, holds_for
 pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
-CRD_FILE = REPO / "crds" / "llmservices.serving.llmservice.dev.yaml"
 EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
 INSTANCE = "app.kubernetes.io/instance=chat"
 GPU = "nvidia.com/gpu"
-
-
-@pytest.fixture(scope="module")
-def installed_crd(kube: client.ApiClient) -> Iterator[None]:
-    extensions = client.ApiextensionsV1Api(kube)
-    document: Any = yaml.safe_load(CRD_FILE.read_text(encoding="utf-8"))
-    extensions.create_custom_resource_definition(document)
-    name = document["metadata"]["name"]
-    wait_established(kube, name)
-    yield
-    extensions.delete_custom_resource_definition(name)
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +62,7 @@ def gpu_nodes_labelled(kube: client.ApiClient) -> None:
 
 @pytest.fixture(scope="module")
 def operator(
-    sandbox: Sandbox, installed_crd: None, gpu_nodes_labelled: None, product: Product
+    sandbox: Sandbox, llmservice_crd: dict[str, Any], gpu_nodes_labelled: None, product: Product
 ) -> Iterator[OperatorProcess]:
     log = sandbox.dir.root / "operator-e2e.log"
     process = OperatorProcess(sandbox.kubeconfig, log, product)
