@@ -136,27 +136,40 @@ def without_nulls(value: Any) -> Any:
     return value
 
 
-def list_type_errors(schema: Mapping[str, Any], value: Any, path: str) -> Iterator[FieldError]:
-    """Duplicates in lists the CRD declares `x-kubernetes-list-type: set` or `map`."""
-    if isinstance(value, list):
-        list_type = schema.get("x-kubernetes-list-type")
-        keys = schema.get("x-kubernetes-list-map-keys", [])
-        seen: list[Any] = []
-        for index, item in enumerate(value):
-            if list_type == "set" or (list_type == "map" and isinstance(item, Mapping)):
-                identity = [item.get(k) for k in keys] if list_type == "map" else item
-                if identity in seen:
-                    yield FieldError(f"{path}[{index}]", f"duplicate value {identity!r}")
-                seen.append(identity)
-            items = schema.get("items")
-            if isinstance(items, Mapping):
-                yield from list_type_errors(items, item, f"{path}[{index}]")
-    elif isinstance(value, Mapping):
+def schema_nodes(
+    schema: Mapping[str, Any], value: Any, path: Path = ()
+) -> Iterator[tuple[Mapping[str, Any], Any, Path]]:
+    """Every value inside `value` with the schema node that describes it, parents first.
+
+    The one walk behind the checks below, so each of them says only what it checks.
+    """
+    yield schema, value, path
+    if isinstance(value, Mapping):
         properties = schema.get("properties", {})
         for key, child in value.items():
             child_schema = properties.get(key) or schema.get("additionalProperties")
             if isinstance(child_schema, Mapping):
-                yield from list_type_errors(child_schema, child, f"{path}.{key}")
+                yield from schema_nodes(child_schema, child, (*path, key))
+    elif isinstance(value, list) and isinstance(schema.get("items"), Mapping):
+        for index, item in enumerate(value):
+            yield from schema_nodes(schema["items"], item, (*path, index))
+
+
+def list_type_errors(schema: Mapping[str, Any], value: Any, path: Path) -> Iterator[FieldError]:
+    """Duplicates in lists the CRD declares `x-kubernetes-list-type: set` or `map`."""
+    for node, items, where in schema_nodes(schema, value, path):
+        list_type = node.get("x-kubernetes-list-type")
+        if not isinstance(items, list) or list_type not in ("set", "map"):
+            continue
+        keys = node.get("x-kubernetes-list-map-keys", [])
+        seen: list[Any] = []
+        for index, item in enumerate(items):
+            if list_type == "map" and not isinstance(item, Mapping):
+                continue
+            identity = [item.get(k) for k in keys] if list_type == "map" else item
+            if identity in seen:
+                yield FieldError(_path((*where, index)), f"duplicate value {identity!r}")
+            seen.append(identity)
 
 
 class _UnreadableInteger:
@@ -173,19 +186,11 @@ class _UnreadableInteger:
     __hash__ = object.__hash__
 
 
-def _integral_floats(schema: Mapping[str, Any], value: Any, path: Path) -> Iterator[Path]:
+def _integral_floats(schema: Mapping[str, Any], value: Any) -> Iterator[Path]:
     """Paths of integer fields holding a float without fraction."""
-    if schema.get("type") == "integer" and isinstance(value, float) and value.is_integer():
-        yield path
-    elif isinstance(value, Mapping):
-        properties = schema.get("properties", {})
-        for key, child in value.items():
-            child_schema = properties.get(key) or schema.get("additionalProperties")
-            if isinstance(child_schema, Mapping):
-                yield from _integral_floats(child_schema, child, (*path, key))
-    elif isinstance(value, list) and isinstance(schema.get("items"), Mapping):
-        for index, item in enumerate(value):
-            yield from _integral_floats(schema["items"], item, (*path, index))
+    for node, number, path in schema_nodes(schema, value):
+        if node.get("type") == "integer" and isinstance(number, float) and number.is_integer():
+            yield path
 
 
 def _get(document: Any, path: Path) -> Any:
@@ -222,30 +227,23 @@ def _rule_holds(rule: str, value: Any) -> bool:
     return not isinstance(result, Exception) and bool(result)
 
 
-def cel_errors(schema: Mapping[str, Any], value: Any, path: str = "") -> Iterator[FieldError]:
+def cel_errors(schema: Mapping[str, Any], value: Any) -> Iterator[FieldError]:
     """Evaluate every CEL rule of `schema` (recursively) against `value`.
 
     Transition rules (those reading `oldSelf`) only run on updates, so they are skipped here,
     as the API server skips them on create.
     """
-    for rule in schema.get(CEL_RULES_KEY, []):
-        if "oldSelf" in rule["rule"]:
-            continue
-        try:
-            holds = _rule_holds(rule["rule"], value)
-        except CELEvalError:
-            holds = False
-        if not holds:
-            yield FieldError((path + rule.get("fieldPath", "")).lstrip("."), rule["message"])
-    if isinstance(value, dict):
-        properties = schema.get("properties", {})
-        for key, child in value.items():
-            child_schema = properties.get(key) or schema.get("additionalProperties")
-            if isinstance(child_schema, Mapping):
-                yield from cel_errors(child_schema, child, f"{path}.{key}")
-    elif isinstance(value, list) and isinstance(schema.get("items"), Mapping):
-        for index, item in enumerate(value):
-            yield from cel_errors(schema["items"], item, f"{path}[{index}]")
+    for node, current, path in schema_nodes(schema, value):
+        for rule in node.get(CEL_RULES_KEY, []):
+            if "oldSelf" in rule["rule"]:
+                continue
+            try:
+                holds = _rule_holds(rule["rule"], current)
+            except CELEvalError:
+                holds = False
+            if not holds:
+                where = (_path(path) + rule.get("fieldPath", "")).lstrip(".")
+                yield FieldError(where, rule["message"])
 
 
 @cache
@@ -280,14 +278,14 @@ def parse_llmservice(document: Any) -> LLMService:
     body = without_nulls({key: value for key, value in document.items() if key != "status"})
     schema = _crd_schema()
     spec_schema = schema["properties"]["spec"]
-    floats = list(_integral_floats(spec_schema, body.get("spec"), ()))
+    floats = list(_integral_floats(spec_schema, body.get("spec")))
     for path in floats:
         _replace(body["spec"], path, int(_get(body["spec"], path)))
     try:
         service = LLMService.model_validate(body, strict=True, by_alias=True, by_name=False)
     except ValidationError as error:
         raise InvalidLLMService(_pydantic_errors(error)) from None
-    errors = list(list_type_errors(spec_schema, body["spec"], "spec"))
+    errors = list(list_type_errors(spec_schema, body["spec"], ("spec",)))
     defaulted = {
         "metadata": {"name": service.metadata.name, "namespace": service.metadata.namespace},
         "spec": service.spec.model_dump(by_alias=True, exclude_none=True, mode="json"),
