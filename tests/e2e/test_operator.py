@@ -388,10 +388,13 @@ def test_converged_llmservice_makes_no_writes(
     create_llms(custom, namespace, minimal())
     wait_ready(custom, namespace, "chat")
 
-    def throughput_written() -> bool:
-        return bool(get_llms(custom, namespace, "chat")["status"].get("throughput"))
+    def converged() -> bool:
+        # Ready needs one router replica; both (the default is 2) must be ready before the
+        # status stops changing, and the first throughput must have been written.
+        status = get_llms(custom, namespace, "chat")["status"]
+        return bool(status.get("throughput")) and status.get("routerReadyReplicas") == 2
 
-    eventually(throughput_written, 60, "the first throughput in the status")
+    eventually(converged, 60, "both router replicas ready and the first throughput written")
     start = audit.size(sandbox.dir.audit_log)
 
     def operator_patches() -> list[str]:
