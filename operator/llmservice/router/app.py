@@ -45,6 +45,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 from llmservice.router.accesslog import AccessLog
 from llmservice.router.auth import ApiKeys
 from llmservice.router.balancer import Balancer, make_balancer, routing_key
+from llmservice.router.clients import Client
 from llmservice.router.config import RouterConfig
 from llmservice.router.discovery import Discovery, Replica
 from llmservice.router.errors import (
@@ -201,7 +202,7 @@ class RouterApp:
         exchange = Exchange(request_id=request_id, route=route, model="")
         try:
             if self.api_keys is not None and (path in PROXIED or path in (API_CHAT, "/v1/models")):
-                self._authenticate(self.api_keys, scope)
+                exchange.client = self._authenticate(self.api_keys, scope)
             if path in PROXIED or path == API_CHAT:
                 await self._proxied(scope, receive, send, exchange, started)
             else:
@@ -216,9 +217,11 @@ class RouterApp:
         finally:
             self._record(exchange, started, path, scope["method"])
 
-    def _authenticate(self, api_keys: ApiKeys, scope: Scope) -> None:
-        if api_keys.authenticate(self._header(scope, b"authorization")) is None:
+    def _authenticate(self, api_keys: ApiKeys, scope: Scope) -> Client:
+        client = api_keys.authenticate(self._header(scope, b"authorization"))
+        if client is None:
             raise Unauthorized("Missing or unknown API key: send Authorization: Bearer <key>.")
+        return client
 
     def _record(self, exchange: Exchange, started: float, path: str, method: str) -> None:
         duration = self.clock() - started

@@ -22,6 +22,8 @@ from typing import Annotated
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from llmservice.router.clients import Client
+
 __all__ = ["ApiKeys", "load_api_keys"]
 
 
@@ -46,15 +48,15 @@ def _digest(key: str) -> bytes:
 
 @dataclass(frozen=True)
 class ApiKeys:
-    """Digest -> key name."""
+    """Digest -> the client that key identifies."""
 
-    names: dict[bytes, str]
+    clients: dict[bytes, Client]
 
-    def authenticate(self, authorization: bytes | None) -> str | None:
-        """The key's name for an `Authorization: Bearer <key>` header, else None."""
+    def authenticate(self, authorization: bytes | None) -> Client | None:
+        """The key's client for an `Authorization: Bearer <key>` header, else None."""
         if not authorization or authorization[:7].lower() != b"bearer ":
             return None
-        return self.names.get(hashlib.sha256(authorization[7:].strip()).digest())
+        return self.clients.get(hashlib.sha256(authorization[7:].strip()).digest())
 
 
 def load_api_keys(path: str) -> ApiKeys:
@@ -72,7 +74,7 @@ def load_api_keys(path: str) -> ApiKeys:
             for e in error.errors(include_url=False, include_input=False)
         )
         raise ValueError(f"API keys file {path} is invalid: {problems}") from None
-    names = {_digest(entry.key): entry.name for entry in parsed.keys}
-    if len(names) != len(parsed.keys):
+    clients = {_digest(entry.key): Client(name=entry.name) for entry in parsed.keys}
+    if len(clients) != len(parsed.keys):
         raise ValueError(f"API keys file {path} repeats a key")
-    return ApiKeys(names)
+    return ApiKeys(clients)

@@ -36,6 +36,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from llmservice.router.balancer import Balancer
+from llmservice.router.clients import ANONYMOUS, Client
 from llmservice.router.config import RouterConfig
 from llmservice.router.deadlines import TIMEOUT_MESSAGES, Watchdog
 from llmservice.router.discovery import Replica
@@ -104,6 +105,7 @@ class Exchange:
     request_id: str
     route: str
     model: str
+    client: Client = ANONYMOUS
     key: str | None = None
     key_kind: str = "none"
     session: str | None = None
