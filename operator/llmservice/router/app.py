@@ -56,6 +56,8 @@ from llmservice.router.errors import (
     Unauthorized,
     error_body,
 )
+from llmservice.router.keys_metrics import ApiKeysMetrics
+from llmservice.router.keys_reload import ApiKeysFile
 from llmservice.router.metrics import RouterMetrics
 from llmservice.router.payloads import (
     api_chat_request,
@@ -78,6 +80,8 @@ PROXIED = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/embeddings"
 API_CHAT = "/api/chat"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
 _JSON = [(b"content-type", b"application/json")]
+# RFC 6750: a 401 names the scheme the client should authenticate with.
+_BEARER_CHALLENGE = (b"www-authenticate", b"Bearer")
 LOG_FLUSH_INTERVAL = 1.0
 # How long a proxied request runs before the app starts listening for a disconnect.
 WATCH_AFTER = 0.05
@@ -100,9 +104,14 @@ class RouterApp:
         access_log: AccessLog,
         clock: Callable[[], float] = time.monotonic,
         api_keys: ApiKeys | None = None,
+        api_keys_file: ApiKeysFile | None = None,
     ) -> None:
         self.config = config
-        self.api_keys = api_keys
+        # Read per request; replaced in one assignment when the keys file changes.
+        self.api_keys = api_keys_file.keys if api_keys_file is not None else api_keys
+        self.api_keys_file = api_keys_file
+        if api_keys_file is not None:
+            metrics.registry.register(ApiKeysMetrics(api_keys_file))
         self.discovery = discovery
         self.metrics = metrics
         self.access_log = access_log
@@ -111,6 +120,7 @@ class RouterApp:
         metrics.in_flight = lambda: self.proxy.loads
         self.draining = False
         self._flusher: asyncio.Task[None] | None = None
+        self._keys_watch: asyncio.Task[None] | None = None
         self._session_header = config.session_header.lower().encode()
         self._request_id_header = config.request_id_header.lower().encode()
         self._models = self._models_body()
@@ -122,17 +132,20 @@ class RouterApp:
     # -- lifecycle ----------------------------------------------------------------------
 
     async def startup(self) -> None:
-        """Open the upstream pool and start discovery."""
+        """Open the upstream pool, start discovery and the keys file watch."""
         self.proxy.pool = make_pool(self.config)
         self._flusher = asyncio.create_task(self._flush_logs())
+        if self.api_keys_file is not None:
+            self._keys_watch = asyncio.create_task(self.api_keys_file.watch(self.use_api_keys))
         await self.discovery.start(self._on_replicas)
 
     async def shutdown(self) -> None:
-        if self._flusher is not None:
-            self._flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._flusher
-            self._flusher = None
+        for task in (self._flusher, self._keys_watch):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._flusher = self._keys_watch = None
         self.access_log.flush()
         await self.discovery.stop()
         if self.proxy.pool is not None:
@@ -147,6 +160,10 @@ class RouterApp:
     def begin_drain(self) -> None:
         """Fail /readyz from now on; requests in flight and new ones are still served."""
         self.draining = True
+
+    def use_api_keys(self, keys: ApiKeys) -> None:
+        """From the next request on, authenticate with `keys`; requests in flight go on."""
+        self.api_keys = keys
 
     def _on_replicas(self, routable: dict[str, Replica]) -> None:
         self.proxy.set_replicas(routable)
@@ -202,7 +219,7 @@ class RouterApp:
         exchange = Exchange(request_id=request_id, route=route, model="")
         try:
             if self.api_keys is not None and (path in PROXIED or path in (API_CHAT, "/v1/models")):
-                exchange.client = self._authenticate(self.api_keys, scope)
+                exchange.client = self._authenticate(self.api_keys, scope, exchange)
             if path in PROXIED or path == API_CHAT:
                 await self._proxied(scope, receive, send, exchange, started)
             else:
@@ -217,9 +234,10 @@ class RouterApp:
         finally:
             self._record(exchange, started, path, scope["method"])
 
-    def _authenticate(self, api_keys: ApiKeys, scope: Scope) -> Client:
+    def _authenticate(self, api_keys: ApiKeys, scope: Scope, exchange: Exchange) -> Client:
         client = api_keys.authenticate(self._header(scope, b"authorization"))
         if client is None:
+            exchange.extra_headers.append(_BEARER_CHALLENGE)
             raise Unauthorized("Missing or unknown API key: send Authorization: Bearer <key>.")
         return client
 
@@ -401,8 +419,12 @@ def create_app(
     balancer: Balancer | None = None,
     clock: Callable[[], float] = time.monotonic,
     api_keys: ApiKeys | None = None,
+    api_keys_file: ApiKeysFile | None = None,
 ) -> RouterApp:
-    """A router app; every collaborator can be injected, none is shared between apps."""
+    """A router app; every collaborator can be injected, none is shared between apps.
+
+    `api_keys` are fixed keys; `api_keys_file` is a keys file the app watches and reloads.
+    """
     return RouterApp(
         config,
         discovery=discovery,
@@ -411,4 +433,5 @@ def create_app(
         access_log=access_log or AccessLog(),
         clock=clock,
         api_keys=api_keys,
+        api_keys_file=api_keys_file,
     )

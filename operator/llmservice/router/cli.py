@@ -26,7 +26,8 @@ where it has the same knob)::
       --max-body-bytes 8388608
       --max-connections 1024             upstream connection pool size
       --forward-authorization            pass the client's Authorization header upstream
-      --api-keys-file PATH               API keys (YAML), enforced: Bearer <key> or 401
+      --api-keys-file PATH               API keys (YAML), enforced: Bearer <key> or 401;
+                                         reloaded when the file changes
       # lifecycle
       --drain-delay 5                    after SIGTERM: /readyz fails, traffic still served
       --grace-period 60                  then in-flight requests get this long to finish
@@ -50,7 +51,6 @@ from llmservice.logs import JsonFormatter
 from llmservice.router import config as defaults
 from llmservice.router.accesslog import AccessLog
 from llmservice.router.app import create_app
-from llmservice.router.auth import load_api_keys
 from llmservice.router.config import (
     BalancerConfig,
     DiscoveryConfig,
@@ -65,6 +65,7 @@ from llmservice.router.discovery import (
     StaticDiscovery,
     load_api_server,
 )
+from llmservice.router.keys_reload import ApiKeysFile
 from llmservice.router.server import serve
 
 __all__ = ["JsonFormatter", "build_config", "main", "parser"]
@@ -194,10 +195,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--api-keys-file",
         default=None,
-        help="YAML file of named API keys; when set, /v1/chat/completions, /v1/completions,"
-        " /v1/embeddings, /v1/models and /api/chat need 'Authorization: Bearer <key>' (401"
-        " otherwise), and a file that cannot be read stops the router at start; without it"
-        " the router is open",
+        help="YAML file of named API keys and their limits; when set, /v1/chat/completions,"
+        " /v1/completions, /v1/embeddings, /v1/models and /api/chat need 'Authorization:"
+        " Bearer <key>' (401 otherwise). A file that cannot be read or parsed stops the"
+        " router at start; a changed file is applied within seconds, or rejected (the last"
+        " good keys stay) if it does not parse. Without it the router is open",
     )
     p.add_argument(
         "--drain-delay",
@@ -284,10 +286,10 @@ def main(argv: list[str]) -> int:
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter())
     logging.basicConfig(level=args.log_level.upper(), handlers=[handler], force=True)
-    api_keys = None
+    api_keys_file = None
     if config.api_keys_file:
         try:
-            api_keys = load_api_keys(config.api_keys_file)
+            api_keys_file = ApiKeysFile.load(config.api_keys_file)
         except ValueError as error:
             print(f"llmservice router: {error}", file=sys.stderr)
             return 2
@@ -300,7 +302,7 @@ def main(argv: list[str]) -> int:
         config,
         discovery=discovery,
         access_log=AccessLog(enabled=not args.no_access_log),
-        api_keys=api_keys,
+        api_keys_file=api_keys_file,
     )
     serve(
         app,

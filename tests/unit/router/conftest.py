@@ -85,6 +85,7 @@ class RouterServer:
         *,
         discovery: Any = None,
         api_keys: Any = None,
+        api_keys_file: Any = None,
     ) -> None:
         self.log = io.StringIO()
         self.app: RouterApp = create_app(
@@ -92,6 +93,7 @@ class RouterServer:
             discovery=discovery or StaticDiscovery(cfg.discovery.static_backends),
             access_log=AccessLog(self.log),
             api_keys=api_keys,
+            api_keys_file=api_keys_file,
         )
         self._sock = socket.socket()
         self._sock.bind(("127.0.0.1", 0))
