@@ -4,9 +4,10 @@
   a kubeconfig the process reads through `KUBECONFIG`. The process never sees admin
   credentials, so the RBAC that the operator renders is what it gets.
 - Secret and ConfigMap volumes are read from the API and written under the Pod's directory
-  (emptyDirs become empty directories there); every container arg or env value that starts
-  with a mount path is rewritten to the local copy, since the process runs on this
-  machine's file system.
+  in the kubelet's layout (`atomic_volume`), and `refresh_volumes` updates them atomically
+  when their source changes, as a kubelet does; emptyDirs become empty directories there.
+  Every container arg or env value that starts with a mount path is rewritten to the local
+  copy, since the process runs on this machine's file system.
 - Env: plain values, `fieldRef` (name, namespace, IPs, node, ServiceAccount),
   `secretKeyRef` / `configMapKeyRef`, and `envFrom`.
 
@@ -26,6 +27,7 @@ from typing import Any
 from kubernetes import client
 
 from llmservice.sandbox.kubeconfig import write_token
+from llmservice.sandbox.runtime.atomic_volume import write_volume
 
 # A kubelet rotates a Pod's token before it expires and clients re-read it; these processes
 # read their kubeconfig once. So the token lasts longer than any sandbox is left running.
@@ -130,34 +132,57 @@ class PodMaterializer:
             directory / "kubeconfig", self.server, self.ca, str(token.status.token), namespace
         )
 
+    def _projection(self, namespace: str, volume: Any) -> dict[str, bytes] | None:
+        """The files of a Secret or ConfigMap volume (honouring `items`); None for others.
+
+        Raises `MissingReference` for a source or key that is missing and not optional.
+        """
+        if volume.secret is not None:
+            source = volume.secret
+            kind, name = SECRET, source.secret_name
+        elif volume.config_map is not None:
+            source = volume.config_map
+            kind, name = CONFIG_MAP, source.name
+        else:
+            return None
+        found = self._read(kind, namespace, name)
+        if found is None:
+            if source.optional:
+                return {}
+            raise MissingReference(
+                f'MountVolume.SetUp failed for volume "{volume.name}" : '
+                f'{kind.lower()} "{name}" not found',
+                mounting=True,
+            )
+        if not source.items:
+            return found
+        files: dict[str, bytes] = {}
+        for item in source.items:
+            if item.key in found:
+                files[item.path] = found[item.key]
+            elif not source.optional:
+                what = "configmap references non-existent config key"
+                if kind == SECRET:
+                    what = "references non-existent secret key"
+                raise MissingReference(
+                    f'MountVolume.SetUp failed for volume "{volume.name}" : {what}: {item.key}',
+                    mounting=True,
+                )
+        return files
+
     def volumes(self, pod: Any, directory: Path) -> dict[str, Path]:
         """Write Secret and ConfigMap volumes; return mount path -> local directory."""
         namespace = pod.metadata.namespace
         local: dict[str, Path] = {}
         for volume in pod.spec.volumes or []:
-            if volume.secret is not None:
-                source = (SECRET, volume.secret.secret_name, volume.secret.optional)
-            elif volume.config_map is not None:
-                source = (CONFIG_MAP, volume.config_map.name, volume.config_map.optional)
+            target = directory / "volumes" / volume.name
+            files = self._projection(namespace, volume)
+            if files is not None:
+                write_volume(target, files)
             elif volume.empty_dir is not None:
-                source = None
+                target.mkdir(parents=True, exist_ok=True)
             else:
                 continue
-            files: dict[str, bytes] = {}
-            if source is not None:
-                kind, name, optional = source
-                found = self._read(kind, namespace, name)
-                if found is None and not optional:
-                    raise MissingReference(
-                        f'MountVolume.SetUp failed for volume "{volume.name}" : '
-                        f'{kind.lower()} "{name}" not found',
-                        mounting=True,
-                    )
-                files = found or {}
-            target = directory / "volumes" / volume.name
-            target.mkdir(parents=True, exist_ok=True)
-            for key, value in files.items():
-                (target / key).write_bytes(value)
             local[volume.name] = target
         container = pod.spec.containers[0]
         mounts: dict[str, Path] = {}
@@ -165,6 +190,28 @@ class PodMaterializer:
             if mount.name in local:
                 mounts[mount.mount_path.rstrip("/")] = local[mount.name]
         return mounts
+
+    def refresh_volumes(self, pod: Any) -> list[str]:
+        """Bring the running Pod's Secret and ConfigMap volumes up to date, atomically.
+
+        Returns the names of the volumes that changed. As a kubelet does, a source that is
+        gone (or lost a key) leaves the files as they were; its error is raised after the
+        other volumes are refreshed.
+        """
+        directory = self.root / pod.metadata.uid
+        changed: list[str] = []
+        missing: MissingReference | None = None
+        for volume in pod.spec.volumes or []:
+            try:
+                files = self._projection(pod.metadata.namespace, volume)
+            except MissingReference as error:
+                missing = error
+                continue
+            if files is not None and write_volume(directory / "volumes" / volume.name, files):
+                changed.append(volume.name)
+        if missing is not None:
+            raise missing
+        return changed
 
     def _field(self, pod: Any, path: str) -> str:
         values = {

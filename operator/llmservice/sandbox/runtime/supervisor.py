@@ -9,7 +9,8 @@ It also plays the kubelet's part in the Pod's status (see `stages` for why kwok 
 ContainerCreating while a volume's Secret is missing (with a FailedMount Event),
 CreateContainerConfigError while an env reference is, Running once the process is started,
 Ready once the readiness probe passes, CrashLoopBackOff while a crashed process waits for
-its restart.
+its restart. While a process runs, its Secret and ConfigMap volumes follow their sources
+every `VOLUME_REFRESH_SECONDS` (atomically, in the kubelet's layout).
 
 The processes run llmservice from the installed product it is given, as the image would.
 """
@@ -40,6 +41,9 @@ from llmservice.sandbox.runtime.workloads import (
 )
 
 RESTART_BACKOFF_SECONDS = 2.0
+# How often a running Pod's Secret and ConfigMap volumes are compared with their sources:
+# a kubelet takes up to a minute or so; seconds keep tests of file rotation short.
+VOLUME_REFRESH_SECONDS = 2.0
 MAX_BACKOFF_SECONDS = 60.0
 log = logging.getLogger("llmservice.sandbox.runtime")
 
@@ -77,6 +81,7 @@ class Supervisor:
         self.last_start: dict[str, float] = {}
         self.starts: dict[str, int] = {}
         self.started_at: dict[str, str] = {}
+        self.refreshed_at: dict[str, float] = {}
 
     def reconcile(self) -> None:
         pods: list[Any] = self.core.list_pod_for_all_namespaces(label_selector=POD_SELECTOR).items
@@ -107,6 +112,7 @@ class Supervisor:
         self.last_start.pop(uid, None)
         self.starts.pop(uid, None)
         self.started_at.pop(uid, None)
+        self.refreshed_at.pop(uid, None)
         self.prober.forget(uid)
         self.kubelet.forget(uid)
 
@@ -121,6 +127,7 @@ class Supervisor:
             ready = self.prober.ready(uid, probe, current.ip)
             started_at = self.started_at.setdefault(uid, now_rfc3339())
             self.kubelet.status(pod, podstatus.running(started_at, ready, self.restarts(uid)))
+            self.refresh_volumes(pod)
             return
         if current is not None:
             self.prober.forget(uid)
@@ -161,6 +168,23 @@ class Supervisor:
             self.kubelet.status(
                 pod, podstatus.running(self.started_at[uid], False, self.restarts(uid))
             )
+
+    def refresh_volumes(self, pod: Any) -> None:
+        """Update a running Pod's Secret and ConfigMap volumes when due, as a kubelet does."""
+        uid = pod.metadata.uid
+        now = self.clock()
+        if now - self.refreshed_at.setdefault(uid, now) < VOLUME_REFRESH_SECONDS:
+            return
+        self.refreshed_at[uid] = now
+        where = (pod.metadata.namespace, pod.metadata.name)
+        try:
+            changed = self.materializer.refresh_volumes(pod)
+        except MissingReference as missing:
+            # The files stay as they were; a kubelet reports this as an Event too.
+            self.kubelet.warning(pod, "FailedMount", missing.message)
+            return
+        for volume in changed:
+            log.info("Pod %s/%s: updated volume %s", *where, volume)
 
     def backoff(self, uid: str) -> float:
         """Doubling delay between restarts of a crashing process, as a kubelet does."""
