@@ -25,6 +25,7 @@ from llmservice import logs
 from llmservice.controller.handlers import OperatorState, configure, register
 from llmservice.controller.kube import ClusterAPI
 from llmservice.controller.periodic import PeriodicReconciler
+from llmservice.controller.router_keys import RouterKeysTracker
 from llmservice.controller.throughput import ThroughputTracker
 
 
@@ -40,7 +41,8 @@ def _parser() -> argparse.ArgumentParser:
                         type=float, default=10.0,
                         help="seconds between periodic reconciles of each LLMService")  # fmt: skip
     parser.add_argument("--scrape-interval", type=float, default=10.0,
-                        help="seconds between throughput scrapes of the engine Pods")  # fmt: skip
+                        help="seconds between scrapes of the engine Pods (throughput) and of"
+                             " the router Pods (API keys file accepted)")  # fmt: skip
     parser.add_argument("--status-interval", type=float, default=30.0,
                         help="minimum seconds between throughput writes to the status")  # fmt: skip
     parser.add_argument("--liveness-host", default="0.0.0.0")  # noqa: S104 - probed by kubelet
@@ -73,6 +75,7 @@ async def run(args: argparse.Namespace) -> None:
         state = OperatorState(
             api=ClusterAPI(cluster_api_client(), instance=instance),
             throughput=ThroughputTracker(http, args.scrape_interval, args.status_interval),
+            router_keys=RouterKeysTracker(http, args.scrape_interval),
         )
         register(registry, state)
         kopf.on.login(registry=registry)(kopf.login_via_client)

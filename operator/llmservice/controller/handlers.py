@@ -32,6 +32,7 @@ from llmservice.controller.mounts import FailedMountLookup
 from llmservice.controller.reconcile import Context, reconcile
 from llmservice.controller.refusals import RefusedChildren
 from llmservice.controller.render_cache import RenderCache
+from llmservice.controller.router_keys import RouterKeysTracker
 from llmservice.controller.store import INSTANCE_LABEL, ClusterStore
 from llmservice.controller.throughput import ThroughputTracker
 from llmservice.logs import about
@@ -60,6 +61,7 @@ class OperatorState:
 
     api: ClusterAPI
     throughput: ThroughputTracker
+    router_keys: RouterKeysTracker | None = None
     store: ClusterStore = field(default_factory=ClusterStore)
     renders: RenderCache = field(default_factory=RenderCache)
     refused: RefusedChildren = field(default_factory=RefusedChildren)
@@ -96,6 +98,7 @@ class OperatorState:
                 renders=self.renders,
                 refused=self.refused,
                 mounts=self.mounts,
+                router_keys=self.router_keys,
             )
             outcome = await reconcile(latest, context)
             if outcome.applied or outcome.deleted:
@@ -153,6 +156,8 @@ def register(registry: kopf.OperatorRegistry, state: OperatorState) -> None:
         if event.get("type") == "DELETED":
             state.store.remove(obj)
             state.throughput.forget(*key)
+            if state.router_keys is not None:
+                state.router_keys.forget(*key)
             state.renders.forget(*key)
             state.refused.forget(key)
         else:

@@ -138,14 +138,38 @@ def engine_observation(
     )
 
 
+def rejected_keys_note(rejecting: int) -> str:
+    """What `RouterAvailable` adds when router replicas rejected a new API keys file."""
+    if rejecting <= 0:
+        return ""
+    if rejecting == 1:
+        return (
+            "; 1 router replica rejected the new API keys file and keeps the last good keys:"
+            " see its log"
+        )
+    return (
+        f"; {rejecting} router replicas rejected the new API keys file and keep the last good"
+        " keys: see their logs"
+    )
+
+
 def router_observation(
     state: DeploymentState,
     pods: Sequence[Mapping[str, Any]] = (),
     failed_mounts: Mapping[str, str] | None = None,
+    rejected_keys: int = 0,
 ) -> Observation:
+    """`RouterAvailable`; `rejected_keys` router Pods report a rejected API keys file.
+
+    Those replicas still serve (with the last good keys), so the condition stays True and
+    only its message tells, where `kubectl describe` shows it.
+    """
     if state.ready >= 1 and state.current_generation:
         return Observation(
-            c.ROUTER_AVAILABLE, c.TRUE, c.AVAILABLE, f"{state.ready}/{state.desired} replicas ready"
+            c.ROUTER_AVAILABLE,
+            c.TRUE,
+            c.AVAILABLE,
+            f"{state.ready}/{state.desired} replicas ready{rejected_keys_note(rejected_keys)}",
         )
     if state.replica_failure:
         return Observation(c.ROUTER_AVAILABLE, c.FALSE, c.FAILED_CREATE, state.replica_failure)

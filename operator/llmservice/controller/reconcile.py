@@ -4,8 +4,9 @@
 2. Render every child. Apply (server-side, one field manager, force) only those whose live
    copy differs from the rendered one, so a converged LLMService costs no write at all.
 3. Delete the children this LLMService controls that are no longer rendered.
-4. Observe the children and engine Pods, scrape throughput when due, and patch the status
-   only if it changed. Notable transitions are also recorded as Events.
+4. Observe the children and engine Pods, scrape throughput (and, with API keys, whether the
+   router Pods accepted their keys file) when due, and patch the status only if it changed.
+   Notable transitions are also recorded as Events.
 A child the API server refuses for its content (422 Invalid, or apply unable to build its
 patch) makes the LLMService Stalled with reason InvalidSpec, naming the spec field the
 child's field comes from; waiting would not help. Transient API errors propagate (the caller
@@ -37,6 +38,7 @@ from llmservice.controller.kube import ClusterAPI, is_transient
 from llmservice.controller.mounts import FailedMountLookup
 from llmservice.controller.refusals import RefusedChildren, api_message, refusal
 from llmservice.controller.render_cache import RenderCache
+from llmservice.controller.router_keys import RouterKeysTracker
 from llmservice.controller.store import ClusterStore
 from llmservice.controller.throughput import Rates, ThroughputTracker
 from llmservice.logs import about
@@ -59,6 +61,8 @@ class Context:
     refused: RefusedChildren = field(default_factory=RefusedChildren)
     mounts: FailedMountLookup = field(default_factory=FailedMountLookup)
     now: float = field(default_factory=time.monotonic)
+    # None: router Pods are not asked about their API keys file.
+    router_keys: RouterKeysTracker | None = None
 
 
 @dataclass
@@ -266,6 +270,21 @@ async def _apply_children(
     return found
 
 
+async def _rejected_keys(
+    ctx: Context, service: LLMService, router_pods: list[dict[str, Any]]
+) -> int:
+    """Ready router Pods that rejected a new API keys file (0 without API keys)."""
+    if ctx.router_keys is None or service.spec.router.api_keys_secret_ref is None:
+        return 0
+    namespace, name = service.metadata.namespace or "", service.metadata.name or ""
+    targets = [
+        (p["metadata"]["name"], f"http://{p['status']['podIP']}:{naming.ROUTER_PORT}/metrics")
+        for p in router_pods
+        if is_serving(p)
+    ]
+    return await ctx.router_keys.rejecting(namespace, name, targets, ctx.now)
+
+
 async def reconcile(body: Mapping[str, Any], ctx: Context) -> Outcome:
     """Bring one LLMService's children and status in line with its spec."""
     outcome = Outcome()
@@ -317,7 +336,8 @@ async def reconcile(body: Mapping[str, Any], ctx: Context) -> Outcome:
     router_pods = ctx.store.pods(namespace, name, naming.ROUTER)
     failed_mounts = await _failed_mounts(ctx, namespace, [*pods, *router_pods])
     engine = observe.engine_observation(engine_state, pods, failed_mounts)
-    router = observe.router_observation(router_state, router_pods, failed_mounts)
+    rejected_keys = await _rejected_keys(ctx, service, router_pods)
+    router = observe.router_observation(router_state, router_pods, failed_mounts, rejected_keys)
     if applied.invalid:
         summary = observe.invalid_spec_observations("; ".join(applied.invalid)[:4000])
     else:
