@@ -633,9 +633,18 @@ class RouterSpec(CamelModel):
     api_keys_secret_ref: SecretKeyRef | None = Field(
         default=None,
         description="Secret key holding the router's API keys, mounted into the router as a"
-        " file. The file is YAML: `keys:`, a list of entries with a `name` (shown in logs and"
-        " metrics) and a `key` (16 to 256 characters) that clients send as"
-        " `Authorization: Bearer <key>`; no other fields. Without it the router is open.",
+        " file. The file is YAML: an optional `defaults:` (any of `priority`, `maxQueued`,"
+        " `requestsPerMinute`, `tokensPerMinute`) and `keys:`, a list of entries with a"
+        " unique `name` (shown in logs and metrics instead of the key), a unique `key` (16"
+        " to 256 characters) that clients send as `Authorization: Bearer <key>`, and any of"
+        " the same four fields; a key's omitted field comes from `defaults`, else means no"
+        " limit of its own (priority 1). Priorities and limits are whole numbers of at"
+        " least 1; `priority` is a weight (a higher one gets a larger share of dispatch),"
+        " `maxQueued` the key's requests waiting at once. Requests without a known key get"
+        " 401. Changes to the Secret are applied by the running routers without a restart;"
+        " a changed file they cannot parse is rejected (they keep the last good keys, log"
+        " why and `RouterAvailable` says so), while at start it stops the router. Without"
+        " it the router is open.",
     )
     forward_authorization: bool = Field(
         default=False, description="Pass the client's Authorization header on to the engine."

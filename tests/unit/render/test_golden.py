@@ -12,7 +12,7 @@ from tests.unit.golden import EXAMPLES, golden_path, rendered_text
 def test_examples_cover_each_feature() -> None:
     names = {example.stem for example in EXAMPLES}
     assert {"minimal", "full", "awq-quantized", "rope-long-context", "pvc-model-cache",
-            "ingress-tls", "tensor-parallel"} <= names  # fmt: skip
+            "ingress-tls", "tensor-parallel", "api-keys"} <= names  # fmt: skip
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=[e.stem for e in EXAMPLES])

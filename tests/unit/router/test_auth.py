@@ -201,6 +201,15 @@ def test_bad_keys_files_fail_closed(tmp_path: Path, text: str, message: str) -> 
         load_api_keys(_keys_file(tmp_path, text))
 
 
+def test_the_example_keys_file_is_valid() -> None:
+    example = Path(__file__).resolve().parents[3] / "examples" / "api-keys" / "keys.yaml"
+    keys = load_api_keys(str(example))
+    assert {client.name: client.priority for client in keys.clients.values()} == {
+        "interactive": 10,
+        "batch-jobs": 1,
+    }
+
+
 def test_missing_keys_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="cannot read API keys file"):
         load_api_keys(str(tmp_path / "absent.yaml"))
