@@ -1,0 +1,203 @@
+"""API keys on the sandbox: keys with policies, rotated through the Secret without a restart.
+
+An LLMService whose keys Secret holds the example keys file (defaults, priorities and
+limits). Requests go to each router Pod's IP. The Secret is then updated, as a user rotates
+keys: the runtime updates the mounted file atomically as a kubelet does, and every router
+applies it; a broken update is rejected by the routers, which keep the last good keys, and
+the operator says so in `RouterAvailable`. Every wait polls with a deadline.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+
+from llmservice.sandbox.cluster import Sandbox
+from llmservice.sandbox.product import Product
+from tests.e2e.llmservices import condition, create_llms, get_llms, minimal, wait_ready
+from tests.e2e.operator_fixture import OperatorProcess
+from tests.e2e.waiting import eventually
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE_KEYS = (REPO / "examples" / "api-keys" / "keys.yaml").read_text(encoding="utf-8")
+SECRET, FILE = "chat-api-keys", "keys.yaml"
+ROTATION_TIMEOUT = 60
+REJECTED = "rejected the new API keys file and keep the last good keys: see their logs"
+
+
+def example_key(name: str) -> str:
+    entries = yaml.safe_load(EXAMPLE_KEYS)["keys"]
+    return str(next(entry["key"] for entry in entries if entry["name"] == name))
+
+
+OLD_KEY = example_key("interactive")
+NEW_KEY = "sk-rotated-interactive-5b2e90c4d1a7"
+ROTATED_KEYS = EXAMPLE_KEYS.replace(OLD_KEY, NEW_KEY)
+# Valid YAML, invalid keys file: a limit of 0.
+BROKEN_KEYS = ROTATED_KEYS.replace("maxQueued: 10", "maxQueued: 0")
+
+
+@pytest.fixture(scope="module")
+def operator(
+    sandbox: Sandbox, llmservice_crd: dict[str, Any], product: Product
+) -> Iterator[OperatorProcess]:
+    process = OperatorProcess(sandbox.kubeconfig, sandbox.dir.root / "operator-keys.log", product)
+    process.start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def custom(kube: client.ApiClient) -> client.CustomObjectsApi:
+    return client.CustomObjectsApi(kube)
+
+
+def put_keys(core: client.CoreV1Api, namespace: str, text: str) -> None:
+    body: Any = {"metadata": {"name": SECRET}, "stringData": {FILE: text}}
+    try:
+        core.replace_namespaced_secret(SECRET, namespace, body)
+    except client.ApiException as error:
+        if error.status != 404:
+            raise
+        core.create_namespaced_secret(namespace, body)
+
+
+def status_of(ip: str, key: str | None, path: str = "/v1/chat/completions") -> tuple[int, Any]:
+    """The router's answer to a small chat request with `key`: status and headers."""
+    chat = {
+        "model": "Qwen/Qwen2.5-0.5B-Instruct",
+        "max_tokens": 8,
+        "messages": [{"role": "user", "content": "Say hello."}],
+    }
+    headers = {"Content-Type": "application/json"}
+    if key is not None:
+        headers["Authorization"] = f"Bearer {key}"
+    request = urllib.request.Request(
+        f"http://{ip}:8080{path}", data=json.dumps(chat).encode(), headers=headers
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+            response.read()
+            return response.status, response.headers
+    except urllib.error.HTTPError as error:
+        error.read()
+        return error.code, error.headers
+
+
+def metric(ip: str, name: str) -> float | None:
+    with urllib.request.urlopen(f"http://{ip}:8080/metrics", timeout=5) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    return None
+
+
+def router_pods(core: client.CoreV1Api, namespace: str) -> list[Any]:
+    pods: list[Any] = core.list_namespaced_pod(
+        namespace, label_selector="app.kubernetes.io/component=router"
+    ).items
+    return [p for p in pods if p.metadata.deletion_timestamp is None]
+
+
+def serving_ips(core: client.CoreV1Api, namespace: str, replicas: int) -> list[str]:
+    """The IPs of `replicas` router Pods that answer /readyz."""
+
+    def ready() -> list[str] | None:
+        ips = [p.status.pod_ip for p in router_pods(core, namespace) if p.status.pod_ip]
+        if len(ips) != replicas:
+            return None
+        for ip in ips:
+            try:
+                with urllib.request.urlopen(f"http://{ip}:8080/readyz", timeout=2) as response:
+                    if response.status != 200:
+                        return None
+            except OSError:
+                return None
+        return sorted(ips)
+
+    return eventually(ready, 120, f"{replicas} router Pods to serve")
+
+
+def test_rotated_keys_apply_without_a_restart_and_a_broken_update_is_shown(
+    operator: OperatorProcess,
+    sandbox: Sandbox,
+    custom: client.CustomObjectsApi,
+    core: client.CoreV1Api,
+    namespace: str,
+) -> None:
+    put_keys(core, namespace, EXAMPLE_KEYS)
+    router = {"replicas": 2, "apiKeysSecretRef": {"name": SECRET, "key": FILE}}
+    create_llms(custom, namespace, minimal(router=router))
+    wait_ready(custom, namespace, "chat")
+    ips = serving_ips(core, namespace, 2)
+    uids = {p.metadata.uid for p in router_pods(core, namespace)}
+
+    for ip in ips:
+        assert status_of(ip, OLD_KEY)[0] == 200
+        assert status_of(ip, example_key("batch-jobs"))[0] == 200
+        code, headers = status_of(ip, None)
+        assert (code, headers["WWW-Authenticate"]) == (401, "Bearer")
+        assert metric(ip, "llmservice_router_api_keys") == 2.0
+
+    # Rotation: the new key works and the old one stops, on every router, within a minute.
+    put_keys(core, namespace, ROTATED_KEYS)
+    rotated_at = time.monotonic()
+
+    def rotated() -> bool:
+        return all(
+            status_of(ip, NEW_KEY)[0] == 200 and status_of(ip, OLD_KEY)[0] == 401 for ip in ips
+        )
+
+    eventually(rotated, ROTATION_TIMEOUT, "every router to take the rotated key")
+    print(f"rotation applied by every router in {time.monotonic() - rotated_at:.1f}s")
+    # Without a restart: the same Pods, their processes never restarted.
+    assert {p.metadata.uid for p in router_pods(core, namespace)} == uids
+    for pod in router_pods(core, namespace):
+        assert pod.status.container_statuses[0].restart_count == 0
+
+    # A broken update: rejected by every router, the last good keys stay, and the operator
+    # says so in RouterAvailable (which stays True: the routers serve).
+    put_keys(core, namespace, BROKEN_KEYS)
+
+    def rejection_shown() -> dict[str, Any] | None:
+        available = condition(get_llms(custom, namespace, "chat"), "RouterAvailable")
+        return available if REJECTED in available.get("message", "") else None
+
+    available = eventually(rejection_shown, 90, "RouterAvailable to show the rejected file")
+    assert available["status"] == "True"
+    assert available["message"].startswith("2/2 replicas ready; 2 router replicas ")
+    for ip in ips:
+        assert status_of(ip, NEW_KEY)[0] == 200
+        assert status_of(ip, OLD_KEY)[0] == 401
+        assert metric(ip, "llmservice_router_api_keys_file_valid") == 0.0
+        assert metric(ip, "llmservice_router_api_keys_reload_failures_total") == 1.0
+    for uid in uids:
+        log = (sandbox.dir.runtime / uid / "process.log").read_text(encoding="utf-8")
+        rejections = [
+            json.loads(line) for line in log.splitlines()
+            if line.startswith("{") and "Rejected the new API keys file" in line
+        ]  # fmt: skip
+        assert rejections, f"no rejection logged by router Pod {uid}"
+        assert "keys[1] (batch-jobs).maxQueued" in rejections[-1]["msg"]
+        for key in (OLD_KEY, NEW_KEY, example_key("batch-jobs")):
+            assert key not in log
+
+    # Fixed again: the message clears.
+    put_keys(core, namespace, ROTATED_KEYS)
+
+    def cleared() -> bool:
+        available = condition(get_llms(custom, namespace, "chat"), "RouterAvailable")
+        return bool(available.get("message") == "2/2 replicas ready")
+
+    eventually(cleared, 90, "RouterAvailable to drop the rejected file")
