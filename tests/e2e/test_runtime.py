@@ -6,6 +6,7 @@ The check does not depend on which program runs for the component: it needs `/he
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -194,3 +195,44 @@ def test_missing_secret_volume_fails_to_mount_until_it_exists(
         timeout=60,
         what="the Pod to mount, start and be Ready once the Secret exists",
     )
+
+
+def test_a_mounted_secret_follows_its_updates_atomically_while_the_process_runs(
+    sandbox: Sandbox, apps: client.AppsV1Api, core: client.CoreV1Api, namespace: str
+) -> None:
+    secret: Any = {"metadata": {"name": "files"}, "stringData": {"a.txt": "one", "skip": "x"}}
+    core.create_namespaced_secret(namespace, secret)
+    body = deployment("mounted", labels=ENGINE_LABELS, port=PORT)
+    pod_spec = body["spec"]["template"]["spec"]
+    pod_spec["volumes"] = [
+        {"name": "files", "secret": {"secretName": "files", "items": [
+            {"key": "a.txt", "path": "a.txt"}]}}
+    ]  # fmt: skip
+    pod_spec["containers"][0]["volumeMounts"] = [{"name": "files", "mountPath": "/etc/files"}]
+    apps.create_namespaced_deployment(namespace, body)
+    pod = eventually(
+        lambda: (p := only_pod(core, namespace, "mounted")) and p.status.phase == "Running" and p,
+        timeout=60,
+        what="the Pod with a Secret volume to run",
+    )
+    volume = sandbox.dir.runtime / pod.metadata.uid / "volumes" / "files"
+    # The kubelet's layout: the file is a symlink through ..data; only the listed item is there.
+    assert os.readlink(volume / "a.txt") == "..data/a.txt"
+    assert (volume / "..data").is_symlink()
+    assert (volume / "a.txt").read_text() == "one"
+    assert not (volume / "skip").exists()
+    pid = load_all(sandbox.dir.runtime)[pod.metadata.uid].process.pid
+
+    secret["stringData"] = {"a.txt": "two"}
+    core.replace_namespaced_secret("files", namespace, secret)
+    eventually(lambda: (volume / "a.txt").read_text() == "two", 15, "the file to follow")
+    versions = [p for p in volume.iterdir() if p.name.startswith("..") and not p.is_symlink()]
+    assert len(versions) == 1, versions  # the old version is gone
+    assert load_all(sandbox.dir.runtime)[pod.metadata.uid].process.pid == pid
+
+    # A Secret deleted under a running Pod leaves its files as they were, as a kubelet does.
+    core.delete_namespaced_secret("files", namespace)
+    eventually(
+        lambda: kubelet_events(core, namespace, pod, "FailedMount"), 15, "a FailedMount Event"
+    )
+    assert (volume / "a.txt").read_text() == "two"
