@@ -10,7 +10,8 @@ Small modules with injected collaborators and no module-level state:
 - `deadlines`: per-request timeouts; `retry_budget`: the retries all requests share
 - `payloads`: request validation and rewriting, usage extraction
 - `metrics`, `accesslog`: Prometheus metrics and one JSON line per request
-- `auth`: API keys
+- `auth`: API keys and their policies (`clients`); `keys_reload`: applying a changed keys
+  file; `keys_metrics`: its metrics
 - `app`: the ASGI application and `create_app`; `server`: listening and draining;
   `cli`: ``llmservice router``
 """

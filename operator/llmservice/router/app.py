@@ -21,6 +21,10 @@ Routes:
 ``/metrics``                          GET   Prometheus text format
 ====================================  ====  ================================================
 
+With API keys, the proxied routes and ``/v1/models`` need ``Authorization: Bearer <key>``
+(401 with ``WWW-Authenticate: Bearer`` otherwise). The keys are read from ``api_keys`` on
+every request; with a keys file the app watches it (`keys_reload`) and replaces them there.
+
 A client that disconnects is noticed at once: while a proxied request is in flight the app
 listens for ``http.disconnect`` (from ``WATCH_AFTER`` seconds in, so that short requests do
 not pay for the listening task) and cancels the upstream request, which closes the upstream

@@ -133,3 +133,15 @@ def test_discovery_without_a_cluster_config_exits_2(
 def test_bad_static_backend_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--served-model-name", "m", "--static-backends", "https://x:1"]) == 2
     assert "http://host:port" in capsys.readouterr().err
+
+
+def test_an_invalid_keys_file_stops_the_router_at_start(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    keys = tmp_path / "keys.yaml"
+    keys.write_text("keys:\n  - {name: a, key: sk-a-0123456789abcdef, priority: 0}\n")
+    argv = ["--served-model-name", "m", "--static-backends", "http://127.0.0.1:9"]
+    assert main([*argv, "--api-keys-file", str(keys)]) == 2
+    err = capsys.readouterr().err
+    assert "keys[0] (a).priority" in err
+    assert "sk-a-0123456789abcdef" not in err
