@@ -169,12 +169,14 @@ def test_rotated_keys_apply_without_a_restart_and_a_broken_update_is_shown(
     # A broken update: rejected by every router, the last good keys stay, and the operator
     # says so in RouterAvailable (which stays True: the routers serve).
     put_keys(core, namespace, BROKEN_KEYS)
+    broken_at = time.monotonic()
 
     def rejection_shown() -> dict[str, Any] | None:
         available = condition(get_llms(custom, namespace, "chat"), "RouterAvailable")
         return available if REJECTED in available.get("message", "") else None
 
     available = eventually(rejection_shown, 90, "RouterAvailable to show the rejected file")
+    print(f"rejection shown in RouterAvailable in {time.monotonic() - broken_at:.1f}s")
     assert available["status"] == "True"
     assert available["message"].startswith("2/2 replicas ready; 2 router replicas ")
     for ip in ips:
