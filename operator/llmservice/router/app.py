@@ -293,9 +293,17 @@ class RouterApp:
     def _refused(self, error: TooManyRequests, exchange: Exchange) -> None:
         client = exchange.client
         self.admission.reject(error.code or error.cause, client.name)
-        exchange.extra_headers.extend(error.headers)
         if isinstance(error, (QueueFull, KeyQueueFull)) and self.limiter.limited(client):
-            self.limiter.refund(client, self.clock())  # never served: it costs the key nothing
+            # Never served: it costs the key nothing, and the headers say so.
+            now = self.clock()
+            self.limiter.refund(client, now)
+            exchange.extra_headers = [
+                (name, value)
+                for name, value in exchange.extra_headers
+                if not name.startswith(b"x-ratelimit-")
+            ]
+            exchange.extra_headers.extend(self.limiter.headers(client, now))
+        exchange.extra_headers.extend(error.headers)
 
     def _authenticate(self, api_keys: ApiKeys, scope: Scope) -> Client:
         client = api_keys.authenticate(self._header(scope, b"authorization"))
