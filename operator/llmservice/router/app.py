@@ -162,7 +162,7 @@ class RouterApp:
             self.gate_scraper = GateScraper(
                 ThroughputGate(floor),
                 lambda: {name: replica.url for name, replica in self.proxy.replicas.items()},
-                dispatcher.set_closed,
+                dispatcher.set_allowance,
                 interval=config.admission.gate_interval,
                 clock=clock,
             )

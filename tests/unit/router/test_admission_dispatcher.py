@@ -210,17 +210,22 @@ def test_a_closed_replica_takes_nothing_until_it_opens() -> None:
         )
         balancer.update(["a", "b"])
         dispatcher.update(["a", "b"])
-        dispatcher.set_closed("a", True)
-        for _ in range(3):
+        dispatcher.set_allowance("a", 0)
+        dispatcher.set_allowance("b", 3)
+        for _ in range(3):  # b's allowance until the gate's next sample
             choice = dispatcher.try_acquire(None, ())
             assert choice is not None
             assert choice.replica == "b"
-        dispatcher.set_closed("b", True)
+        assert dispatcher.closed == {"a", "b"}
         assert dispatcher.try_acquire(None, ()) is None
-        waiter = asyncio.create_task(dispatcher.wait(None, Client("k")))
-        await until(lambda: dispatcher.waiting == 1)
-        dispatcher.set_closed("a", False)
-        assert (await waiter).replica == "a"
+        waiters = [asyncio.create_task(dispatcher.wait(None, Client("k"))) for _ in range(3)]
+        await until(lambda: dispatcher.waiting == 3)
+        dispatcher.set_allowance("a", 1)  # opens for one
+        assert (await waiters[0]).replica == "a"
+        assert dispatcher.waiting == 2
+        dispatcher.set_allowance("b", None)  # no measure: no limit
+        assert [(await w).replica for w in waiters[1:]] == ["b", "b"]
+        assert dispatcher.closed == {"a"}
 
     run(scenario())
 

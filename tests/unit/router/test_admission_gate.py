@@ -47,6 +47,23 @@ def test_a_replica_closes_below_the_floor_and_opens_when_it_recovers() -> None:
     assert not gate.closed("r")
 
 
+def test_an_open_replica_takes_what_keeps_its_requests_at_the_floor() -> None:
+    gate = ThroughputGate(min_tokens_per_second=20)
+    gate.observe("r", 0.0, EngineSample(0, 2))
+    assert gate.allowance("r") is None  # nothing measured yet
+    # 2 running share 200 tokens/s: ten requests would still get 20 each, so 8 more.
+    gate.observe("r", 1.0, EngineSample(200, 2))
+    assert gate.allowance("r") == 8
+    gate.observe("r", 2.0, EngineSample(350, 10))  # 15 each: closed
+    assert gate.allowance("r") == 0
+    # Nothing running: open for what the last measured throughput (150/s) carries.
+    gate.observe("r", 3.0, EngineSample(350, 0))
+    assert gate.allowance("r") == 7
+    # Just at the floor: still one, or the replica would never be probed again.
+    gate.observe("r", 4.0, EngineSample(370, 1))
+    assert gate.allowance("r") == 1
+
+
 def test_a_replica_with_nothing_running_is_open() -> None:
     gate = ThroughputGate(min_tokens_per_second=20)
     gate.observe("r", 0.0, EngineSample(0, 8))

@@ -1,10 +1,11 @@
 """Per-replica concurrency caps, and the queue of requests waiting for a free slot.
 
 Each routable replica takes at most ``cap`` requests at once (``None``: no cap). A replica is
-*blocked* while it holds ``cap`` requests or the throughput gate has closed it; the rest are
-free. A request takes a slot at once when nothing waits and some replica is free (the fast
-path: one balancer pick, as without admission); otherwise it waits in a `FairQueue` under
-its key's name and priority, bounded per key (the key's ``max_queued``) and in total
+*blocked* while it holds ``cap`` requests or the throughput gate has closed it (its
+allowance of new requests until the gate's next sample is spent); the rest are free. A
+request takes a slot at once when nothing waits and some replica is free (the fast path:
+one balancer pick, as without admission); otherwise it waits in a `FairQueue` under its
+key's name and priority, bounded per key (the key's ``max_queued``) and in total
 (``max_queued``), for at most ``queue_timeout`` seconds.
 
 Whenever a slot frees, a replica opens or joins, the queue's next request (by weighted fair
@@ -84,6 +85,7 @@ class Dispatcher:
         self.replicas: frozenset[str] = frozenset()
         self.blocked: set[str] = set()
         self.closed: set[str] = set()  # by the throughput gate
+        self.allowance: dict[str, int] = {}  # the gate's: new requests until its next sample
         self.queue: FairQueue[_Waiter] = FairQueue()
         self.waiting = 0  # len(queue), kept as a plain int for the fast path
         self.departures = DecayingRate(now=clock())
@@ -100,9 +102,13 @@ class Dispatcher:
         self.blocked = {name for name in self.replicas if not self._free(name)}
         self._dispatch()
 
-    def set_closed(self, name: str, closed: bool) -> None:
-        """The throughput gate closed or opened ``name``."""
-        if closed:
+    def set_allowance(self, name: str, allowance: int | None) -> None:
+        """The throughput gate lets ``name`` take ``allowance`` more requests (None: any)."""
+        if allowance is None:
+            self.allowance.pop(name, None)
+        else:
+            self.allowance[name] = allowance
+        if allowance is not None and allowance <= 0:
             self.closed.add(name)
             if name in self.replicas:
                 self.blocked.add(name)
@@ -129,6 +135,13 @@ class Dispatcher:
         self.loads[name] = load
         if self.cap is not None and load >= self.cap:
             self.blocked.add(name)
+        if self.allowance:
+            left = self.allowance.get(name)
+            if left is not None:
+                self.allowance[name] = left - 1
+                if left <= 1:
+                    self.closed.add(name)
+                    self.blocked.add(name)
 
     def try_acquire(self, key: str | None, tried: Collection[str]) -> Choice | None:
         """A free replica's slot for ``key`` at once, or None (all blocked, or others wait)."""

@@ -4,7 +4,14 @@ With a floor of ``min_tokens_per_second`` set, a replica is *closed* while the d
 each of its running requests gets, ``generation tokens per second / requests running``, is
 below the floor, and *open* again once it is back at or above it. A closed replica gets no new
 requests from the queue or the fast path; its running requests finish, the rate of the rest
-rises, and it opens. A replica with nothing running is always open.
+rises, and it opens. A replica with nothing running is open.
+
+An open replica does not take the whole queue at once, which would sink it far below the
+floor before the next measurement: until the next sample it takes at most its *allowance*,
+``floor(throughput / min_tokens_per_second) - running`` more requests (at least one), the
+number that would still get the floor if the replica's total throughput stayed as measured.
+Total throughput grows with the batch on a real engine, so this errs on the side of the
+floor, and the next sample corrects it.
 
 The rate is measured from the engine's own counters (``vllm:generation_tokens_total`` and
 ``vllm:num_requests_running`` on its ``/metrics``), not from what the router sees, because:
@@ -24,6 +31,7 @@ scraper (`llmservice.router.admission.scraper`) passes the samples and the time.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -66,8 +74,10 @@ def parse_engine_metrics(text: str) -> EngineSample | None:
 class _Replica:
     at: float
     tokens: float
+    running: float = 0.0
     closed: bool = False
-    rate: float | None = None
+    rate: float | None = None  # per running request
+    throughput: float | None = None  # the replica's, the last time something ran
 
 
 class ThroughputGate:
@@ -88,15 +98,24 @@ class ThroughputGate:
         state = self._replicas.get(replica)
         return None if state is None else state.rate
 
+    def allowance(self, replica: str) -> int | None:
+        """New requests ``replica`` may take until the next sample; None: no measure yet."""
+        state = self._replicas.get(replica)
+        if state is None or state.throughput is None:
+            return None
+        if state.closed:
+            return 0
+        return max(1, math.floor(state.throughput / self.floor - state.running))
+
     def observe(self, replica: str, now: float, sample: EngineSample) -> bool:
         """Record a scrape of ``replica`` at ``now``; True when it opened or closed."""
         state = self._replicas.get(replica)
         if state is None:
-            self._replicas[replica] = _Replica(now, sample.generation_tokens)
+            self._replicas[replica] = _Replica(now, sample.generation_tokens, sample.running)
             return False
         elapsed = now - state.at
         produced = sample.generation_tokens - state.tokens
-        state.at, state.tokens = now, sample.generation_tokens
+        state.at, state.tokens, state.running = now, sample.generation_tokens, sample.running
         if elapsed <= 0 or produced < 0:  # no time passed, or the engine restarted
             return False
         was = state.closed
@@ -104,7 +123,8 @@ class ThroughputGate:
             state.rate = None
             state.closed = False
         else:
-            state.rate = produced / elapsed / sample.running
+            state.throughput = produced / elapsed
+            state.rate = state.throughput / sample.running
             state.closed = state.rate < self.floor
         return state.closed != was
 

@@ -23,20 +23,21 @@ log = logging.getLogger(__name__)
 
 
 class GateScraper:
-    """Scrapes ``replicas()`` (name -> base URL) and reports gate changes to ``on_change``."""
+    """Scrapes ``replicas()`` (name -> base URL); after each sample of a replica, tells
+    ``on_sample`` its allowance (new requests until the next sample; None: no limit)."""
 
     def __init__(
         self,
         gate: ThroughputGate,
         replicas: Callable[[], Mapping[str, str]],
-        on_change: Callable[[str, bool], None],
+        on_sample: Callable[[str, int | None], None],
         *,
         interval: float,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.gate = gate
         self.replicas = replicas
-        self.on_change = on_change
+        self.on_sample = on_sample
         self.interval = interval
         self.clock = clock
         self._task: asyncio.Task[None] | None = None
@@ -62,8 +63,8 @@ class GateScraper:
     async def scrape_once(self, client: httpx.AsyncClient) -> None:
         replicas = dict(self.replicas())
         for gone in self._known - replicas.keys():
-            if self.gate.forget(gone):
-                self.on_change(gone, False)
+            self.gate.forget(gone)
+            self.on_sample(gone, None)
         self._known = set(replicas)
         names = list(replicas)
         answers = await asyncio.gather(
@@ -76,5 +77,6 @@ class GateScraper:
                 log.debug("engine metrics of %s unavailable: %r", name, answer)
                 continue
             sample = parse_engine_metrics(answer.text) if answer.status_code == 200 else None
-            if sample is not None and self.gate.observe(name, now, sample):
-                self.on_change(name, self.gate.closed(name))
+            if sample is not None:
+                self.gate.observe(name, now, sample)
+                self.on_sample(name, self.gate.allowance(name))
