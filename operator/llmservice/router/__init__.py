@@ -10,7 +10,8 @@ Small modules with injected collaborators and no module-level state:
 - `deadlines`: per-request timeouts; `retry_budget`: the retries all requests share
 - `payloads`: request validation and rewriting, usage extraction
 - `metrics`, `accesslog`: Prometheus metrics and one JSON line per request
-- `auth`: API keys
+- `auth`: API keys; `clients`: who sent a request and the limits that apply to it
+- `admission`: rate limits, per-replica caps and the fair queue, the throughput gate
 - `app`: the ASGI application and `create_app`; `server`: listening and draining;
   `cli`: ``llmservice router``
 """
