@@ -24,7 +24,8 @@ Routes:
 Admission (`llmservice.router.admission`): after authentication a proxied request passes the
 rate limits of its key and the router (429 at once otherwise), then takes a replica slot or
 waits in the fair queue for one (see `Proxy`). Every 429 carries ``Retry-After`` and the
-``x-ratelimit-*`` headers of the limits that apply; admitted responses carry the latter too.
+``x-ratelimit-*`` headers of the limits that apply (only 429s: building them on every
+response would cost more than the rest of admission).
 With ``engine_priority`` the request's vLLM ``priority`` is set from its key's priority:
 vLLM serves lower values first, so priority ``p`` is sent as ``-p``, and whatever the client
 sent is replaced, so no client raises its own.
@@ -84,6 +85,7 @@ from llmservice.router.payloads import (
     check_required,
     parse_body,
     resolve_model,
+    with_priority,
 )
 from llmservice.router.proxy import Exchange, Proxy, make_pool
 from llmservice.router.retry_budget import RetryBudget
@@ -288,21 +290,15 @@ class RouterApp:
         refused = self.limiter.admit(client, now)
         if refused is not None:
             raise _refusal(refused, client.name)
-        exchange.extra_headers.extend(self.limiter.headers(client, now))
 
     def _refused(self, error: TooManyRequests, exchange: Exchange) -> None:
         client = exchange.client
         self.admission.reject(error.code or error.cause, client.name)
-        if isinstance(error, (QueueFull, KeyQueueFull)) and self.limiter.limited(client):
-            # Never served: it costs the key nothing, and the headers say so.
-            now = self.clock()
-            self.limiter.refund(client, now)
-            exchange.extra_headers = [
-                (name, value)
-                for name, value in exchange.extra_headers
-                if not name.startswith(b"x-ratelimit-")
-            ]
-            exchange.extra_headers.extend(self.limiter.headers(client, now))
+        limited = self.limiter.limited(client)
+        if isinstance(error, (QueueFull, KeyQueueFull)) and limited:
+            self.limiter.refund(client, self.clock())  # never served: it costs the key nothing
+        if limited and not error.headers_included:
+            exchange.extra_headers.extend(self.limiter.headers(client, self.clock()))
         exchange.extra_headers.extend(error.headers)
 
     def _authenticate(self, api_keys: ApiKeys, scope: Scope) -> Client:
@@ -430,8 +426,11 @@ class RouterApp:
                 body["model"] = served
         if self._engine_priority:
             # vLLM serves lower values first; the key's priority replaces the client's.
-            body["priority"] = -exchange.client.priority
-            rewrite = True
+            priority = -exchange.client.priority
+            if rewrite:
+                body["priority"] = priority
+            else:
+                raw = with_priority(raw, body, priority)
         if rewrite:
             raw = json.dumps(body).encode()
         exchange.stream = body.get("stream") is True

@@ -149,6 +149,8 @@ class TooManyRequests(ClientError):
         headers: tuple[tuple[bytes, bytes], ...] = (),
     ) -> None:
         self.retry_after = max(1, math.ceil(retry_after))
+        # Whether ``headers`` already holds the x-ratelimit-* ones (a rate-limit refusal).
+        self.headers_included = bool(headers)
         super().__init__(
             message, headers=((b"retry-after", str(self.retry_after).encode()), *headers)
         )

@@ -86,14 +86,11 @@ def test_a_key_over_its_requests_per_minute_gets_429_with_openai_headers() -> No
             RouterServer(config(backend.url), api_keys=keys) as router,
             aiohttp.ClientSession() as client,
         ):
-            remaining = []
             for _ in range(2):
                 status, headers, _ = await post(client, router, "team")
                 assert status == 200
-                assert headers["x-ratelimit-limit-requests"] == "2"
-                remaining.append(headers["x-ratelimit-remaining-requests"])
-                assert RESET.match(headers["x-ratelimit-reset-requests"])
-            assert remaining == ["1", "0"]
+                # Only refusals carry the rate-limit headers: cheaper on the request path.
+                assert "x-ratelimit-limit-requests" not in headers
             status, headers, body = await post(client, router, "team")
             retry_after = assert_429(status, headers, body, "rate_limit_requests", "requests")
             # Two a minute: the next one is back in 30 s, give or take the test's own time.
@@ -125,7 +122,6 @@ def test_a_key_over_its_tokens_per_minute_gets_429_once_its_usage_is_charged() -
         ):
             status, headers, _ = await post(client, router, "team")
             assert status == 200
-            assert headers["x-ratelimit-limit-tokens"] == "10"
             status, headers, body = await post(client, router, "team")
             retry_after = assert_429(status, headers, body, "rate_limit_tokens", "tokens")
             assert 5 <= retry_after <= 6  # one token of ten a minute is back in 6 s
@@ -396,14 +392,21 @@ def test_the_openai_sdk_retries_after_a_429_and_succeeds() -> None:
 
 
 @pytest.mark.parametrize("engine_priority", [False, True])
-def test_the_priority_field_is_left_alone_without_engine_priority(engine_priority: bool) -> None:
+@pytest.mark.parametrize("model", ["llama", "gpt-3.5-turbo"])  # the alias is rewritten
+def test_the_priority_field_is_left_alone_without_engine_priority(
+    engine_priority: bool, model: str
+) -> None:
     async def scenario() -> None:
         async with FakeBackend(Mode.JSON) as backend:
             cfg = admitting(backend.url, engine_priority=engine_priority)
             async with RouterServer(cfg) as router, aiohttp.ClientSession() as client:
-                body = {**CHAT, "priority": 5}
-                assert (await post(client, router, None, body))[0] == 200
-                sent = backend.requests[0].json()
-                assert sent["priority"] == (-1 if engine_priority else 5)
+                for body in ({**CHAT, "model": model, "priority": 5}, {**CHAT, "model": model}):
+                    assert (await post(client, router, None, body))[0] == 200
+                sent = [request.json() for request in backend.requests]
+                assert [s.get("priority") for s in sent] == (
+                    [-1, -1] if engine_priority else [5, None]
+                )
+                assert all(s["model"] == "llama" and s["messages"] == CHAT["messages"]
+                           for s in sent)  # fmt: skip
 
     run(scenario())
