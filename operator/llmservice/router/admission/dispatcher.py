@@ -190,9 +190,10 @@ class Dispatcher:
         share = 1.0
         if client is not None:
             weights = self.queue.weights_waiting()
+            weight = max(1, client.priority)
             if self.queue.waiting(client.name) == 0:
-                weights += client.priority
-            share = client.priority / max(weights, client.priority)
+                weights += weight
+            share = weight / max(weights, weight)
         return min(self.queue_timeout, 1.0 / (per_second * share))
 
     async def wait(self, key: str | None, client: Client) -> Choice:
@@ -209,8 +210,9 @@ class Dispatcher:
                 retry_after=self.expected_wait(None),
             )
         loop = asyncio.get_running_loop()
-        waiter = _Waiter(loop.create_future(), key, name, client.priority, self.clock())
-        self.queue.push(name, client.priority, waiter)
+        weight = max(1, client.priority)  # a weight: the keys file allows nothing lower
+        waiter = _Waiter(loop.create_future(), key, name, weight, self.clock())
+        self.queue.push(name, weight, waiter)
         self.waiting += 1
         timer = loop.call_later(self.queue_timeout, self._expire, waiter, client)
         try:
