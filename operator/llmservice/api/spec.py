@@ -46,6 +46,7 @@ OWNED_ENGINE_FLAGS: dict[str, str] = {
     "max-model-len": "model.maxModelLen",
     "gpu-memory-utilization": "engine.gpuMemoryUtilization",
     "max-num-seqs": "engine.maxNumSeqs",
+    "scheduling-policy": "router.apiKeysSecretRef (priority scheduling with API keys)",
     "hf-overrides": "model.ropeScaling",
     "revision": "model.revision",
     "download-dir": "storage (HF_HOME points at the cache)",
@@ -600,8 +601,53 @@ class Timeouts(CamelModel):
     )
 
 
+class AdmissionSpec(CamelModel):
+    """What the router lets through to the engines, and when."""
+
+    max_in_flight_per_replica: Annotated[int, Field(ge=1, le=4096)] | None = Field(
+        default=None,
+        description="Most requests each router replica has in flight on one engine replica at"
+        " once; the rest wait in the router's queue. Defaults to engine.maxNumSeqs, so the"
+        " engine batches everything it is sent and the router, not the engine, decides who"
+        " goes next. The cap is per router replica.",
+    )
+    max_queued: Annotated[int, Field(ge=0, le=100_000)] = Field(
+        default=1000,
+        description="Most requests waiting in one router replica's queue, over all keys; the"
+        " next one gets 429 (queue_full). 0: no queue, a request without a free slot gets 429.",
+    )
+    queue_timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = Field(
+        default=30,
+        description="Longest wait in the queue; the request then gets 429 (queue_timeout).",
+    )
+    requests_per_minute: Annotated[int, Field(ge=1, le=10_000_000)] | None = Field(
+        default=None,
+        description="Requests per minute one router replica accepts over all keys (a token"
+        " bucket bursting to one minute's worth); more get 429 (global_rate_limit). Unset: no"
+        " global limit. Per-key limits are in the API keys file.",
+    )
+    min_tokens_per_second_per_request: Annotated[float, Field(gt=0, le=100_000)] | None = Field(
+        default=None,
+        description="Throughput gate: no new request goes to an engine replica while the decode"
+        " rate each of its running requests gets (from the engine's generation token counter)"
+        " is below this many tokens per second; requests wait in the queue meanwhile. Unset:"
+        " no gate.",
+    )
+
+
 class RouterSpec(CamelModel):
     """The session-affinity router in front of the engine replicas."""
+
+    model_config = CamelModel.model_config | {
+        "json_schema_extra": cel_rules(
+            cel(
+                "self.admission.queueTimeoutSeconds < self.timeouts.totalSeconds",
+                "router.admission.queueTimeoutSeconds must be shorter than"
+                " router.timeouts.totalSeconds, which also counts the time in the queue",
+                ".admission.queueTimeoutSeconds",
+            ),
+        )
+    }
 
     replicas: Annotated[int, Field(ge=1, le=32)] = Field(
         default=2, description="Router replicas; sessions stay sticky across all of them."
@@ -645,6 +691,13 @@ class RouterSpec(CamelModel):
         " a changed file they cannot parse is rejected (they keep the last good keys, log"
         " why and `RouterAvailable` says so), while at start it stops the router. Without"
         " it the router is open.",
+    )
+    admission: AdmissionSpec = Field(
+        default_factory=AdmissionSpec,
+        description="Concurrency caps, the request queue, rate limits and the throughput gate."
+        " With apiKeysSecretRef set, the engines also run vLLM's priority scheduling and the"
+        " router sets each request's `priority` from its key's priority (a client cannot"
+        " choose its own).",
     )
     forward_authorization: bool = Field(
         default=False, description="Pass the client's Authorization header on to the engine."

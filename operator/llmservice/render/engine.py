@@ -55,6 +55,18 @@ def tensor_parallel_size(service: LLMService) -> int:
     return service.spec.engine.tensor_parallel_size or service.spec.engine.gpus
 
 
+def scheduling_policy(service: LLMService) -> str:
+    """vLLM's scheduling policy: ``priority`` when the router has API keys, else ``fcfs``.
+
+    The operator never reads the keys Secret, so it cannot tell whether any key has a
+    priority other than the default; with keys the router sets every request's priority
+    from its key (``--engine-priority``), and with equal priorities vLLM's priority policy
+    serves in arrival order, exactly as ``fcfs`` does. Without keys the default policy is
+    left alone, so a request that carries a priority of its own gets vLLM's 400.
+    """
+    return "priority" if service.spec.router.api_keys_secret_ref is not None else "fcfs"
+
+
 def engine_args(service: LLMService) -> list[str]:
     """The vLLM command-line flags of the engine container."""
     model, engine = service.spec.model, service.spec.engine
@@ -70,6 +82,8 @@ def engine_args(service: LLMService) -> list[str]:
         args += ["--max-model-len", str(model.max_model_len)]
     args += ["--gpu-memory-utilization", str(engine.gpu_memory_utilization)]
     args += ["--max-num-seqs", str(engine.max_num_seqs)]
+    if scheduling_policy(service) == "priority":
+        args += ["--scheduling-policy", "priority"]
     tensor_parallel = tensor_parallel_size(service)
     args += ["--tensor-parallel-size", str(tensor_parallel)]
     if engine.gpus // tensor_parallel > 1:

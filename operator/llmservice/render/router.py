@@ -36,6 +36,23 @@ def drain_grace_seconds(service: LLMService) -> int:
     return min(total, MAX_TERMINATION_GRACE_SECONDS - DRAIN_MARGIN_SECONDS)
 
 
+def admission_args(service: LLMService) -> list[str]:
+    """The router's admission flags; the per-replica cap defaults to the engine's batch."""
+    admission = service.spec.router.admission
+    cap = admission.max_in_flight_per_replica or service.spec.engine.max_num_seqs
+    args = [
+        "--max-in-flight-per-replica", str(cap),
+        "--max-queued", str(admission.max_queued),
+        "--queue-timeout", str(admission.queue_timeout_seconds),
+    ]  # fmt: skip
+    if admission.requests_per_minute is not None:
+        args += ["--requests-per-minute", str(admission.requests_per_minute)]
+    if admission.min_tokens_per_second_per_request is not None:
+        floor = admission.min_tokens_per_second_per_request
+        args += ["--min-tokens-per-second-per-request", str(floor)]
+    return args
+
+
 def router_args(service: LLMService) -> list[str]:
     """Flags of `llmservice router`, from the spec."""
     router, model = service.spec.router, service.spec.model
@@ -65,8 +82,11 @@ def router_args(service: LLMService) -> list[str]:
         # On SIGTERM, streams in flight may run this long before the Pod goes.
         "--grace-period", str(drain_grace_seconds(service)),
     ]  # fmt: skip
+    args += admission_args(service)
     if router.api_keys_secret_ref is not None:
         args += ["--api-keys-file", f"{API_KEYS_DIR}/{router.api_keys_secret_ref.key}"]
+        # The engines run priority scheduling (see engine.scheduling_policy).
+        args.append("--engine-priority")
     if router.forward_authorization:
         args.append("--forward-authorization")
     return args

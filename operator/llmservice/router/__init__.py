@@ -12,6 +12,8 @@ Small modules with injected collaborators and no module-level state:
 - `metrics`, `accesslog`: Prometheus metrics and one JSON line per request
 - `auth`: API keys and their policies (`clients`); `keys_reload`: applying a changed keys
   file; `keys_metrics`: its metrics
+- `clients`: who sent a request and the limits that apply to it
+- `admission`: rate limits, per-replica caps and the fair queue, the throughput gate
 - `app`: the ASGI application and `create_app`; `server`: listening and draining;
   `cli`: ``llmservice router``
 """

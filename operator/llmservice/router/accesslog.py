@@ -1,6 +1,7 @@
 """One JSON line per request.
 
-Fields: time, request id, method, path, model, session (only a session id the client sent
+Fields: time, request id, method, path, model, the API key's name (``client``;
+``anonymous`` without keys), session (only a session id the client sent
 or was given, never a prompt-derived key), key kind, replica, status, attempts, latency and
 time to first byte in milliseconds, prompt and completion tokens, error cause. Never API
 keys, never prompt or completion text.
@@ -60,6 +61,7 @@ class AccessLog:
             f'{{"time":"{self._stamp}","level":"info","msg":"request",'
             f'"request_id":{_str(exchange.request_id)},"method":{_str(method)},'
             f'"path":{_str(path)},"model":{_opt(exchange.model or None)},'
+            f'"client":{_str(exchange.client.name)},'
             f'"session":{_opt(session)},"key":{_str(exchange.key_kind)},'
             f'"replica":{_opt(exchange.replica)},"status":{exchange.status},'
             f'"attempts":{exchange.attempts},"latency_ms":{duration * 1000:.3f},'

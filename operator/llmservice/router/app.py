@@ -25,6 +25,15 @@ With API keys, the proxied routes and ``/v1/models`` need ``Authorization: Beare
 (401 with ``WWW-Authenticate: Bearer`` otherwise). The keys are read from ``api_keys`` on
 every request; with a keys file the app watches it (`keys_reload`) and replaces them there.
 
+Admission (`llmservice.router.admission`): after authentication a proxied request passes the
+rate limits of its key and the router (429 at once otherwise), then takes a replica slot or
+waits in the fair queue for one (see `Proxy`). Every 429 carries ``Retry-After`` and the
+``x-ratelimit-*`` headers of the limits that apply (only 429s: building them on every
+response would cost more than the rest of admission).
+With ``engine_priority`` the request's vLLM ``priority`` is set from its key's priority:
+vLLM serves lower values first, so priority ``p`` is sent as ``-p``, and whatever the client
+sent is replaced, so no client raises its own.
+
 A client that disconnects is noticed at once: while a proxied request is in flight the app
 listens for ``http.disconnect`` (from ``WATCH_AFTER`` seconds in, so that short requests do
 not pay for the listening task) and cancels the upstream request, which closes the upstream
@@ -47,16 +56,29 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 
 from llmservice.router.accesslog import AccessLog
+from llmservice.router.admission import (
+    AdmissionMetrics,
+    GateScraper,
+    RateLimited,
+    RateLimiter,
+    ThroughputGate,
+)
 from llmservice.router.auth import ApiKeys
 from llmservice.router.balancer import Balancer, make_balancer, routing_key
 from llmservice.router.clients import Client
 from llmservice.router.config import RouterConfig
 from llmservice.router.discovery import Discovery, Replica
 from llmservice.router.errors import (
+    GlobalRateLimited,
+    KeyQueueFull,
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
+    QueueFull,
+    RequestRateLimited,
     RouterError,
+    TokenRateLimited,
+    TooManyRequests,
     Unauthorized,
     error_body,
 )
@@ -69,6 +91,7 @@ from llmservice.router.payloads import (
     check_required,
     parse_body,
     resolve_model,
+    with_priority,
 )
 from llmservice.router.proxy import Exchange, Proxy, make_pool
 from llmservice.router.retry_budget import RetryBudget
@@ -89,6 +112,18 @@ _BEARER_CHALLENGE = (b"www-authenticate", b"Bearer")
 LOG_FLUSH_INTERVAL = 1.0
 # How long a proxied request runs before the app starts listening for a disconnect.
 WATCH_AFTER = 0.05
+
+
+_REFUSALS: dict[str, tuple[type[TooManyRequests], str]] = {
+    "rate_limit_requests": (RequestRateLimited, "API key {name!r} is over its requests a minute."),
+    "rate_limit_tokens": (TokenRateLimited, "API key {name!r} is over its tokens a minute."),
+    "global_rate_limit": (GlobalRateLimited, "The router is over its requests a minute."),
+}
+
+
+def _refusal(refused: RateLimited, name: str) -> TooManyRequests:
+    kind, message = _REFUSALS[refused.reason]
+    return kind(message.format(name=name), retry_after=refused.retry_after, headers=refused.headers)
 
 
 class _ClientGone(Exception):
@@ -120,8 +155,32 @@ class RouterApp:
         self.metrics = metrics
         self.access_log = access_log
         self.clock = clock
-        self.proxy = Proxy(config, balancer, metrics, RetryBudget(config.retry, clock), clock)
+        self.admission = AdmissionMetrics(metrics.registry)
+        self.proxy = Proxy(
+            config,
+            balancer,
+            metrics,
+            RetryBudget(config.retry, clock),
+            clock,
+            on_wait=self.admission.waited,
+        )
         metrics.in_flight = lambda: self.proxy.loads
+        dispatcher = self.proxy.dispatcher
+        self.admission.queued = dispatcher.queued
+        self.admission.limits = dispatcher.limits
+        self.admission.closed = lambda: sorted(dispatcher.closed)
+        self.limiter = RateLimiter(config.admission.requests_per_minute, clock())
+        self._engine_priority = config.admission.engine_priority
+        self.gate_scraper: GateScraper | None = None
+        floor = config.admission.min_tokens_per_second_per_request
+        if floor is not None:
+            self.gate_scraper = GateScraper(
+                ThroughputGate(floor),
+                lambda: {name: replica.url for name, replica in self.proxy.replicas.items()},
+                dispatcher.set_allowance,
+                interval=config.admission.gate_interval,
+                clock=clock,
+            )
         self.draining = False
         self._flusher: asyncio.Task[None] | None = None
         self._keys_watch: asyncio.Task[None] | None = None
@@ -142,8 +201,12 @@ class RouterApp:
         if self.api_keys_file is not None:
             self._keys_watch = asyncio.create_task(self.api_keys_file.watch(self.use_api_keys))
         await self.discovery.start(self._on_replicas)
+        if self.gate_scraper is not None:
+            self.gate_scraper.start()
 
     async def shutdown(self) -> None:
+        if self.gate_scraper is not None:
+            await self.gate_scraper.stop()
         for task in (self._flusher, self._keys_watch):
             if task is not None:
                 task.cancel()
@@ -225,11 +288,15 @@ class RouterApp:
             if self.api_keys is not None and (path in PROXIED or path in (API_CHAT, "/v1/models")):
                 exchange.client = self._authenticate(self.api_keys, scope, exchange)
             if path in PROXIED or path == API_CHAT:
+                if self.limiter.limited(exchange.client):
+                    self._rate_limit(exchange)
                 await self._proxied(scope, receive, send, exchange, started)
             else:
                 await self._local(scope, send, exchange)
         except RouterError as error:
             exchange.cause = error.cause
+            if isinstance(error, TooManyRequests):
+                self._refused(error, exchange)
             if not exchange.response_started:
                 exchange.status = error.status
                 await self._send(send, error.status, error_body(error, request_id), exchange)
@@ -237,6 +304,23 @@ class RouterApp:
             exchange.status, exchange.cause = 499, "client_disconnect"
         finally:
             self._record(exchange, started, path, scope["method"])
+
+    def _rate_limit(self, exchange: Exchange) -> None:
+        """Take the request from its buckets, or refuse it with a 429."""
+        client, now = exchange.client, self.clock()
+        refused = self.limiter.admit(client, now)
+        if refused is not None:
+            raise _refusal(refused, client.name)
+
+    def _refused(self, error: TooManyRequests, exchange: Exchange) -> None:
+        client = exchange.client
+        self.admission.reject(error.code or error.cause, client.name)
+        limited = self.limiter.limited(client)
+        if isinstance(error, (QueueFull, KeyQueueFull)) and limited:
+            self.limiter.refund(client, self.clock())  # never served: it costs the key nothing
+        if limited and not error.headers_included:
+            exchange.extra_headers.extend(self.limiter.headers(client, self.clock()))
+        exchange.extra_headers.extend(error.headers)
 
     def _authenticate(self, api_keys: ApiKeys, scope: Scope, exchange: Exchange) -> Client:
         client = api_keys.authenticate(self._header(scope, b"authorization"))
@@ -255,6 +339,13 @@ class RouterApp:
                 exchange.route, exchange.status, exchange.model or "-", duration, first_byte
             )
             self.metrics.add_tokens(exchange.prompt_tokens, exchange.completion_tokens)
+            client = exchange.client
+            self.admission.add_tokens(
+                client.name, exchange.prompt_tokens, exchange.completion_tokens
+            )
+            if client.tokens_per_minute is not None:
+                used = exchange.prompt_tokens + exchange.completion_tokens
+                self.limiter.charge_tokens(client, used, self.clock())
         self.access_log.write(exchange, method, path, duration, first_byte)
 
     async def _send(
@@ -347,14 +438,23 @@ class RouterApp:
                 session = uuid.uuid4().hex
             exchange.extra_headers.append((self._session_header, session.encode("latin-1")))
             body = api_chat_request(body, served)
-            raw = json.dumps(body).encode()
+            rewrite = True
             path = "/v1/chat/completions"
         else:
             exchange.model = resolve_model(body, names, required=True)
             check_required(path, body)
-            if exchange.model != served:
+            rewrite = exchange.model != served
+            if rewrite:
                 body["model"] = served
-                raw = json.dumps(body).encode()
+        if self._engine_priority:
+            # vLLM serves lower values first; the key's priority replaces the client's.
+            priority = -exchange.client.priority
+            if rewrite:
+                body["priority"] = priority
+            else:
+                raw = with_priority(raw, body, priority)
+        if rewrite:
+            raw = json.dumps(body).encode()
         exchange.stream = body.get("stream") is True
         exchange.session = session
         exchange.key, exchange.key_kind = routing_key(

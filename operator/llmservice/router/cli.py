@@ -28,6 +28,14 @@ where it has the same knob)::
       --forward-authorization            pass the client's Authorization header upstream
       --api-keys-file PATH               API keys (YAML), enforced: Bearer <key> or 401;
                                          reloaded when the file changes
+      # admission (unset: no such limit)
+      --max-in-flight-per-replica N      requests in flight per replica; the rest queue
+      --max-queued 1000                  requests waiting at most, over all keys
+      --queue-timeout 30                 seconds a request may wait for a slot
+      --requests-per-minute N            global request limit
+      --min-tokens-per-second-per-request R   throughput gate on the engines' decode rate
+      --gate-interval 1                  seconds between scrapes of the engines' metrics
+      --engine-priority                  set each request's vLLM priority from its key's
       # lifecycle
       --drain-delay 5                    after SIGTERM: /readyz fails, traffic still served
       --grace-period 60                  then in-flight requests get this long to finish
@@ -52,6 +60,7 @@ from llmservice.router import config as defaults
 from llmservice.router.accesslog import AccessLog
 from llmservice.router.app import create_app
 from llmservice.router.config import (
+    AdmissionConfig,
     BalancerConfig,
     DiscoveryConfig,
     RetryPolicy,
@@ -202,6 +211,51 @@ def parser() -> argparse.ArgumentParser:
         " good keys stay) if it does not parse. Without it the router is open",
     )
     p.add_argument(
+        "--max-in-flight-per-replica",
+        type=int,
+        default=None,
+        help="requests in flight on one replica at once; the rest wait in the router's queue"
+        " (default: no cap)",
+    )
+    p.add_argument(
+        "--max-queued",
+        type=int,
+        default=defaults.DEFAULT_MAX_QUEUED,
+        help="requests waiting for a slot at most, over all keys; more get 429 (queue_full)",
+    )
+    p.add_argument(
+        "--queue-timeout",
+        type=float,
+        default=defaults.DEFAULT_QUEUE_TIMEOUT,
+        help="seconds a request may wait for a slot before it gets 429 (queue_timeout)",
+    )
+    p.add_argument(
+        "--requests-per-minute",
+        type=int,
+        default=None,
+        help="requests per minute over all keys (a token bucket bursting to one minute's"
+        " worth); more get 429 (global_rate_limit) (default: no limit)",
+    )
+    p.add_argument(
+        "--min-tokens-per-second-per-request",
+        type=float,
+        default=None,
+        help="send no new request to a replica while its running requests decode slower than"
+        " this, per request, by its engine's metrics (default: no gate)",
+    )
+    p.add_argument(
+        "--gate-interval",
+        type=float,
+        default=defaults.DEFAULT_GATE_INTERVAL,
+        help="seconds between two scrapes of the engines' metrics for the throughput gate",
+    )
+    p.add_argument(
+        "--engine-priority",
+        action="store_true",
+        help="set each request's vLLM `priority` field from its API key's priority, replacing"
+        " any the client sent (the engines must run --scheduling-policy priority)",
+    )
+    p.add_argument(
         "--drain-delay",
         type=float,
         default=defaults.DEFAULT_DRAIN_DELAY,
@@ -262,6 +316,15 @@ def build_config(args: argparse.Namespace) -> RouterConfig:
             total=args.total_timeout,
         ),
         retry=RetryPolicy(attempts_max=args.retries, budget_ratio=args.retry_budget),
+        admission=AdmissionConfig(
+            max_in_flight_per_replica=args.max_in_flight_per_replica,
+            max_queued=args.max_queued,
+            queue_timeout=args.queue_timeout,
+            requests_per_minute=args.requests_per_minute,
+            min_tokens_per_second_per_request=args.min_tokens_per_second_per_request,
+            gate_interval=args.gate_interval,
+            engine_priority=args.engine_priority,
+        ),
         max_body_bytes=args.max_body_bytes,
         max_connections=args.max_connections,
         forward_authorization=args.forward_authorization,

@@ -18,6 +18,7 @@ from llmservice.api import spec as api
 # The API's defaults, read once from its models rather than repeated here.
 _API_ROUTER = api.RouterSpec()
 _API_TIMEOUTS = _API_ROUTER.timeouts
+_API_ADMISSION = _API_ROUTER.admission
 
 DEFAULT_HOST = "0.0.0.0"  # noqa: S104 - the router serves the Pod network
 DEFAULT_PORT = 8080
@@ -38,6 +39,10 @@ DEFAULT_RETRIES = _API_ROUTER.retries
 DEFAULT_RETRY_BUDGET_RATIO = 0.2
 DEFAULT_RETRY_BUDGET_MIN_PER_SECOND = 10.0
 DEFAULT_RETRY_BUDGET_WINDOW = 10.0
+
+DEFAULT_MAX_QUEUED = _API_ADMISSION.max_queued
+DEFAULT_QUEUE_TIMEOUT = float(_API_ADMISSION.queue_timeout_seconds)
+DEFAULT_GATE_INTERVAL = 1.0
 
 DEFAULT_MAX_CONNECTIONS = 1024
 DEFAULT_DRAIN_DELAY = 5.0
@@ -147,6 +152,41 @@ class DiscoveryConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AdmissionConfig:
+    """What the router lets through (see `llmservice.router.admission`); None: no such limit.
+
+    ``max_in_flight_per_replica`` caps each replica's requests from this router (the
+    operator passes the engine's maxNumSeqs when the API leaves it unset); the rest wait in a
+    queue of at most ``max_queued`` requests for at most ``queue_timeout`` seconds.
+    ``requests_per_minute`` is the global request limit. ``min_tokens_per_second_per_request``
+    turns on the throughput gate, which scrapes the engines every ``gate_interval`` seconds.
+    ``engine_priority`` sets each request's vLLM ``priority`` from its key's (the engines run
+    ``--scheduling-policy priority``).
+    """
+
+    max_in_flight_per_replica: int | None = None
+    max_queued: int = DEFAULT_MAX_QUEUED
+    queue_timeout: float = DEFAULT_QUEUE_TIMEOUT
+    requests_per_minute: int | None = None
+    min_tokens_per_second_per_request: float | None = None
+    gate_interval: float = DEFAULT_GATE_INTERVAL
+    engine_priority: bool = False
+
+    def __post_init__(self) -> None:
+        if self.max_in_flight_per_replica is not None and self.max_in_flight_per_replica < 1:
+            raise ValueError("max in flight per replica must be >= 1")
+        if self.max_queued < 0:
+            raise ValueError("max queued must be >= 0")
+        if not self.queue_timeout > 0 or not self.gate_interval > 0:
+            raise ValueError("the queue timeout and the gate interval must be positive")
+        if self.requests_per_minute is not None and self.requests_per_minute < 1:
+            raise ValueError("requests per minute must be >= 1")
+        floor = self.min_tokens_per_second_per_request
+        if floor is not None and not floor > 0:
+            raise ValueError("min tokens per second per request must be positive")
+
+
+@dataclass(frozen=True, slots=True)
 class RouterConfig:
     """Everything `create_app` needs besides its injected collaborators."""
 
@@ -158,6 +198,7 @@ class RouterConfig:
     balancer: BalancerConfig = field(default_factory=BalancerConfig)
     timeouts: Timeouts = field(default_factory=Timeouts)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    admission: AdmissionConfig = field(default_factory=AdmissionConfig)
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     forward_authorization: bool = False

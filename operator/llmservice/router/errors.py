@@ -13,12 +13,23 @@ id, so a user can quote it when asking for help::
     │   ├── ModelNotFound           404 a model that is neither the served name nor an alias
     │   ├── MethodNotAllowed        405
     │   ├── PayloadTooLarge         413 body over the configured limit
-    │   └── UnsupportedMediaType    415 a body that is not application/json
+    │   ├── UnsupportedMediaType    415 a body that is not application/json
+    │   └── TooManyRequests         429 refused by admission; ``code`` says which limit:
+    │       ├── RequestRateLimited      the key's requests per minute
+    │       ├── TokenRateLimited        the key's tokens per minute
+    │       ├── GlobalRateLimited       the router's requests per minute
+    │       ├── KeyQueueFull            the key already has its maxQueued waiting
+    │       ├── QueueFull               the router's queue is full
+    │       └── QueueTimeout            waited the queue timeout without a free slot
     └── ServiceError                5xx: the router or the engine could not serve it
         ├── NoReadyReplica          503 nothing to route to (or the router is draining)
         ├── UpstreamConnectError    502 every attempt failed before the first byte
         ├── UpstreamTimeout         504 connect, first-byte, idle or total timeout
         └── UpstreamProtocolError   502 the engine broke the connection mid-response
+
+A 429 carries ``Retry-After`` (whole seconds, at least 1: when the limit is expected to let
+the request through) and the ``x-ratelimit-*`` headers of the limits that apply, in
+`RouterError.headers`; the app sends them with the error body.
 
 Errors raised after the response headers went out cannot change the status; the proxy then
 ends the stream and records the cause in metrics and the access log.
@@ -27,18 +38,26 @@ ends the stream and records the cause in metrics and the access log.
 from __future__ import annotations
 
 import json
+import math
 from typing import ClassVar
 
 __all__ = [
     "ClientError",
+    "GlobalRateLimited",
     "InvalidRequest",
+    "KeyQueueFull",
     "MethodNotAllowed",
     "ModelNotFound",
     "NoReadyReplica",
     "NotFound",
     "PayloadTooLarge",
+    "QueueFull",
+    "QueueTimeout",
+    "RequestRateLimited",
     "RouterError",
     "ServiceError",
+    "TokenRateLimited",
+    "TooManyRequests",
     "Unauthorized",
     "UnsupportedMediaType",
     "UpstreamConnectError",
@@ -56,10 +75,17 @@ class RouterError(Exception):
     code: ClassVar[str | None] = None
     cause: ClassVar[str] = "internal"
 
-    def __init__(self, message: str, *, param: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        headers: tuple[tuple[bytes, bytes], ...] = (),
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
+        self.headers = headers
 
 
 class ClientError(RouterError):
@@ -104,6 +130,55 @@ class PayloadTooLarge(ClientError):
 class UnsupportedMediaType(ClientError):
     status = 415
     code = "unsupported_media_type"
+
+
+class TooManyRequests(ClientError):
+    """Admission refused the request; retrying after ``Retry-After`` may succeed."""
+
+    status = 429
+    # The OpenAI API's 429s say "requests" or "tokens" here: which kind of limit was hit.
+    error_type = "requests"
+    code = "rate_limit_exceeded"
+    cause = "rate_limited"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float,
+        headers: tuple[tuple[bytes, bytes], ...] = (),
+    ) -> None:
+        self.retry_after = max(1, math.ceil(retry_after))
+        # Whether ``headers`` already holds the x-ratelimit-* ones (a rate-limit refusal).
+        self.headers_included = bool(headers)
+        super().__init__(
+            message, headers=((b"retry-after", str(self.retry_after).encode()), *headers)
+        )
+
+
+class RequestRateLimited(TooManyRequests):
+    code = cause = "rate_limit_requests"
+
+
+class TokenRateLimited(TooManyRequests):
+    error_type = "tokens"
+    code = cause = "rate_limit_tokens"
+
+
+class GlobalRateLimited(TooManyRequests):
+    code = cause = "global_rate_limit"
+
+
+class KeyQueueFull(TooManyRequests):
+    code = cause = "key_queue_full"
+
+
+class QueueFull(TooManyRequests):
+    code = cause = "queue_full"
+
+
+class QueueTimeout(TooManyRequests):
+    code = cause = "queue_timeout"
 
 
 class ServiceError(RouterError):

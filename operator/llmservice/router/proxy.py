@@ -1,5 +1,10 @@
 """Forwarding one request to a replica and streaming the answer back.
 
+Each attempt holds a slot of its replica (`llmservice.router.admission.dispatcher`): taken
+at once when one is free, after a wait in the router's queue otherwise, and released in a
+``finally`` whatever ends the attempt. A retry on the same replica (a stale keep-alive
+connection) keeps its slot; a retry elsewhere gives it back and takes a free one.
+
 The upstream client is one `llmservice.router.upstream.Pool` of keep-alive connections per
 app, chosen by measurement (see that module and bench/README.md). Bodies pass through
 untouched and are forwarded as each piece arrives, never buffered; SSE therefore streams
@@ -35,7 +40,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from llmservice.router.balancer import Balancer
+from llmservice.router.admission.dispatcher import Dispatcher
+from llmservice.router.balancer import Balancer, Choice
 from llmservice.router.clients import ANONYMOUS, Client
 from llmservice.router.config import RouterConfig
 from llmservice.router.deadlines import TIMEOUT_MESSAGES, Watchdog
@@ -141,15 +147,28 @@ class Proxy:
         metrics: RouterMetrics,
         budget: RetryBudget,
         clock: Callable[[], float] = time.monotonic,
+        on_wait: Callable[[str, float], None] | None = None,
     ) -> None:
         self.config = config
         self.balancer = balancer
         self.metrics = metrics
         self.budget = budget
         self.clock = clock
+        self.on_wait = on_wait
         self.pool: Pool | None = None
         self.replicas: dict[str, Replica] = {}
         self.loads: dict[str, int] = {}
+        admission = config.admission
+        self.dispatcher = Dispatcher(
+            balancer,
+            self.loads,
+            self._release,
+            cap=admission.max_in_flight_per_replica,
+            max_queued=admission.max_queued,
+            queue_timeout=admission.queue_timeout,
+            clock=clock,
+            on_wait=on_wait,
+        )
         self._gone: set[str] = set()
         self._targets: dict[str, tuple[str, int, bytes, bytes]] = {}
 
@@ -169,6 +188,7 @@ class Proxy:
             self.loads.setdefault(name, 0)
         self.balancer.update(routable.keys())
         self.metrics.set_replicas(len(routable), len(self._gone))
+        self.dispatcher.update(routable.keys())
 
     def _forget(self, name: str) -> None:
         self.loads.pop(name, None)
@@ -180,6 +200,7 @@ class Proxy:
             self._gone.discard(name)
             self._forget(name)
             self.metrics.set_replicas(len(self.replicas), len(self._gone))
+        self.dispatcher.freed(name)
 
     # -- one request --------------------------------------------------------------------
 
@@ -252,21 +273,19 @@ class Proxy:
         tried: set[str] = set()
         stale: set[str] = set()
         last_error: RouterError | None = None
-        while True:
-            choice = self.balancer.pick(exchange.key, self.loads, tried)
-            if choice is None:
-                if last_error is not None:
-                    raise last_error
-                raise NoReadyReplica("No engine replica is ready to serve this request.")
-            name = choice.replica
-            if not tried and exchange.key_kind != "none":
-                self.metrics.routed(exchange.key_kind, choice.primary)
-            tried.add(name)
-            exchange.replica = name
-            exchange.attempts += 1
-            host, port, base, host_header = self._targets[name]
-            self.loads[name] = self.loads.get(name, 0) + 1
-            try:
+        held: str | None = None  # the replica whose slot this request holds
+        try:
+            while True:
+                if held is None:
+                    choice = await self._slot(exchange, tried, last_error)
+                    held = choice.replica
+                    if not tried and exchange.key_kind != "none":
+                        self.metrics.routed(exchange.key_kind, choice.primary)
+                name = held
+                tried.add(name)
+                exchange.replica = name
+                exchange.attempts += 1
+                host, port, base, host_header = self._targets[name]
                 watchdog.enter("first_byte", self.config.timeouts.first_byte)
                 head = b"POST " + base + target + b" HTTP/1.1\r\n" + host_header + headers
                 try:
@@ -286,9 +305,11 @@ class Proxy:
                         raise last_error from None
                     if isinstance(error, DisconnectedError) and name not in stale:
                         # A pooled keep-alive connection the engine had closed: the same
-                        # replica gets one more try on a fresh connection.
+                        # replica gets one more try on a fresh connection, in the same slot.
                         stale.add(name)
-                        tried.discard(name)
+                    else:
+                        held = None
+                        self._release(name)
                     self.metrics.retry(last_error.cause)
                     continue
                 except ProtocolError as error:
@@ -301,8 +322,28 @@ class Proxy:
                 finally:
                     response.close()
                 return
-            finally:
-                self._release(name)
+        finally:
+            if held is not None:
+                self._release(held)
+
+    async def _slot(
+        self, exchange: Exchange, tried: set[str], last_error: RouterError | None
+    ) -> Choice:
+        """A replica slot: at once when one is free, else after waiting in the queue.
+
+        A retry (``tried`` is not empty) never queues: it takes a free slot on a replica it
+        has not tried, or fails with the error of its last attempt.
+        """
+        choice = self.dispatcher.try_acquire(exchange.key, tried)
+        if choice is not None:
+            if not tried and self.on_wait is not None:
+                self.on_wait(exchange.client.name, 0.0)
+            return choice
+        if last_error is not None:
+            raise last_error
+        if not self.replicas or tried:
+            raise NoReadyReplica("No engine replica is ready to serve this request.")
+        return await self.dispatcher.wait(exchange.key, exchange.client)
 
     async def _relay(
         self,

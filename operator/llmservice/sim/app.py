@@ -201,7 +201,12 @@ class SimApp:
             return
         request_id = new_id(kind)
         seq = self.engine.new_sequence(
-            request_id, request.prompt_ids, request.max_tokens, request.stop, request.stream
+            request_id,
+            request.prompt_ids,
+            request.max_tokens,
+            request.stop,
+            request.stream,
+            request.priority,
         )
         self.engine.submit(seq)
         watcher = asyncio.get_running_loop().create_task(self._watch(receive, seq))

@@ -6,6 +6,7 @@ operator renders for an engine Pod start the simulator unchanged:
     llmservice sim [MODEL] --model M --served-model-name NAME ALIAS ... --max-model-len 8192 \\
         --gpu-memory-utilization 0.9 --max-num-seqs 256 --tensor-parallel-size 2 \\
         --dtype auto --quantization awq --hf-overrides '{"rope_scaling": {...}}' \\
+        --scheduling-policy priority \\
         --host 0.0.0.0 --port 8000
 
 vLLM flags the simulator does not model are accepted (with or without a value) and
@@ -36,6 +37,7 @@ DEFAULT_MAX_NUM_SEQS = 256
 DEFAULT_MAX_NUM_BATCHED_TOKENS = 8192
 DEFAULT_BLOCK_SIZE = 16
 DEFAULT_CACHE_BLOCKS = 16384
+SCHEDULING_POLICIES = ("fcfs", "priority")
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,8 @@ class SimConfig:
     quantization: str | None = None
     hf_overrides: dict[str, Any] = field(default_factory=dict)
     api_key: str | None = None
+    # vLLM's --scheduling-policy: "fcfs", or "priority" (lower `priority` values first).
+    scheduling_policy: str = "fcfs"
     host: str = "127.0.0.1"
     port: int = 8000
     # Simulator-only settings.
@@ -118,6 +122,10 @@ class SimConfig:
             (self.block_size >= 1, "block_size must be at least 1"),
             (self.cache_blocks >= 1, "cache_blocks must be at least 1"),
             (self.time_scale >= 0, "time_scale must not be negative"),
+            (
+                self.scheduling_policy in SCHEDULING_POLICIES,
+                "scheduling_policy must be one of " + ", ".join(SCHEDULING_POLICIES),
+            ),
             (
                 1 <= self.natural_output_tokens[0] <= self.natural_output_tokens[1],
                 "natural_output_tokens must be (low, high) with 1 <= low <= high",
@@ -210,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--dtype", default="auto")
     add("--quantization", "-q")
     add("--hf-overrides", type=_json_object, default={})
+    add("--scheduling-policy", choices=SCHEDULING_POLICIES, default="fcfs")
     add("--api-key", default=os.environ.get("VLLM_API_KEY"))
     add("--host", default="127.0.0.1")
     add("--port", type=int, default=8000)
@@ -253,6 +262,7 @@ def parse_args(argv: list[str]) -> ParsedArgs:
             quantization=ns.quantization,
             hf_overrides=hf_overrides,
             api_key=ns.api_key or None,
+            scheduling_policy=ns.scheduling_policy,
             host=ns.host,
             port=ns.port,
             profile=PROFILES[ns.sim_profile],

@@ -4,10 +4,12 @@ Each step, as in vLLM's v1 scheduler:
 
 1. Every running sequence whose prompt is done decodes one token (one token of budget).
 2. Running sequences still in prefill take the next chunk of their prompt.
-3. Waiting sequences are admitted, first come first served, while fewer than
-   `max_num_seqs` run and budget is left. On admission the prompt's full blocks are looked
-   up in the prefix cache; cached tokens are never computed (as in vLLM, at least the last
-   prompt token always is). `vllm:prefix_cache_queries`/`_hits` count tokens.
+3. Waiting sequences are admitted while fewer than `max_num_seqs` run and budget is left:
+   first come first served, or under the `priority` scheduling policy the lowest `priority`
+   value first (arrival order among equals), as vLLM's priority queue does; the simulator
+   does not preempt running sequences for a waiting one. On admission the prompt's full
+   blocks are looked up in the prefix cache; cached tokens are never computed (as in vLLM,
+   at least the last prompt token always is). `vllm:prefix_cache_queries`/`_hits` count tokens.
 
 The budget per step is `max_num_batched_tokens`. The step lasts
 `TimingProfile.step_seconds(...) * time_scale` of wall time, measured against a virtual
@@ -57,6 +59,7 @@ class Sequence:
     max_tokens_given: bool = True
     stop: tuple[str, ...] = ()
     stream: bool = False
+    priority: int = 0
     arrival: float = 0.0
     # Engine state.
     block_names: list[int] = field(default_factory=list)
@@ -152,6 +155,7 @@ class Engine:
         max_tokens: int | None,
         stop: tuple[str, ...] = (),
         stream: bool = False,
+        priority: int = 0,
     ) -> Sequence:
         """A sequence sized for this engine; `max_tokens=None` means a natural length."""
         room = self.config.max_model_len - len(prompt_ids)
@@ -168,6 +172,7 @@ class Engine:
             max_tokens_given=given,
             stop=stop,
             stream=stream,
+            priority=priority,
             generator=TextGenerator(seed),
         )
 
@@ -249,7 +254,7 @@ class Engine:
                 break
             budget -= self._prefill_chunk(seq, budget, completed)
         while self.waiting and len(self.running) < config.max_num_seqs and budget > 0:
-            seq = self.waiting.popleft()
+            seq = self._next_waiting()
             seq.scheduled_at = now
             self._lookup(seq)
             m.prefix_cache_queries += seq.prompt_len
@@ -258,6 +263,14 @@ class Engine:
             budget -= self._prefill_chunk(seq, budget, completed)
         prefill_tokens = config.max_num_batched_tokens - decoding - budget
         return decoding + len(completed), prefill_tokens, completed
+
+    def _next_waiting(self) -> Sequence:
+        if self.config.scheduling_policy != "priority":
+            return self.waiting.popleft()
+        # min() keeps the first of equals, and the deque is in arrival order.
+        seq = min(self.waiting, key=_priority_of)
+        self.waiting.remove(seq)
+        return seq
 
     @staticmethod
     def _prefill_chunk(seq: Sequence, budget: int, completed: list[Sequence]) -> int:
@@ -353,6 +366,10 @@ class Engine:
                 ids = seq.prompt_ids + [WORD_IDS[i] for i in seq.words]
                 self.cache.insert(block_hashes(ids, self.config.block_size))
         seq.wake()
+
+
+def _priority_of(seq: Sequence) -> int:
+    return seq.priority
 
 
 def _json_bytes(text: str) -> bytes:

@@ -53,6 +53,7 @@ class ParsedRequest:
     stream: bool
     include_usage: bool
     continuous_usage: bool
+    priority: int = 0
 
 
 def _optional_int(body: dict[str, Any], name: str, minimum: int) -> int | None:
@@ -144,6 +145,7 @@ def parse_request(kind: Kind, raw: bytes, config: SimConfig) -> ParsedRequest:
     if options is not None and not isinstance(options, dict):
         raise bad_request("stream_options must be an object", "stream_options")
     options = options or {}
+    priority = _priority(body, config)
     prompt_ids = _prompt_ids(kind, body)
     if body.get("ignore_eos") and max_tokens is None:
         max_tokens = config.max_model_len - len(prompt_ids)
@@ -156,7 +158,21 @@ def parse_request(kind: Kind, raw: bytes, config: SimConfig) -> ParsedRequest:
         stream=stream,
         include_usage=bool(options.get("include_usage")),
         continuous_usage=bool(options.get("continuous_usage_stats")),
+        priority=priority,
     )
+
+
+def _priority(body: dict[str, Any], config: SimConfig) -> int:
+    """vLLM's `priority` field: an integer, lower served first, only under priority scheduling."""
+    priority = body.get("priority", 0)
+    if priority is None:
+        return 0
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise bad_request("priority must be an integer", "priority")
+    if priority != 0 and config.scheduling_policy != "priority":
+        # vLLM's processor refuses it with this message, answered as a 400.
+        raise bad_request(f"Got priority {priority} but Priority scheduling is not enabled.")
+    return priority
 
 
 def _check_length(prompt_len: int, max_tokens: int | None, max_model_len: int) -> None:

@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from llmservice.api.validation import parse_llmservice
 from llmservice.render import render_all
+from llmservice.router.admission import AdmissionMetrics
 from llmservice.router.metrics import RouterMetrics
 from llmservice.sim.config import SimConfig
 from llmservice.sim.metrics import SimMetrics, render_metrics
@@ -41,6 +42,13 @@ def exposition() -> str:
     router.routed("header", True)
     router.add_tokens(1, 2)
     router.set_replicas(1, 0)
+    admission = AdmissionMetrics(registry)
+    admission.reject("queue_full", "team-a")
+    admission.waited("team-a", 0.2)
+    admission.add_tokens("team-a", 1, 2)
+    admission.queued = lambda: [("team-a", 3)]
+    admission.limits = lambda: [("127.0.0.1:8000", 4)]
+    admission.closed = lambda: ["127.0.0.1:8000"]
     engine = SimMetrics(SimConfig())
     return generate_latest(registry).decode() + render_metrics(engine).decode()
 

@@ -38,3 +38,37 @@ def test_rendered_engine_args_start_the_simulator(example: Path) -> None:
     parsed = parse_args(engine.engine_args(service))
     assert parsed.config.served_model_names[0] == engine.served_name(service.spec.model)
     assert parsed.config.max_num_seqs == service.spec.engine.max_num_seqs
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=[e.stem for e in EXAMPLES])
+def test_admission_reaches_the_router_and_priority_the_engine(example: Path) -> None:
+    service = _service(example)
+    config = build_config(parser().parse_args(router.router_args(service)[1:]))
+    admission = service.spec.router.admission
+    assert config.admission.max_in_flight_per_replica == (
+        admission.max_in_flight_per_replica or service.spec.engine.max_num_seqs
+    )
+    assert config.admission.max_queued == admission.max_queued
+    assert config.admission.queue_timeout == admission.queue_timeout_seconds
+    keys = service.spec.router.api_keys_secret_ref is not None
+    assert config.admission.engine_priority is keys
+    parsed = parse_args(engine.engine_args(service))
+    assert parsed.config.scheduling_policy == ("priority" if keys else "fcfs")
+    assert not [flag for flag in parsed.ignored if "scheduling" in flag]
+
+
+def test_every_admission_field_is_rendered() -> None:
+    document = yaml.safe_load(EXAMPLES[0].read_text(encoding="utf-8"))
+    document["spec"].setdefault("router", {})["admission"] = {
+        "maxInFlightPerReplica": 3,
+        "maxQueued": 7,
+        "queueTimeoutSeconds": 12.5,
+        "requestsPerMinute": 600,
+        "minTokensPerSecondPerRequest": 15,
+    }
+    config = build_config(parser().parse_args(router.router_args(parse_llmservice(document))[1:]))
+    assert config.admission.max_in_flight_per_replica == 3
+    assert config.admission.max_queued == 7
+    assert config.admission.queue_timeout == 12.5
+    assert config.admission.requests_per_minute == 600
+    assert config.admission.min_tokens_per_second_per_request == 15

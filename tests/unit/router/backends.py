@@ -53,6 +53,9 @@ class FakeBackend:
     requests: list[Received] = field(default_factory=list)
     disconnects: list[float] = field(default_factory=list)
     stream_started: asyncio.Event = field(default_factory=asyncio.Event)
+    # Requests being answered now, and the most there ever were at once.
+    active: int = 0
+    peak: int = 0
     _server: asyncio.Server | None = None
     _writers: set[asyncio.StreamWriter] = field(default_factory=set)
     port: int = 0
@@ -101,7 +104,13 @@ class FakeBackend:
                 if request is None:
                     return
                 self.requests.append(request)
-                if not await self._answer(request, reader, writer):
+                self.active += 1
+                self.peak = max(self.peak, self.active)
+                try:
+                    answered = await self._answer(request, reader, writer)
+                finally:
+                    self.active -= 1
+                if not answered:
                     return
         except (ConnectionError, asyncio.CancelledError):
             pass

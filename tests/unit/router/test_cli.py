@@ -145,3 +145,52 @@ def test_an_invalid_keys_file_stops_the_router_at_start(
     err = capsys.readouterr().err
     assert "keys[0] (a).priority" in err
     assert "sk-a-0123456789abcdef" not in err
+
+
+def test_admission_arguments_map_to_the_config() -> None:
+    base = ["--served-model-name", "m", "--static-backends", "http://127.0.0.1:9"]
+    cfg = build_config(parser().parse_args(base))
+    assert cfg.admission.max_in_flight_per_replica is None  # no cap unless asked
+    assert cfg.admission.requests_per_minute is None
+    assert cfg.admission.min_tokens_per_second_per_request is None
+    assert not cfg.admission.engine_priority
+    cfg = build_config(
+        parser().parse_args(
+            [
+                *base,
+                "--max-in-flight-per-replica", "4",
+                "--max-queued", "9",
+                "--queue-timeout", "2.5",
+                "--requests-per-minute", "120",
+                "--min-tokens-per-second-per-request", "12.5",
+                "--gate-interval", "0.5",
+                "--engine-priority",
+            ]
+        )
+    )  # fmt: skip
+    admission = cfg.admission
+    assert admission.max_in_flight_per_replica == 4
+    assert admission.max_queued == 9
+    assert admission.queue_timeout == 2.5
+    assert admission.requests_per_minute == 120
+    assert admission.min_tokens_per_second_per_request == 12.5
+    assert admission.gate_interval == 0.5
+    assert admission.engine_priority
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--max-in-flight-per-replica", "0"],
+        ["--max-queued", "-1"],
+        ["--queue-timeout", "0"],
+        ["--requests-per-minute", "0"],
+        ["--min-tokens-per-second-per-request", "0"],
+    ],
+)
+def test_bad_admission_arguments_exit_2(
+    flags: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--served-model-name", "m", "--static-backends", "http://127.0.0.1:9", *flags]
+    assert main(argv) == 2
+    assert "llmservice router:" in capsys.readouterr().err

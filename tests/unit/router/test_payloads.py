@@ -15,6 +15,7 @@ from llmservice.router.payloads import (
     resolve_model,
     usage_from_json,
     usage_from_sse_tail,
+    with_priority,
 )
 
 
@@ -97,3 +98,23 @@ def test_error_tree_statuses() -> None:
         assert issubclass(cls, RouterError)
     assert all(400 <= c.status < 500 for c in (InvalidRequest, ModelNotFound, UnsupportedMediaType))
     assert UpstreamTimeout.status == 504
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"model": "m", "messages": []}',
+        b'  {"model":"m","messages":[]}\n ',
+        b'{"model": "m", "priority": 7}',  # the client's own is replaced
+        b'{"model": "m", "note": "\\"priority\\": 3"}',  # the word in a string
+        b"{}",
+    ],
+)
+def test_priority_is_set_on_the_top_level_object(raw: bytes) -> None:
+    body = json.loads(raw)
+    out = with_priority(raw, body, -10)
+    decoded = json.loads(out)
+    assert decoded["priority"] == -10
+    assert {k: v for k, v in decoded.items() if k != "priority"} == {
+        k: v for k, v in json.loads(raw).items() if k != "priority"
+    }
