@@ -33,6 +33,7 @@ from llmservice.controller.kinds import (
     SERVICE_MONITOR_CRD,
 )
 from llmservice.controller.kube import ClusterAPI, is_transient
+from llmservice.controller.metrics import OperatorMetrics
 from llmservice.controller.mounts import FailedMountLookup
 from llmservice.controller.reconcile import Context, reconcile
 from llmservice.controller.refusals import RefusedChildren
@@ -76,6 +77,7 @@ class OperatorState:
     crd_checked_at: float = float("-inf")
     installed_crds: frozenset[str] = frozenset()
     crd_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    metrics: OperatorMetrics | None = None
 
     async def monitoring_crds(self) -> frozenset[str]:
         """Which Prometheus Operator CRDs exist, checked at most every CRD_CHECK_TTL_SECONDS."""
@@ -108,7 +110,14 @@ class OperatorState:
                 refused=self.refused,
                 mounts=self.mounts,
             )
-            outcome = await reconcile(latest, context)
+            started = time.monotonic()
+            ok = False
+            try:
+                outcome = await reconcile(latest, context)
+                ok = True
+            finally:
+                if self.metrics is not None:
+                    self.metrics.reconciled(time.monotonic() - started, ok)
             if outcome.applied or outcome.deleted:
                 log.info(
                     "Reconciled LLMService: applied %d, deleted %d",

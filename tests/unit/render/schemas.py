@@ -61,6 +61,7 @@ SERVICE_MONITOR_SCHEMA: dict[str, Any] = {
                         "additionalProperties": False,
                         "properties": {
                             "port": {"type": "string"},
+                            "honorLabels": {"type": "boolean"},
                             "path": {"type": "string"},
                             "interval": {
                                 "type": "string",
