@@ -33,8 +33,10 @@ Prometheus authenticates to the API server with the sandbox's admin client certi
 
 from __future__ import annotations
 
+import copy
 import json
 import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,7 +80,8 @@ def _pod_discovery(sandbox: Sandbox, ca: Path, cert: Path, key: Path) -> list[di
 
 
 def _label(name: str) -> str:
-    return f"__meta_kubernetes_pod_label_{name.replace('.', '_').replace('/', '_')}"
+    """The discovery label of a Pod label: every character not allowed in names becomes _."""
+    return "__meta_kubernetes_pod_label_" + re.sub(r"[^a-zA-Z0-9_]", "_", name)
 
 
 def _common_relabelling(port: str) -> list[dict[str, Any]]:
@@ -100,7 +103,7 @@ def scrape_configs(discovery: list[dict[str, Any]], exporter: str) -> list[dict[
     component = _label("app.kubernetes.io/component")
     llmservice = {
         "job_name": "llmservice",
-        "kubernetes_sd_configs": discovery,
+        "kubernetes_sd_configs": copy.deepcopy(discovery),
         "relabel_configs": [
             {"source_labels": [_label("app.kubernetes.io/managed-by"), component],
              "regex": f"{MANAGED_BY};(engine|router)", "action": "keep"},
@@ -117,7 +120,7 @@ def scrape_configs(discovery: list[dict[str, Any]], exporter: str) -> list[dict[
     operator = {
         "job_name": "llmservice-operator",
         "honor_labels": True,
-        "kubernetes_sd_configs": discovery,
+        "kubernetes_sd_configs": copy.deepcopy(discovery),
         "relabel_configs": [
             {"source_labels": [_label("app.kubernetes.io/name")],
              "regex": "llmservice-operator", "action": "keep"},
