@@ -138,9 +138,27 @@ def test_chart_passes_helm_lint(helm: Helm) -> None:
 def test_another_release_name_prefixes_every_name(helm: Helm) -> None:
     objects = helm.template(release="ml", namespace="ml-system")
     names = {o["metadata"]["name"] for o in objects if o["kind"] != "CustomResourceDefinition"}
-    assert names == {"ml-llmservice-operator"}
+    assert names == {"ml-llmservice-operator", "ml-llmservice-operator-metrics"}
     binding = next(o for o in objects if o["kind"] == "ClusterRoleBinding")
     assert binding["subjects"][0]["namespace"] == "ml-system"
+
+
+def test_service_monitor_only_when_enabled_and_scraping_the_metrics_service(helm: Helm) -> None:
+    assert not [o for o in helm.template() if o["kind"] == "ServiceMonitor"]
+    objects = helm.template(
+        "--set", "metrics.serviceMonitor.enabled=true",
+        "--set", "metrics.serviceMonitor.labels.release=kps",
+        release="ml", namespace="ml-system",
+    )  # fmt: skip
+    (monitor,) = [o for o in objects if o["kind"] == "ServiceMonitor"]
+    (service,) = [o for o in objects if o["kind"] == "Service"]
+    assert monitor["metadata"]["labels"]["release"] == "kps"
+    selected = monitor["spec"]["selector"]["matchLabels"]
+    assert selected.items() <= service["metadata"]["labels"].items()
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["ml-system"]}
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert (endpoint["port"], endpoint["honorLabels"]) == ("metrics", True)
+    validate_object(monitor)
 
 
 VALUES: dict[str, Any] = {
@@ -181,6 +199,7 @@ def test_values_reach_the_operator_pod(
     assert container["args"] == [
         "operator",
         "--liveness-port=8081",
+        "--metrics-port=8080",
         "--namespace=team-a",
         "--namespace=team-b",
         "--verbose",

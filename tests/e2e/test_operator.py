@@ -486,55 +486,82 @@ def test_operator_killed_mid_reconcile_converges_after_restart(
         assert [o.uid for o in owners if o.controller] == [uid], child.metadata.name
 
 
-SERVICE_MONITOR_CRD: dict[str, Any] = {
-    # Stands in for the Prometheus Operator's CRD: same group, kind and scope; the schema is
-    # open because only the operator's own objects are stored in it here.
-    "apiVersion": "apiextensions.k8s.io/v1",
-    "kind": "CustomResourceDefinition",
-    "metadata": {"name": "servicemonitors.monitoring.coreos.com"},
-    "spec": {
-        "group": "monitoring.coreos.com",
-        "scope": "Namespaced",
-        "names": {
-            "kind": "ServiceMonitor", "plural": "servicemonitors",
-            "singular": "servicemonitor", "listKind": "ServiceMonitorList",
+def prometheus_operator_crd(kind: str, plural: str) -> dict[str, Any]:
+    """Stands in for one of the Prometheus Operator's CRDs: same group, kind and scope; the
+    schema is open because only the operator's own objects are stored in it here."""
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.monitoring.coreos.com"},
+        "spec": {
+            "group": "monitoring.coreos.com",
+            "scope": "Namespaced",
+            "names": {
+                "kind": kind, "plural": plural,
+                "singular": kind.lower(), "listKind": f"{kind}List",
+            },
+            "versions": [{
+                "name": "v1", "served": True, "storage": True,
+                "schema": {"openAPIV3Schema": {
+                    "type": "object", "x-kubernetes-preserve-unknown-fields": True,
+                }},
+            }],
         },
-        "versions": [{
-            "name": "v1", "served": True, "storage": True,
-            "schema": {"openAPIV3Schema": {
-                "type": "object", "x-kubernetes-preserve-unknown-fields": True,
-            }},
-        }],
-    },
-}  # fmt: skip
+    }  # fmt: skip
 
 
-def test_service_monitors_appear_when_their_crd_is_installed(
+SERVICE_MONITOR_CRD = prometheus_operator_crd("ServiceMonitor", "servicemonitors")
+PROMETHEUS_RULE_CRD = prometheus_operator_crd("PrometheusRule", "prometheusrules")
+
+
+def test_service_monitors_and_alerts_appear_when_their_crds_are_installed(
     operator: OperatorProcess, sandbox: Sandbox, kube: client.ApiClient,
     custom: client.CustomObjectsApi, namespace: str,
 ) -> None:  # fmt: skip
     create_llms(custom, namespace, minimal())
     obj = wait_ready(custom, namespace, "chat")
-    assert condition(obj, "MonitoringConfigured")["reason"] == "CRDNotInstalled"
+    missing = condition(obj, "MonitoringConfigured")
+    assert missing["reason"] == "CRDNotInstalled"
+    assert "servicemonitors.monitoring.coreos.com and prometheusrules" in missing["message"]
     extensions = client.ApiextensionsV1Api(kube)
-    extensions.create_custom_resource_definition(SERVICE_MONITOR_CRD)
+    installed = []
     try:
+        extensions.create_custom_resource_definition(SERVICE_MONITOR_CRD)
+        installed.append(SERVICE_MONITOR_CRD)
+
+        def only_rules_missing() -> bool:
+            current = condition(get_llms(custom, namespace, "chat"), "MonitoringConfigured")
+            return current.get("message", "").startswith(
+                "the Prometheus Operator CRD prometheusrules.monitoring.coreos.com is not"
+            )
+
+        eventually(only_rules_missing, 120, "only the PrometheusRule CRD named as missing")
+        monitors = custom.list_namespaced_custom_object(
+            "monitoring.coreos.com", "v1", namespace, "servicemonitors"
+        )["items"]
+        assert sorted(m["metadata"]["name"] for m in monitors) == ["chat-engine", "chat-router"]
+        extensions.create_custom_resource_definition(PROMETHEUS_RULE_CRD)
+        installed.append(PROMETHEUS_RULE_CRD)
 
         def configured() -> bool:
             current = get_llms(custom, namespace, "chat")
             return condition(current, "MonitoringConfigured").get("status") == "True"
 
-        eventually(configured, 120, "MonitoringConfigured=True once the CRD exists")
-        monitors = custom.list_namespaced_custom_object(
-            "monitoring.coreos.com", "v1", namespace, "servicemonitors"
+        eventually(configured, 120, "MonitoringConfigured=True once both CRDs exist")
+        rules = custom.list_namespaced_custom_object(
+            "monitoring.coreos.com", "v1", namespace, "prometheusrules"
         )["items"]
-        assert sorted(m["metadata"]["name"] for m in monitors) == ["chat-engine", "chat-router"]
+        assert [r["metadata"]["name"] for r in rules] == ["chat-alerts"]
+        alerts = [r["alert"] for r in rules[0]["spec"]["groups"][0]["rules"]]
+        assert "LLMServiceStalled" in alerts
         # Once applied, they are watched like every child: no re-apply on each timer tick.
-        before = _patch_requests(sandbox, {"servicemonitors"})
-        holds_for(lambda: _patch_requests(sandbox, {"servicemonitors"}) == before, 25,
-                  "no repeated apply of the ServiceMonitors")  # fmt: skip
+        watched = {"servicemonitors", "prometheusrules"}
+        before = _patch_requests(sandbox, watched)
+        holds_for(lambda: _patch_requests(sandbox, watched) == before, 25,
+                  "no repeated apply of the ServiceMonitors and the PrometheusRule")  # fmt: skip
     finally:
-        extensions.delete_custom_resource_definition(SERVICE_MONITOR_CRD["metadata"]["name"])
+        for crd in installed:
+            extensions.delete_custom_resource_definition(crd["metadata"]["name"])
 
 
 def _events(core: client.CoreV1Api, namespace: str, reason: str) -> list[Any]:

@@ -759,8 +759,77 @@ class IngressSpec(CamelModel):
     )
 
 
+class AlertThresholds(CamelModel):
+    """When the alerts of the PrometheusRule fire; each is described with its alert."""
+
+    time_to_first_token_seconds: Annotated[float, Field(gt=0, le=3600)] = Field(
+        default=2.0,
+        description="LLMServiceTimeToFirstTokenHigh: the 95th percentile of the engines' time"
+        " to first token, in seconds.",
+    )
+    engine_queued_requests: Annotated[int, Field(ge=1, le=100_000)] = Field(
+        default=10,
+        description="LLMServiceEngineQueueHigh: requests waiting in one engine replica's queue.",
+    )
+    router_queued_requests: Annotated[int, Field(ge=1, le=100_000)] = Field(
+        default=50,
+        description="LLMServiceRouterQueueHigh: requests waiting in the router's queue (all"
+        " router replicas together).",
+    )
+    kv_cache_usage: Annotated[float, Field(gt=0, le=1)] = Field(
+        default=0.95,
+        description="LLMServiceKVCacheSaturated: fraction of one replica's KV cache in use.",
+    )
+    preemptions_per_second: Annotated[float, Field(gt=0, le=10_000)] = Field(
+        default=0.1,
+        description="LLMServicePreemptions: sequences preempted per second by one replica.",
+    )
+    router_error_ratio: Annotated[float, Field(gt=0, le=1)] = Field(
+        default=0.05,
+        description="LLMServiceRouterServerErrors: fraction of the router's answers that are 5xx.",
+    )
+    router_rejection_ratio: Annotated[float, Field(gt=0, le=1)] = Field(
+        default=0.1,
+        description="LLMServiceRouterRejections: requests the router rejects (rate limits, full"
+        " queues, queue timeouts) per request answered.",
+    )
+    gpu_memory_usage: Annotated[float, Field(gt=0, le=1)] = Field(
+        default=0.97,
+        description="LLMServiceGPUMemoryNearFull: fraction of one GPU's memory in use (DCGM"
+        " exporter). vLLM reserves engine.gpuMemoryUtilization of each GPU at start, so keep"
+        " this above it.",
+    )
+
+
+class PrometheusRuleSpec(CamelModel):
+    """Alerts on the LLMService's metrics, as a Prometheus Operator PrometheusRule."""
+
+    enabled: bool = Field(
+        default=True,
+        description="Create the PrometheusRule `<name>-alerts` when the Prometheus Operator CRD"
+        " is installed; otherwise the MonitoringConfigured condition says why not.",
+    )
+    for_: Annotated[str, Field(max_length=16, pattern=DURATION_PATTERN)] = Field(
+        default="5m",
+        alias="for",
+        description="How long a threshold must be crossed before its alert fires.",
+    )
+    unavailable_for: Annotated[str, Field(max_length=16, pattern=DURATION_PATTERN)] = Field(
+        default="15m",
+        description="How long engine replicas may be unavailable, or the LLMService not Ready,"
+        " before an alert fires; longer than a model takes to load.",
+    )
+    alert_labels: LabelMap | None = Field(
+        default=None,
+        description="Extra labels on every alert (for Alertmanager routing, e.g. team).",
+    )
+    thresholds: AlertThresholds = Field(
+        default_factory=AlertThresholds, description="Alert thresholds."
+    )
+
+
 class MonitoringSpec(CamelModel):
-    """Prometheus scraping of engine and router metrics."""
+    """Prometheus scraping of engine and router metrics, and alerts on them."""
 
     service_monitor: bool = Field(
         default=True,
@@ -771,7 +840,12 @@ class MonitoringSpec(CamelModel):
         default="30s", description="Scrape interval."
     )
     labels: LabelMap | None = Field(
-        default=None, description="Extra labels on the ServiceMonitors (for Prometheus selectors)."
+        default=None,
+        description="Extra labels on the ServiceMonitors and the PrometheusRule (for Prometheus"
+        " selectors).",
+    )
+    prometheus_rule: PrometheusRuleSpec = Field(
+        default_factory=PrometheusRuleSpec, description="Alerts."
     )
 
 

@@ -20,12 +20,15 @@ from typing import Any
 import httpx
 import kopf
 from kubernetes import client, config
+from prometheus_client import CollectorRegistry
 
 from llmservice import logs
 from llmservice.controller.handlers import OperatorState, configure, register
 from llmservice.controller.kube import ClusterAPI
+from llmservice.controller.metrics import OperatorMetrics, serve_metrics
 from llmservice.controller.periodic import PeriodicReconciler
 from llmservice.controller.router_keys import RouterKeysTracker
+from llmservice.controller.store import ClusterStore
 from llmservice.controller.throughput import ThroughputTracker
 
 
@@ -47,6 +50,10 @@ def _parser() -> argparse.ArgumentParser:
                         help="minimum seconds between throughput writes to the status")  # fmt: skip
     parser.add_argument("--liveness-host", default="0.0.0.0")  # noqa: S104 - probed by kubelet
     parser.add_argument("--liveness-port", type=int, default=8081)
+    parser.add_argument("--metrics-host", default="0.0.0.0",  # noqa: S104 - scraped from Pods
+                        help="address of the /metrics endpoint")  # fmt: skip
+    parser.add_argument("--metrics-port", type=int, default=0,
+                        help="port of the Prometheus /metrics endpoint (0: off)")  # fmt: skip
     parser.add_argument("--peering", help="kopf peering name (enables several replicas)")
     parser.add_argument("--verbose", action="store_true", help="debug logging")
     parser.add_argument("--log-format", choices=logs.FORMATS, default="json",
@@ -72,10 +79,16 @@ async def run(args: argparse.Namespace) -> None:
     instance = os.environ.get("POD_NAME") or socket.gethostname()
     registry = kopf.OperatorRegistry()
     async with httpx.AsyncClient() as http:
+        store = ClusterStore()
+        metrics = OperatorMetrics(CollectorRegistry(), store.llmservices)
         state = OperatorState(
-            api=ClusterAPI(cluster_api_client(), instance=instance),
-            throughput=ThroughputTracker(http, args.scrape_interval, args.status_interval),
+            api=ClusterAPI(cluster_api_client(), instance=instance, on_error=metrics.api_error),
+            throughput=ThroughputTracker(
+                http, args.scrape_interval, args.status_interval, on_scrape=metrics.scraped
+            ),
             router_keys=RouterKeysTracker(http, args.scrape_interval),
+            store=store,
+            metrics=metrics,
         )
         register(registry, state)
         kopf.on.login(registry=registry)(kopf.login_via_client)
@@ -88,6 +101,9 @@ async def run(args: argparse.Namespace) -> None:
             state.store.llmservices, state.reconcile, args.resync_interval
         )
         resync = asyncio.create_task(periodic.run())
+        runner = None
+        if args.metrics_port:
+            runner = await serve_metrics(metrics.registry, args.metrics_host, args.metrics_port)
         try:
             await kopf.operator(
                 registry=registry,
@@ -100,6 +116,8 @@ async def run(args: argparse.Namespace) -> None:
         finally:
             resync.cancel()
             await asyncio.gather(resync, return_exceptions=True)
+            if runner is not None:
+                await runner.cleanup()
 
 
 def main(argv: list[str]) -> int:

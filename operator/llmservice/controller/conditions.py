@@ -1,13 +1,14 @@
 """Condition types, reasons and `set_condition()`.
 
-| type                 | True means                                    | abnormal when |
-| -------------------- | --------------------------------------------- | ------------- |
-| Ready                | the endpoint serves requests                  | False         |
-| Reconciling          | the operator is still converging the children | True          |
-| Stalled              | progress needs a spec or cluster change       | True          |
-| EngineAvailable      | every engine replica is ready                 | False         |
-| RouterAvailable      | at least one router replica is ready          | False         |
-| MonitoringConfigured | ServiceMonitors exist (or are not wanted)     | False         |
+| type                 | True means                                          | abnormal when |
+| -------------------- | --------------------------------------------------- | ------------- |
+| Ready                | the endpoint serves requests                        | False         |
+| Reconciling          | the operator is still converging the children       | True          |
+| Stalled              | progress needs a spec or cluster change             | True          |
+| EngineAvailable      | every engine replica is ready                       | False         |
+| RouterAvailable      | at least one router replica is ready                | False         |
+| MonitoringConfigured | ServiceMonitors and PrometheusRule exist (or are    | False         |
+|                      | not wanted)                                         |               |
 
 Ready, Reconciling and Stalled follow kstatus, so Flux reads health without custom code
 (Argo CD through deploy/argocd/health.lua). `lastTransitionTime` moves only when `status`

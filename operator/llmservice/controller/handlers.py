@@ -26,8 +26,14 @@ from typing import Any
 
 import kopf
 
-from llmservice.controller.kinds import CHILD_KINDS, LLMSERVICE, SERVICE_MONITOR_CRD
+from llmservice.controller.kinds import (
+    CHILD_KINDS,
+    LLMSERVICE,
+    PROMETHEUS_RULE_CRD,
+    SERVICE_MONITOR_CRD,
+)
 from llmservice.controller.kube import ClusterAPI, is_transient
+from llmservice.controller.metrics import OperatorMetrics
 from llmservice.controller.mounts import FailedMountLookup
 from llmservice.controller.reconcile import Context, reconcile
 from llmservice.controller.refusals import RefusedChildren
@@ -71,17 +77,22 @@ class OperatorState:
     retries: dict[tuple[str, str], int] = field(default_factory=dict)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     crd_checked_at: float = float("-inf")
-    crd_installed: bool = False
+    installed_crds: frozenset[str] = frozenset()
     crd_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    metrics: OperatorMetrics | None = None
 
-    async def monitoring_crd_installed(self) -> bool:
+    async def monitoring_crds(self) -> frozenset[str]:
+        """Which Prometheus Operator CRDs exist, checked at most every CRD_CHECK_TTL_SECONDS."""
         # One check at a time: reconciles running together share its answer.
         async with self.crd_lock:
             now = time.monotonic()
             if now - self.crd_checked_at >= CRD_CHECK_TTL_SECONDS:
-                self.crd_installed = await self.api.crd_exists(SERVICE_MONITOR_CRD)
+                crds = (SERVICE_MONITOR_CRD, PROMETHEUS_RULE_CRD)
+                self.installed_crds = frozenset(
+                    [crd for crd in crds if await self.api.crd_exists(crd)]
+                )
                 self.crd_checked_at = now
-        return self.crd_installed
+        return self.installed_crds
 
     async def reconcile(self, body: Mapping[str, Any]) -> None:
         meta = body["metadata"]
@@ -90,17 +101,26 @@ class OperatorState:
         async with lock:
             # The store holds the newest copy seen by the watch (it may be newer than `body`).
             latest = self.store.get("LLMService", *key) or plain(body)
+            crds = await self.monitoring_crds()
             context = Context(
                 api=self.api,
                 store=self.store,
                 throughput=self.throughput,
-                monitoring_crd_installed=await self.monitoring_crd_installed(),
+                monitoring_crd_installed=SERVICE_MONITOR_CRD in crds,
+                prometheus_rule_crd_installed=PROMETHEUS_RULE_CRD in crds,
                 renders=self.renders,
                 refused=self.refused,
                 mounts=self.mounts,
                 router_keys=self.router_keys,
             )
-            outcome = await reconcile(latest, context)
+            started = time.monotonic()
+            ok = False
+            try:
+                outcome = await reconcile(latest, context)
+                ok = True
+            finally:
+                if self.metrics is not None:
+                    self.metrics.reconciled(time.monotonic() - started, ok)
             if outcome.applied or outcome.deleted:
                 log.info(
                     "Reconciled LLMService: applied %d, deleted %d",

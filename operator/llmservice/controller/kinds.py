@@ -38,12 +38,15 @@ CHILD_KINDS: tuple[Kind, ...] = (
     Kind("v1", "Service", "services"),
     Kind("networking.k8s.io/v1", "Ingress", "ingresses"),
     Kind("monitoring.coreos.com/v1", "ServiceMonitor", "servicemonitors"),
+    Kind("monitoring.coreos.com/v1", "PrometheusRule", "prometheusrules"),
     Kind("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets"),
     Kind("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies"),
 )
 BY_KIND = {kind.kind: kind for kind in CHILD_KINDS}
 SERVICE_MONITOR = BY_KIND["ServiceMonitor"]
 SERVICE_MONITOR_CRD = "servicemonitors.monitoring.coreos.com"
+PROMETHEUS_RULE = BY_KIND["PrometheusRule"]
+PROMETHEUS_RULE_CRD = "prometheusrules.monitoring.coreos.com"
 LLMSERVICE = Kind("serving.llmservice.dev/v1alpha1", "LLMService", "llmservices")
 
 

@@ -4,6 +4,8 @@ Writes are server-side apply under one field manager with `force`: the operator 
 fields it renders and takes them back from anyone who changed them (drift is reverted),
 while fields others own (users' extra labels and annotations) are left alone. Every call
 has an explicit timeout. The kubernetes client is synchronous, so calls run in threads.
+Failed requests are reported by Kubernetes verb and HTTP code to `on_error` (the operator's
+metrics), code 0 when no answer came.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,6 +26,8 @@ from llmservice.controller.kinds import LLMSERVICE, Kind
 FIELD_MANAGER = "llmservice-operator"
 REQUEST_TIMEOUT_SECONDS = 20
 REPORTING_CONTROLLER = "serving.llmservice.dev/operator"
+# Kubernetes verbs of the HTTP methods the operator uses (a GET of a collection is `list`).
+VERBS = {"GET": "get", "POST": "create", "PATCH": "patch", "PUT": "update", "DELETE": "delete"}
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +44,15 @@ def is_transient(error: BaseException) -> bool:
 class ClusterAPI:
     """Typed operations on one cluster, through one `ApiClient`."""
 
-    def __init__(self, api_client: client.ApiClient, instance: str = "") -> None:
+    def __init__(
+        self,
+        api_client: client.ApiClient,
+        instance: str = "",
+        on_error: Callable[[str, int], None] | None = None,
+    ) -> None:
         self._api = api_client
         self._instance = instance
+        self._on_error = on_error
 
     def _call(
         self,
@@ -51,6 +61,26 @@ class ClusterAPI:
         body: Any = None,
         query: list[tuple[str, str]] | None = None,
         content_type: str = "application/json",
+        verb: str | None = None,
+    ) -> Any:
+        try:
+            return self._request(method, path, body, query, content_type)
+        except client.ApiException as error:
+            if self._on_error is not None:
+                self._on_error(verb or VERBS.get(method, method.lower()), error.status or 0)
+            raise
+        except Exception:  # no answer: connection refused, timeouts, urllib3's own errors
+            if self._on_error is not None:
+                self._on_error(verb or VERBS.get(method, method.lower()), 0)
+            raise
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        body: Any,
+        query: list[tuple[str, str]] | None,
+        content_type: str,
     ) -> Any:
         method, url, headers, serialized, post = self._api.param_serialize(
             method,
@@ -122,7 +152,9 @@ class ClusterAPI:
         """
         path = f"/apis/events.k8s.io/v1/namespaces/{namespace}/events"
         query = [("fieldSelector", "reason=FailedMount")]
-        found = await asyncio.to_thread(self._call, "GET", path, None, query)
+        found = await asyncio.to_thread(
+            self._call, "GET", path, None, query, "application/json", "list"
+        )
         latest: dict[str, tuple[str, str]] = {}
         for event in (found or {}).get("items") or []:
             regarding = event.get("regarding") or {}

@@ -33,8 +33,14 @@ from llmservice.controller import observe
 from llmservice.controller.compare import is_subset
 from llmservice.controller.conditions import Observation
 from llmservice.controller.fieldpaths import describe
-from llmservice.controller.kinds import BY_KIND, SERVICE_MONITOR, key_of
+from llmservice.controller.kinds import (
+    BY_KIND,
+    PROMETHEUS_RULE_CRD,
+    SERVICE_MONITOR_CRD,
+    key_of,
+)
 from llmservice.controller.kube import ClusterAPI, is_transient
+from llmservice.controller.monitoring import monitoring_children
 from llmservice.controller.mounts import FailedMountLookup
 from llmservice.controller.refusals import RefusedChildren, api_message, refusal
 from llmservice.controller.render_cache import RenderCache
@@ -56,7 +62,8 @@ class Context:
     api: ClusterAPI
     store: ClusterStore
     throughput: ThroughputTracker
-    monitoring_crd_installed: bool
+    monitoring_crd_installed: bool  # the ServiceMonitor CRD
+    prometheus_rule_crd_installed: bool = False
     renders: RenderCache = field(default_factory=RenderCache)
     refused: RefusedChildren = field(default_factory=RefusedChildren)
     mounts: FailedMountLookup = field(default_factory=FailedMountLookup)
@@ -306,21 +313,15 @@ async def reconcile(body: Mapping[str, Any], ctx: Context) -> Outcome:
         return outcome
 
     service, desired = rendered
-    monitoring = Observation(
-        c.MONITORING_CONFIGURED, c.TRUE, c.CONFIGURED, "ServiceMonitors applied"
+    installed = frozenset(
+        crd
+        for crd, present in (
+            (SERVICE_MONITOR_CRD, ctx.monitoring_crd_installed),
+            (PROMETHEUS_RULE_CRD, ctx.prometheus_rule_crd_installed),
+        )
+        if present
     )
-    if not service.spec.monitoring.service_monitor:
-        monitoring = Observation(
-            c.MONITORING_CONFIGURED, c.TRUE, c.DISABLED, "monitoring.serviceMonitor is false"
-        )
-    elif not ctx.monitoring_crd_installed:
-        desired = [obj for obj in desired if obj["kind"] != SERVICE_MONITOR.kind]
-        monitoring = Observation(
-            c.MONITORING_CONFIGURED,
-            c.FALSE,
-            c.CRD_NOT_INSTALLED,
-            "the Prometheus Operator CRD servicemonitors.monitoring.coreos.com is not installed",
-        )
+    desired, monitoring = monitoring_children(service, desired, installed)
 
     applied = await _apply_children(ctx, body, service, desired, current, outcome)
 

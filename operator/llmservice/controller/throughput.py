@@ -10,7 +10,7 @@ at most every `min_write_interval` seconds and only when the rate changed meanin
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import httpx
@@ -116,8 +116,11 @@ class ThroughputTracker:
         http: httpx.AsyncClient,
         scrape_interval: float = 15.0,
         min_write_interval: float = 30.0,
+        on_scrape: Callable[[str, str, int, int], None] | None = None,
     ) -> None:
+        """`on_scrape(namespace, name, attempted, failed)` hears of every round of scrapes."""
         self._http = http
+        self._on_scrape = on_scrape
         self._scrape_interval = scrape_interval
         self._min_write_interval = min_write_interval
         self._services: dict[tuple[str, str], ServiceThroughput] = {}
@@ -146,6 +149,8 @@ class ThroughputTracker:
             targets = list(targets)
             results = await asyncio.gather(*(self._scrape(url, now) for _, url in targets))
             current = {pod: s for (pod, _), s in zip(targets, results, strict=True) if s}
+            if self._on_scrape is not None and targets:
+                self._on_scrape(namespace, name, len(targets), len(targets) - len(current))
             rates = rates_between(state.samples, current)
             state.samples = current
             if not targets:

@@ -10,7 +10,16 @@ from collections.abc import Callable
 from typing import Any
 
 from llmservice.api import LLMService
-from llmservice.render import engine, ingress, monitoring, policies, router, services, storage
+from llmservice.render import (
+    alerts,
+    engine,
+    ingress,
+    monitoring,
+    policies,
+    router,
+    services,
+    storage,
+)
 
 # The order objects are applied in: storage before the Pods that mount it, RBAC before the
 # router that needs it, Services before the Ingress that points at them.
@@ -21,6 +30,7 @@ RENDERERS: tuple[Callable[[LLMService], list[dict[str, Any]]], ...] = (
     services.render,
     ingress.render,
     monitoring.render,
+    alerts.render,
     policies.render,
 )
 

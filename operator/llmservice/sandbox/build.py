@@ -5,7 +5,8 @@ every staging module (k8s.io/api, k8s.io/client-go, ...) at `./staging/...`. So 
 uses a throwaway module with one `replace` per staging module, derived from the go.mod the
 proxy serves for that release (never hard-coded, so a version bump needs no list update).
 etcd is built in the same module at the version kubernetes itself requires, so the two
-always match. kwok and helm build with a plain `go install`, each in its own module.
+always match. kwok and helm build with a plain `go install`, each in its own module, and so
+do prometheus and promtool, only when asked for (see `_build_prometheus`).
 
 Everything lands in `BinaryLayout` (outside the repository, keyed by version); a later
 call finds the binaries and does nothing.
@@ -29,7 +30,10 @@ from llmservice.sandbox.versions import (
     KUBERNETES_MODULE,
     KWOK_PACKAGE,
     KWOK_STAGES,
+    PROMETHEUS_COMMANDS,
+    PROMETHEUS_MODULE,
     BinaryLayout,
+    prometheus_module_version,
 )
 
 # Two parallel compiles fit a 2-core machine; -v names each package, which is the progress.
@@ -106,9 +110,9 @@ class Builder:
         self.progress = progress
         self.log = layout.root / "build.log"
 
-    def ensure(self) -> None:
-        """Build missing binaries; do nothing when the cache is complete."""
-        if not self.layout.missing():
+    def ensure(self, prometheus: bool = False) -> None:
+        """Build missing binaries (Prometheus's too when asked); nothing when all are cached."""
+        if not self.layout.missing(prometheus):
             self.progress.say(f"binaries cached in {self.layout.root}")
             return
         go = find_go()
@@ -120,7 +124,9 @@ class Builder:
             self._build_kubernetes(go)
         if not self.layout.binary("helm").is_file():
             self._build_helm(go)
-        still = self.layout.missing()
+        if prometheus and any(not self.layout.binary(n).is_file() for n in PROMETHEUS_COMMANDS):
+            self._build_prometheus(go)
+        still = self.layout.missing(prometheus)
         if still:
             raise SandboxError(f"the build did not produce {still[0]}", f"see {self.log}")
 
@@ -181,6 +187,38 @@ class Builder:
                 log=self.log,
                 progress=self.progress,
                 what="building helm",
+                env=env,
+            )
+
+    def _build_prometheus(self, go: str) -> None:
+        """prometheus and promtool, with Kubernetes service discovery only, no web UI assets.
+
+        The module has no replace directives, so `go install` works. Two build tags keep the
+        build within Go: upstream's `remove_all_sd` with `enable_kubernetes_sd` (plugins/)
+        compiles in only the discovery the sandbox uses, about half the code; and leaving out
+        `builtinassets` means the React UI, which needs npm to build, is not embedded. The
+        HTTP API (queries, targets, rules) that the tests and `promtool` use is all there;
+        the web pages answer 404 instead.
+        """
+        release = self.layout.prometheus_version
+        module_version = prometheus_module_version(release)
+        bin_dir = self.layout.binary("prometheus").parent
+        bin_dir.mkdir(parents=True, exist_ok=True)
+        with self.progress.step(f"building prometheus and promtool {release}"):
+            env = go_environment() | {"GOBIN": str(bin_dir)}
+            stamp = f"-X github.com/prometheus/common/version.Version={release.lstrip('v')}"
+            packages = [
+                f"{PROMETHEUS_MODULE}/cmd/{c}@{module_version}" for c in PROMETHEUS_COMMANDS
+            ]
+            tags = "remove_all_sd,enable_kubernetes_sd"
+            args = ["install", "-v", "-p", "2", "-trimpath", "-tags", tags]
+            run_go(
+                go,
+                [*args, f"-ldflags=-s -w {stamp}", *packages],
+                cwd=self.layout.root,
+                log=self.log,
+                progress=self.progress,
+                what="building prometheus",
                 env=env,
             )
 

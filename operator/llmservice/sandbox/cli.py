@@ -3,7 +3,10 @@
 `up` brings up the control plane, then (unless `--no-operator`) installs the operator from
 `deploy/`, applies `examples/minimal.yaml`, waits for it to be Ready, sends requests through
 its router and shows `kubectl get llms` with live tokens per second (`--no-traffic` stops
-after applying the example).
+after applying the example). `--with-prometheus` also runs a real Prometheus that scrapes
+the engines, routers, the operator and the fake GPUs (see `prometheus`).
+
+`build` builds every binary the tests use, Prometheus and promtool included.
 
 The Pods' processes run llmservice as it ships: `up` builds the wheel from the checkout and
 installs it with no extras into a virtualenv cached by the wheel's hash (see `product`).
@@ -24,6 +27,7 @@ from llmservice.sandbox.cluster import Sandbox
 from llmservice.sandbox.errors import SandboxError
 from llmservice.sandbox.layout import DEFAULT_POD_CIDR, GPU_RESOURCE, Settings, default_directory
 from llmservice.sandbox.progress import Progress
+from llmservice.sandbox.prometheus import start_prometheus
 from llmservice.sandbox.report import describe_status, usage
 from llmservice.sandbox.versions import default_layout
 
@@ -60,6 +64,12 @@ def parser() -> argparse.ArgumentParser:
         help="do not wait for the example to be Ready, send requests through its router and "
         "show its tokens per second",
     )
+    up.add_argument(
+        "--with-prometheus",
+        action="store_true",
+        help="also run Prometheus (built on first use), scraping the engines, routers, the "
+        "operator and the GPUs as the rendered ServiceMonitors would",
+    )
     commands.add_parser("down", help="stop every sandbox process and remove its files")
     commands.add_parser("status", help="show the processes, nodes and Pod processes")
     commands.add_parser("env", help="print `export KUBECONFIG=...` for eval")
@@ -70,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     directory = args.dir or default_directory()
     progress = Progress()
     if args.command == "build":
-        Builder(default_layout(), progress).ensure()
+        Builder(default_layout(), progress).ensure(prometheus=True)
         return 0
     if args.command == "up":
         settings = Settings(
@@ -86,11 +96,16 @@ def run(args: argparse.Namespace) -> int:
             stack.require_kubectl()
             stack.require_source()
         sandbox = Sandbox(directory, settings, progress=progress)
+        if args.with_prometheus:
+            Builder(sandbox.binaries, progress).ensure(prometheus=True)
         state = sandbox.up()
+        prometheus = start_prometheus(sandbox, progress) if args.with_prometheus else None
         if with_operator:
             stack.install_operator(sandbox, progress)
             stack.apply_example(sandbox, progress)
         print(usage(sandbox, state, progress.elapsed(), with_operator))
+        if prometheus is not None:
+            print(f"  Prometheus: {prometheus.url} (API only: /api/v1/query, /api/v1/targets)")
         if traffic:
             print()
             print(stack.send_traffic_and_show_throughput(sandbox, progress), end="")

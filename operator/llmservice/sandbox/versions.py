@@ -15,12 +15,19 @@ KUBERNETES_VERSION = "v1.37.2"
 KWOK_VERSION = "v0.8.0"
 # Only the tests use helm: they install the chart in deploy/helm/ and compare it with deploy/.
 HELM_VERSION = "v3.22.0"
+# Prometheus and promtool: the sandbox's optional Prometheus (`up --with-prometheus`) and the
+# alert rule checks. Built from the Go module proxy like the rest, for the same release on
+# every machine (Debian's bookworm package is 2.42, three years older).
+PROMETHEUS_VERSION = "v3.16.0"
 
 KUBERNETES_MODULE = "k8s.io/kubernetes"
 ETCD_MODULE = "go.etcd.io/etcd/server/v3"
 KWOK_PACKAGE = "sigs.k8s.io/kwok/cmd/kwok"
 HELM_MODULE = "helm.sh/helm/v3"
 HELM_PACKAGE = f"{HELM_MODULE}/cmd/helm"
+
+PROMETHEUS_MODULE = "github.com/prometheus/prometheus"
+PROMETHEUS_COMMANDS = ("prometheus", "promtool")
 
 KUBERNETES_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
 
@@ -52,6 +59,7 @@ class BinaryLayout:
     kubernetes_version: str = KUBERNETES_VERSION
     kwok_version: str = KWOK_VERSION
     helm_version: str = HELM_VERSION
+    prometheus_version: str = PROMETHEUS_VERSION
 
     @property
     def kubernetes_dir(self) -> Path:
@@ -73,8 +81,15 @@ class BinaryLayout:
     def helm_dir(self) -> Path:
         return self.root / "helm" / self.helm_version
 
+    @property
+    def prometheus_dir(self) -> Path:
+        return self.root / "prometheus" / self.prometheus_version
+
     def binary(self, name: str) -> Path:
-        """The path of one binary: the Kubernetes commands and etcd, kwok, or helm."""
+        """The path of one binary: the Kubernetes commands and etcd, kwok, helm, or
+        prometheus and promtool."""
+        if name in PROMETHEUS_COMMANDS:
+            return self.prometheus_dir / "bin" / name
         if name == "kwok":
             return self.kwok_dir / "bin" / "kwok"
         if name == "helm":
@@ -89,10 +104,18 @@ class BinaryLayout:
         names = [*KUBERNETES_COMMANDS, "etcd", "kwok", "helm"]
         return [self.binary(name) for name in names]
 
-    def missing(self) -> list[Path]:
-        """Binaries and stage files not yet in the cache."""
+    def missing(self, prometheus: bool = False) -> list[Path]:
+        """Binaries and stage files not yet in the cache (Prometheus's only if asked)."""
         wanted = self.all_binaries() + [self.stage(s) for s in KWOK_STAGES]
+        if prometheus:
+            wanted += [self.binary(name) for name in PROMETHEUS_COMMANDS]
         return [p for p in wanted if not p.is_file()]
+
+
+def prometheus_module_version(release: str) -> str:
+    """Prometheus v3.X.Y is published to the Go module proxy as v0.3XX.Y (v3.16.0: v0.316.0)."""
+    major, minor, patch = release.lstrip("v").split(".")
+    return f"v0.{int(major) * 100 + int(minor)}.{patch}"
 
 
 def default_layout() -> BinaryLayout:

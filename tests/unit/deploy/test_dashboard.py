@@ -3,6 +3,8 @@
 Metric and label names are taken from what the simulator (same names as vLLM) and the
 router really expose, plus the labels Prometheus adds to every target scraped through the
 operator's ServiceMonitors; a renamed metric or label fails here, not on a blank panel.
+The GPU panels read the NVIDIA DCGM exporter's series, with the labels the sandbox's GPU
+exporter gives them (those of dcgm-exporter under the GPU Operator).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from llmservice.api.validation import parse_llmservice
 from llmservice.render import render_all
 from llmservice.router.admission import AdmissionMetrics
 from llmservice.router.metrics import RouterMetrics
+from llmservice.sandbox.gpu_exporter import LABELS as GPU_LABELS
 from llmservice.sim.config import SimConfig
 from llmservice.sim.metrics import SimMetrics, render_metrics
 
@@ -29,6 +32,7 @@ INSTANCE_LABEL = "app.kubernetes.io/instance"
 # targetLabels (the LLMService's name); `le` is every histogram's bucket label.
 TARGET_LABELS = {"namespace", "pod", "app_kubernetes_io_instance", "le"}
 OUR_METRIC = re.compile(r"(vllm:[a-z0-9_:]+|llmservice_router_[a-z0-9_]+)")
+GPU_METRIC = re.compile(r"(DCGM_FI_[A-Z0-9_]+)")
 SAMPLE = re.compile(r"^([^\s{#]+)(?:\{([^}]*)\})?\s")
 
 
@@ -62,6 +66,9 @@ def exposed() -> dict[str, set[str]]:
             continue
         labels = set(re.findall(r'(\w+)="', match.group(2) or ""))
         series.setdefault(match.group(1), set()).update(labels)
+    for name in ("DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_FB_USED", "DCGM_FI_DEV_FB_FREE",
+                 "DCGM_FI_DEV_GPU_TEMP"):  # fmt: skip
+        series[name] = set(GPU_LABELS)
     return series
 
 
@@ -97,8 +104,9 @@ def test_every_query_names_exposed_series_and_labels(target: dict[str, Any]) -> 
     series = exposed()
     names = OUR_METRIC.findall(expr)
     assert names, expr
+    gpu_names = GPU_METRIC.findall(expr)
     labels = set(TARGET_LABELS)
-    for name in names:
+    for name in names + gpu_names:
         assert name in series, f"{name} is not exposed (a renamed metric?)"
         labels |= series[name]
     grouped = {
@@ -109,9 +117,14 @@ def test_every_query_names_exposed_series_and_labels(target: dict[str, Any]) -> 
     }
     legend = set(re.findall(r"\{\{(\w+)\}\}", target["legendFormat"]))
     assert grouped | legend <= labels, f"unknown labels in {expr!r}"
-    # Every query is scoped to the chosen namespace and LLMService(s).
+    # Every query is scoped to the chosen namespace and LLMService(s); GPU series to the
+    # namespace, and to the LLMService(s) by the join with their engine Pods' series.
     for name in names:
         assert re.search(re.escape(name) + r'\{namespace="\$namespace", ', expr), expr
+    for name in gpu_names:
+        assert re.search(re.escape(name) + r'\{namespace="\$namespace"\}', expr), expr
+    if gpu_names:
+        assert "* on (namespace, pod) group_left () group by (namespace, pod) (vllm:" in expr
 
 
 def test_the_service_monitors_add_the_label_the_dashboard_selects_on() -> None:

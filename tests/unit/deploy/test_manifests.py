@@ -6,10 +6,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import yaml
 
 from llmservice.render.policies import OPERATOR_SELECTOR
 from llmservice.sandbox.runtime.workloads import component_of
 from tests.unit.deploy.manifests import (
+    REPO,
     deploy_objects,
     kustomized_objects,
     listed_objects,
@@ -56,6 +58,7 @@ def test_installs_the_crd_namespace_rbac_and_operator() -> None:
         ("CustomResourceDefinition", "llmservices.serving.llmservice.dev"),
         ("Deployment", "llmservice-operator"),
         ("Namespace", NAMESPACE),
+        ("Service", "llmservice-operator-metrics"),
         ("ServiceAccount", "llmservice-operator"),
     ]
 
@@ -67,7 +70,7 @@ def test_every_object_is_schema_valid(obj: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize("obj", deploy_objects(), ids=lambda o: "-".join(_key(o)))
 def test_namespaced_objects_live_in_the_operator_namespace(obj: dict[str, Any]) -> None:
-    if obj["kind"] in ("ServiceAccount", "Deployment"):
+    if obj["kind"] in ("ServiceAccount", "Deployment", "Service"):
         assert obj["metadata"]["namespace"] == NAMESPACE
     else:
         assert "namespace" not in obj["metadata"]
@@ -142,3 +145,30 @@ def test_resources_are_requested_and_memory_is_bounded() -> None:
     resources = operator_container()["resources"]
     assert {"cpu", "memory"} <= set(resources["requests"])
     assert "memory" in resources["limits"]
+
+
+def test_the_metrics_service_selects_the_operator_pod_by_its_metrics_port() -> None:
+    service = one("Service")
+    pod = operator_pod()
+    assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    (port,) = service["spec"]["ports"]
+    declared = {p["name"]: p["containerPort"] for p in operator_container()["ports"]}
+    assert port["targetPort"] == "metrics"
+    assert f"--metrics-port={declared['metrics']}" in operator_container()["args"]
+    # The sandbox's runtime takes the first declared port for the liveness endpoint.
+    assert operator_container()["ports"][0]["name"] == "healthz"
+
+
+def test_the_monitoring_service_monitor_scrapes_the_metrics_service() -> None:
+    monitor = yaml.safe_load(
+        (REPO / "deploy" / "monitoring" / "servicemonitor.yaml").read_text(encoding="utf-8")
+    )
+    validate_object(monitor)
+    service = one("Service")
+    assert (
+        monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    )
+    assert monitor["metadata"]["namespace"] == service["metadata"]["namespace"]
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["port"] == service["spec"]["ports"][0]["name"]
+    assert endpoint["honorLabels"] is True

@@ -31,6 +31,7 @@ RESOURCES = {
     "NetworkPolicy": ("networking.k8s.io", "networkpolicies"),
     "PodDisruptionBudget": ("policy", "poddisruptionbudgets"),
     "ServiceMonitor": ("monitoring.coreos.com", "servicemonitors"),
+    "PrometheusRule": ("monitoring.coreos.com", "prometheusrules"),
 }
 # Server-side apply is a patch (and a create for a new child); drift needs get/list/watch;
 # pruning needs delete.

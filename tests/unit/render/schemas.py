@@ -1,8 +1,9 @@
 """Schema validation of rendered objects against the target Kubernetes version.
 
 Built-in kinds are checked with kubernetes-validate (the Kubernetes OpenAPI schema, strict:
-unknown fields fail). ServiceMonitor is not a built-in kind; it is checked against the subset
-of the Prometheus Operator's schema that rendering uses, with unknown fields forbidden.
+unknown fields fail). ServiceMonitor and PrometheusRule are not built-in kinds; they are
+checked against the subset of the Prometheus Operator's schemas that rendering uses, with
+unknown fields forbidden.
 """
 
 from __future__ import annotations
@@ -60,10 +61,59 @@ SERVICE_MONITOR_SCHEMA: dict[str, Any] = {
                         "additionalProperties": False,
                         "properties": {
                             "port": {"type": "string"},
+                            "honorLabels": {"type": "boolean"},
                             "path": {"type": "string"},
                             "interval": {
                                 "type": "string",
                                 "pattern": r"^(0|(\d+h)?(\d+m)?(\d+s)?(\d+ms)?)$",
+                            },
+                        },
+                    },
+                },
+            },
+        },
+    },
+}
+
+_DURATION = {
+    "type": "string",
+    "pattern": r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?"
+    r"(([0-9]+)s)?(([0-9]+)ms)?)$",
+}
+PROMETHEUS_RULE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "monitoring.coreos.com/v1"},
+        "kind": {"const": "PrometheusRule"},
+        "metadata": SERVICE_MONITOR_SCHEMA["properties"]["metadata"],
+        "spec": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "groups": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["name", "rules"],
+                        "properties": {
+                            "name": {"type": "string", "minLength": 1},
+                            "rules": {
+                                "type": "array",
+                                "items": {
+                                    "type": "object",
+                                    "additionalProperties": False,
+                                    "required": ["expr"],
+                                    "properties": {
+                                        "alert": {"type": "string"},
+                                        "expr": {"type": "string"},
+                                        "for": _DURATION,
+                                        "labels": _LABELS,
+                                        "annotations": _LABELS,
+                                    },
+                                },
                             },
                         },
                     },
@@ -78,5 +128,8 @@ def validate_object(obj: dict[str, Any]) -> None:
     """Raise if `obj` is not valid for the target Kubernetes version."""
     if obj.get("kind") == "ServiceMonitor":
         jsonschema.validate(obj, SERVICE_MONITOR_SCHEMA)
+        return
+    if obj.get("kind") == "PrometheusRule":
+        jsonschema.validate(obj, PROMETHEUS_RULE_SCHEMA)
         return
     kubernetes_validate.validate(obj, TARGET_KUBERNETES_VERSION, strict=True)

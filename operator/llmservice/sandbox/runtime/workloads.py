@@ -52,7 +52,8 @@ def llmservice_command(
     The container's args come first so that the Pod-IP binding added last wins: argparse
     keeps the last value of a repeated option, and the image's own `--host 0.0.0.0` means
     nothing on this machine. A Pod whose command is `llmservice` carries the subcommand as
-    its first arg; it is dropped, since it is already there. `extra` may name `{pod}`.
+    its first arg; it is dropped, since it is already there. `extra` may name `{pod}` and
+    `{ip}`.
     """
 
     def build(pod: PodLaunch) -> list[str]:
@@ -61,7 +62,7 @@ def llmservice_command(
             args = args[1:]
         return pod.product.command(
             subcommand, *args,
-            *(e.format(pod=pod.name) for e in extra),
+            *(e.format(pod=pod.name, ip=pod.ip) for e in extra),
             host_flag, pod.ip, port_flag, str(pod.port),
         )  # fmt: skip
 
@@ -92,16 +93,22 @@ class Workload:
 _RENDERED = {MANAGED_BY_LABEL: MANAGED_BY}
 
 # component label -> workload. The vLLM simulator stands in for vLLM; the router and the
-# operator are the real ones. The operator listens only for kopf's liveness probe, so its
-# Pod IP and port become the liveness endpoint's. `echo_command` serves any component for
-# debugging the runtime itself.
+# operator are the real ones. The operator's Pod IP and first port become kopf's liveness
+# endpoint, and its metrics endpoint (the port its args name) binds the Pod IP too.
+# `echo_command` serves any component for debugging the runtime itself.
 WORKLOADS: dict[str, Workload] = {
     "engine": Workload(_RENDERED, 8000, llmservice_command("sim", "--sim-replica-name", "{pod}")),
     "router": Workload(_RENDERED, 8080, llmservice_command("router")),
     "operator": Workload(
         {NAME_LABEL: OPERATOR_NAME},
         8081,
-        llmservice_command("operator", host_flag="--liveness-host", port_flag="--liveness-port"),
+        llmservice_command(
+            "operator",
+            "--metrics-host",
+            "{ip}",
+            host_flag="--liveness-host",
+            port_flag="--liveness-port",
+        ),
     ),
 }
 
