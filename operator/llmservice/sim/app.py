@@ -38,6 +38,7 @@ from llmservice.sim.protocol import (
     new_id,
     parse_request,
 )
+from llmservice.vllm_release import VLLM_VERSION
 
 __all__ = ["SimApp", "create_app"]
 
@@ -49,7 +50,8 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 MAX_BODY_BYTES = 32 * 1024 * 1024
-VERSION = "0.11.0-sim"
+# The release the simulator imitates, marked as simulated.
+VERSION = f"{VLLM_VERSION}-sim"
 _JSON = b"application/json"
 _SSE = b"text/event-stream; charset=utf-8"
 _PROMETHEUS = b"text/plain; version=0.0.4; charset=utf-8"

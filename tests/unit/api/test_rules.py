@@ -12,8 +12,9 @@ import pytest
 
 from llmservice.api.crd import openapi_schema
 from llmservice.api.schema_types import PATTERN_EXPECTATIONS
-from llmservice.api.spec import OPERATOR_ENGINE_ENV, OWNED_ENGINE_FLAGS, OWNED_FLAG_ALIASES
+from llmservice.api.spec import OPERATOR_ENGINE_ENV, OWNED_ENGINE_FLAGS
 from llmservice.api.validation import InvalidLLMService, parse_llmservice
+from llmservice.api.vllm_flags import OWNED_FLAG_SPELLINGS
 from llmservice.render import render_all
 from tests.unit.api.fixtures import INVALID_CASES, MINIMAL, deep_merge
 
@@ -32,9 +33,10 @@ def spellings(flag: str) -> Iterator[tuple[str, ...]]:
     yield (f"--{flag[:-1]}", "1")  # an abbreviation argparse accepts
     yield (f"--{underscored[:3]}=1",)
     yield (f"--{flag}.key", "1")  # vLLM's JSON field syntax
-    for alias in OWNED_FLAG_ALIASES.get(flag, ()):
-        yield (f"-{alias}", "1")
-        yield (f"-{alias}=1",)
+    for option, shortest in OWNED_FLAG_SPELLINGS[flag]:  # aliases, and their abbreviations
+        yield (option, "1")
+        yield (f"{option}=1",)
+        yield (shortest, "1")
 
 
 CASES = [(flag, args) for flag in OWNED_ENGINE_FLAGS for args in spellings(flag)]
