@@ -116,7 +116,10 @@ def run(args: argparse.Namespace) -> int:
         print(usage(sandbox, state, progress.elapsed(), with_operator))
         if traffic:
             print()
-            print(stack.send_traffic_and_show_throughput(sandbox, progress), end="")
+            real = args.engine == "vllm"
+            timeout = stack.REAL_ENGINE_READY_TIMEOUT if real else stack.READY_TIMEOUT
+            shown = stack.send_traffic_and_show_throughput(sandbox, progress, ready_timeout=timeout)
+            print(shown, end="")
         return 0
     sandbox = Sandbox(directory, progress=progress)
     if args.command == "down":

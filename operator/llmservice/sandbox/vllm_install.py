@@ -117,6 +117,7 @@ class VllmInstaller:
             self._run([*pip, "install", "-r", str(layout.requirements)], "installing")
         with self.progress.step(f"installing {wheels[0].name} without its pins"):
             self._run([*pip, "install", "--no-deps", str(wheels[0])], "installing vLLM")
+        shutil.rmtree(layout.wheels)  # installed; 130 MB less in the cache
         shutil.rmtree(layout.model, ignore_errors=True)
         tiny_model.write(layout.model)
         check = (

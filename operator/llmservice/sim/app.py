@@ -22,6 +22,7 @@ import asyncio
 import hmac
 import json
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -55,6 +56,24 @@ VERSION = f"{VLLM_VERSION}-sim"
 _JSON = b"application/json"
 _SSE = b"text/event-stream; charset=utf-8"
 _PROMETHEUS = b"text/plain; version=0.0.4; charset=utf-8"
+
+
+def _permission(created: int) -> dict[str, Any]:
+    """The permission card vLLM lists with each model (OpenAI's legacy shape)."""
+    return {
+        "id": f"modelperm-{os.urandom(8).hex()}",
+        "object": "model_permission",
+        "created": created,
+        "allow_create_engine": False,
+        "allow_sampling": True,
+        "allow_logprobs": True,
+        "allow_search_indices": False,
+        "allow_view": True,
+        "allow_fine_tuning": False,
+        "organization": "*",
+        "group": None,
+        "is_blocking": False,
+    }
 
 
 class SimApp:
@@ -165,7 +184,7 @@ class SimApp:
                 "root": self.config.model,
                 "parent": None,
                 "max_model_len": self.config.max_model_len,
-                "permission": [],
+                "permission": [_permission(created)],
             }
             for name in self.config.model_names
         ]
