@@ -42,7 +42,7 @@ test-e2e: $(STAMP) ## tests against the sandbox's real control plane
 
 conformance: $(STAMP) ## the real vLLM (CPU build, installed once) against the args, simulator and router
 	$(BIN)/llmservice sandbox build --engine vllm
-	$(BIN)/pytest tests/conformance
+	$(BIN)/pytest tests/conformance --durations=8
 
 vllm-flags: $(STAMP) ## regenerate the owned vLLM flags' spellings from vLLM's parser (needs the engine)
 	$(BIN)/llmservice sandbox build --engine vllm

@@ -56,3 +56,9 @@ def engines(
     finally:
         for replica in replicas:
             replica.stop()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests on the two shared engines last, together: they stop only at the session's end,
+    and each engine holds a few GB that the sandbox's own engine Pod needs meanwhile."""
+    items.sort(key=lambda item: "engines" in getattr(item, "fixturenames", ()))

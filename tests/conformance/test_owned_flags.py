@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from llmservice.api.spec import OWNED_ENGINE_FLAGS, owned_flag_regex
+from llmservice.api.spec import DEFAULT_ENGINE_IMAGE, OWNED_ENGINE_FLAGS, owned_flag_regex
 from llmservice.api.vllm_flags import OWNED_FLAG_SPELLINGS
 from llmservice.render import engine
 from llmservice.sandbox.versions import VllmLayout
@@ -27,7 +27,9 @@ def derived(vllm: VllmLayout) -> dict[str, Any]:
 
 
 def test_the_generated_file_is_what_the_parser_says(derived: dict[str, Any]) -> None:
+    # One release everywhere: the installed engine, the generated file, the default image.
     assert derived["version"] == VLLM_VERSION
+    assert DEFAULT_ENGINE_IMAGE.endswith(f":v{derived['version']}")
     assert option_spellings(derived) == OWNED_FLAG_SPELLINGS, "run `make vllm-flags`"
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conformance.servers import MODEL, Server, start_router, wait_for
+from tests.conformance.servers import METRICS_POLL_SECONDS, MODEL, Server, start_router, wait_for
 
 pytestmark = pytest.mark.timeout(1200)
 SESSION_HEADER = "X-Session-ID"
@@ -43,6 +43,11 @@ def router(
 
 def chat(content: str, **fields: Any) -> dict[str, Any]:
     return {"model": MODEL, "messages": [{"role": "user", "content": content}], **fields}
+
+
+def gauge_becomes(engine: Server, gauge: str, value: int, timeout: float, what: str) -> None:
+    """Wait for one of vLLM's gauges, scraping at a pace its API server can take."""
+    wait_for(lambda: engine.metrics().get(gauge) == value, timeout, what, METRICS_POLL_SECONDS)
 
 
 def served_by(engines: list[Server], send: Any) -> int:
@@ -134,11 +139,11 @@ def test_a_client_that_disconnects_aborts_its_request_in_vllm(
     engine = replica_of("leaving", router, engines)
     url = router.url + "/v1/chat/completions"
     streamer = Streamer(url, chat("Go on forever.", **ENDLESS), "leaving")
-    wait_for(lambda: engine.metrics().get(RUNNING) == 1, 60.0, "the request to run")
+    gauge_becomes(engine, RUNNING, 1, 60.0, "the request to run")
     wait_for(lambda: streamer.first_chunk, 60.0, "the first chunk")
     closed = time.monotonic()
     streamer.close()
-    wait_for(lambda: engine.metrics().get(RUNNING) == 0, 10.0, "the request to stop")
+    gauge_becomes(engine, RUNNING, 0, 10.0, "the request to stop")
     assert time.monotonic() - closed < ABORT_SECONDS
 
 
@@ -152,13 +157,13 @@ def test_priority_reaches_the_vllm_scheduler(router: Server, engines: list[Serve
     try:
         running = Streamer(url, chat("Hold the slot.", **ENDLESS, priority=0), "ordered")
         streamers.append(running)
-        wait_for(lambda: engine.metrics().get(RUNNING) == 1, 60.0, "the first request to run")
+        gauge_becomes(engine, RUNNING, 1, 60.0, "the first request to run")
         low = Streamer(url, chat("Low.", **ENDLESS, priority=10), "ordered")
         streamers.append(low)
-        wait_for(lambda: engine.metrics().get(WAITING) == 1, 60.0, "the low one to wait")
+        gauge_becomes(engine, WAITING, 1, 60.0, "the low one to wait")
         high = Streamer(url, chat("High.", **ENDLESS, priority=1), "ordered")
         streamers.append(high)
-        wait_for(lambda: engine.metrics().get(WAITING) == 2, 60.0, "the high one to wait")
+        gauge_becomes(engine, WAITING, 2, 60.0, "the high one to wait")
         running.close()
         wait_for(lambda: high.first_chunk or low.first_chunk, 60.0, "a waiting request to run")
         assert high.first_chunk is not None
@@ -168,4 +173,4 @@ def test_priority_reaches_the_vllm_scheduler(router: Server, engines: list[Serve
         for streamer in streamers:
             with contextlib.suppress(AssertionError):
                 streamer.close()
-    wait_for(lambda: engine.metrics().get(RUNNING) == 0, 30.0, "every request to stop")
+    gauge_becomes(engine, RUNNING, 0, 30.0, "every request to stop")
