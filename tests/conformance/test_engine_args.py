@@ -1,18 +1,21 @@
 """The engine args the operator renders parse in vLLM's own parser, to the values of the spec.
 
-Every example and a deterministic set of generated specs (the property tests' generator)
-are rendered, and all their args go to the installed vLLM in one batch (see `vllm_probe`).
+Every example, the minimal one with each dtype and quantization the schema offers, and a
+deterministic set of generated specs (the property tests' generator) are rendered, and
+all their args go to the installed vLLM in one batch (see `vllm_probe`).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import copy
+from typing import Any, get_args
 
 import pytest
 import yaml
 from hypothesis import HealthCheck, assume, given, settings
 
 from llmservice.api import LLMService
+from llmservice.api.spec import DType, Quantization
 from llmservice.api.validation import InvalidLLMService, parse_llmservice
 from llmservice.render import engine
 from llmservice.sandbox.versions import VllmLayout
@@ -54,8 +57,21 @@ def example_services() -> list[tuple[str, LLMService]]:
     return services
 
 
+def choice_services() -> list[tuple[str, LLMService]]:
+    """The minimal example with each dtype and each quantization the schema offers."""
+    minimal = yaml.safe_load((EXAMPLES[0].parent / "minimal.yaml").read_text(encoding="utf-8"))
+    services = []
+    for field, values in (("dtype", get_args(DType)), ("quantization", get_args(Quantization))):
+        for value in values:
+            document = copy.deepcopy(minimal)
+            document["spec"]["model"][field] = value
+            services.append((f"{field}-{value}", parse_llmservice(document)))
+    return services
+
+
 SERVICES = [
     *example_services(),
+    *choice_services(),
     *((f"generated-{i}", s) for i, s in enumerate(generated_services(GENERATED))),
 ]
 
