@@ -12,7 +12,7 @@ import pytest
 
 from llmservice.api.crd import openapi_schema
 from llmservice.api.schema_types import PATTERN_EXPECTATIONS
-from llmservice.api.spec import OPERATOR_ENGINE_ENV, OWNED_ENGINE_FLAGS
+from llmservice.api.spec import OPERATOR_ENGINE_ENV, OWNED_ENGINE_FLAGS, owned_flag_regex
 from llmservice.api.validation import InvalidLLMService, parse_llmservice
 from llmservice.api.vllm_flags import OWNED_FLAG_SPELLINGS
 from llmservice.render import render_all
@@ -193,3 +193,11 @@ def test_int_or_string_quantity_has_one_message(value: Any, message: str) -> Non
     (error,) = raised.value.errors
     assert error.path == "spec.engine.resources.limits.cpu"
     assert message in error.message
+
+
+def test_a_newly_owned_flag_is_refused_before_the_spellings_are_regenerated() -> None:
+    rule = re.compile(owned_flag_regex("not-yet-derived"))
+    assert rule.match("--not-yet-derived=1")
+    assert rule.match("--not_yet")
+    assert not rule.match("--n")
+    assert not rule.match("--not-yet-derived-other")
