@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install check lint typecheck test test-unit test-e2e crds golden docs sandbox sandbox-down bench clean
+.PHONY: help install check lint typecheck test test-unit test-e2e conformance vllm-flags crds golden docs sandbox sandbox-down bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -39,6 +39,14 @@ test-unit: $(STAMP) ## pure tests and tests on real loopback sockets
 test-e2e: $(STAMP) ## tests against the sandbox's real control plane
 	$(BIN)/llmservice sandbox build
 	$(BIN)/pytest tests/e2e
+
+conformance: $(STAMP) ## the real vLLM (CPU build, installed once) against the args, simulator and router
+	$(BIN)/llmservice sandbox build --engine vllm
+	$(BIN)/pytest tests/conformance --durations=8
+
+vllm-flags: $(STAMP) ## regenerate the owned vLLM flags' spellings from vLLM's parser (needs the engine)
+	$(BIN)/llmservice sandbox build --engine vllm
+	$(BIN)/python -m tests.conformance.owned_flags
 
 crds: $(STAMP) ## regenerate crds/ (and its copies in deploy/ and the Helm chart) from the API models
 	$(BIN)/llmservice crd --output crds/llmservices.serving.llmservice.dev.yaml

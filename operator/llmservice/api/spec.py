@@ -25,8 +25,11 @@ from llmservice.api.schema_types import (
     cel_rules,
     described,
 )
+from llmservice.api.vllm_flags import OWNED_FLAG_SPELLINGS
+from llmservice.vllm_release import VLLM_VERSION
 
-DEFAULT_ENGINE_IMAGE = "docker.io/vllm/vllm-openai:v0.11.0"
+# The image of the vLLM release the conformance suite tests (see `llmservice.vllm_release`).
+DEFAULT_ENGINE_IMAGE = f"docker.io/vllm/vllm-openai:v{VLLM_VERSION}"
 DEFAULT_ROUTER_IMAGE = "ghcr.io/llmservice/llmservice:0.1.0"
 DEFAULT_GPU_RESOURCE = "nvidia.com/gpu"
 DEFAULT_SESSION_HEADER = "X-Session-ID"
@@ -51,16 +54,6 @@ OWNED_ENGINE_FLAGS: dict[str, str] = {
     "revision": "model.revision",
     "download-dir": "storage (HF_HOME points at the cache)",
 }
-# vLLM's short aliases of owned flags (engine/arg_utils.py), with the abbreviations argparse
-# also accepts for them ("-t" is the only option starting with "-t").
-OWNED_FLAG_ALIASES: dict[str, tuple[str, ...]] = {
-    "tensor-parallel-size": ("tp", "t"),
-    "pipeline-parallel-size": ("pp", "p"),
-    "quantization": ("q",),
-}
-# argparse accepts any unambiguous prefix of a long flag (vLLM keeps allow_abbrev on); an
-# owned flag's prefix either means that flag or is ambiguous and stops vLLM, so both go.
-MIN_ABBREVIATION = 2
 # Environment variables the operator sets on the engine container; a second entry with the
 # same name is refused by the API server's apply, so engine.env may not use them.
 OPERATOR_ENGINE_ENV = ("VLLM_NO_USAGE_STATS", "DO_NOT_TRACK", "HF_HOME", "HF_TOKEN")
@@ -68,34 +61,46 @@ OPERATOR_ENGINE_ENV = ("VLLM_NO_USAGE_STATS", "DO_NOT_TRACK", "HF_HOME", "HF_TOK
 ENGINE_MOUNT_PATHS = ("/dev/shm", "/model-source")  # noqa: S108 - a tmpfs mount, not a file
 
 
-def _flag_name_regex(flag: str) -> str:
-    """The flag and each prefix of it from MIN_ABBREVIATION characters, '-' or '_' between words."""
+def _spelled(name: str) -> str:
+    """A flag name in a regex: '-' or '_' between words, as vLLM's parser takes either."""
+    return "".join("[-_]" if c == "-" else c for c in name)
 
-    def char(c: str) -> str:
-        return "[-_]" if c == "-" else c
 
-    optional_tail = ""
-    for c in reversed(flag[MIN_ABBREVIATION:]):
-        optional_tail = f"({char(c)}{optional_tail})?"
-    return "".join(char(c) for c in flag[:MIN_ABBREVIATION]) + optional_tail
+def _option_regex(option: str, shortest: str) -> str:
+    """`option` and each prefix of it down to `shortest` (see `vllm_flags`)."""
+    if len(option) == 2:  # a one-letter option takes its value glued on: -qawq
+        return f"{option}.*"
+    dashes = "--" if option.startswith("--") else "-"
+    name, head = option[len(dashes) :], shortest[len(dashes) :]
+    tail = ""
+    for c in reversed(name[len(head) :]):
+        tail = f"({_spelled(c)}{tail})?"
+    # After the name comes nothing, or a character that cannot continue a flag name.
+    return f"{dashes}{_spelled(head)}{tail}([^-_A-Za-z0-9].*)?"
+
+
+def owned_spellings(flag: str) -> tuple[tuple[str, str], ...]:
+    """The option strings of an owned flag with their shortest refused prefixes.
+
+    A flag owned since `make vllm-flags` last ran is not in the generated table yet: it gets
+    its own name and every prefix from two letters on, until the table is regenerated (the
+    conformance suite fails meanwhile).
+    """
+    return OWNED_FLAG_SPELLINGS.get(flag, ((f"--{flag}", f"--{flag[:2]}"),))
 
 
 def owned_flag_regex(flag: str) -> str:
-    """An extraArgs item that sets `flag`: `--flag`, `--flag=V`, `--flag V` in one item,
-    `--flag.key V` (vLLM's JSON field syntax), underscores, abbreviations and short aliases."""
-    # After the name comes nothing, or a character that cannot continue a flag name.
-    end = "([^-_A-Za-z0-9].*)?"
-    alternatives = ["--" + _flag_name_regex(flag) + end]
-    for alias in OWNED_FLAG_ALIASES.get(flag, ()):
-        # A one-letter option takes its value glued on: -qawq.
-        alternatives.append(f"-{alias}.*" if len(alias) == 1 else f"-{alias}{end}")
-    return "(?s)^(" + "|".join(alternatives) + ")$"
+    """An extraArgs item that sets `flag`: any option string of it (aliases too) or a prefix
+    vLLM's parser takes for it or stops on, with '=V', ' V' or '.key' (vLLM's JSON field
+    syntax) after it, underscores for dashes."""
+    options = owned_spellings(flag)
+    return "(?s)^(" + "|".join(_option_regex(o, shortest) for o, shortest in options) + ")$"
 
 
 def _owned_flag_rule(flag: str, field: str) -> dict[str, str]:
-    aliases = ", ".join(f"-{a}" for a in OWNED_FLAG_ALIASES.get(flag, ())[:1])
-    spellings = f"--{flag}=..., --{flag.replace('-', '_')}, abbreviations" + (
-        f", {aliases}" if aliases else ""
+    others = [o for o, _ in owned_spellings(flag) if o != f"--{flag}"]
+    spellings = ", ".join(
+        [f"--{flag}=...", f"--{flag.replace('-', '_')}", "abbreviations", *others]
     )
     return cel(
         f"!has(self.extraArgs) || self.extraArgs.all(a, !a.matches(r'{owned_flag_regex(flag)}'))",
@@ -128,7 +133,9 @@ OBJECT_KEY_PATTERN = described(
 )
 REVISION_PATTERN = described(r"^[A-Za-z0-9._/-]+$", "a revision such as main, v1.0 or a commit id")
 ABSOLUTE_PATH_PATTERN = described(r"^/[^\s]*$", "an absolute path such as /models")
-IMAGE_PATTERN = described(r"^[^\s]+$", "an image reference such as vllm/vllm-openai:v0.11.0")
+IMAGE_PATTERN = described(
+    r"^[^\s]+$", f"an image reference such as vllm/vllm-openai:v{VLLM_VERSION}"
+)
 # Extended resources: a domain outside kubernetes.io (checked by a rule), '/', a name.
 EXTENDED_RESOURCE_PATTERN = described(
     r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"

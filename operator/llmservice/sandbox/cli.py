@@ -25,11 +25,18 @@ from llmservice.sandbox import stack
 from llmservice.sandbox.build import Builder
 from llmservice.sandbox.cluster import Sandbox
 from llmservice.sandbox.errors import SandboxError
-from llmservice.sandbox.layout import DEFAULT_POD_CIDR, GPU_RESOURCE, Settings, default_directory
+from llmservice.sandbox.layout import (
+    DEFAULT_POD_CIDR,
+    ENGINES,
+    GPU_RESOURCE,
+    Settings,
+    default_directory,
+)
 from llmservice.sandbox.progress import Progress
 from llmservice.sandbox.prometheus import start_prometheus
 from llmservice.sandbox.report import describe_status, usage
-from llmservice.sandbox.versions import default_layout
+from llmservice.sandbox.versions import default_layout, default_vllm_layout
+from llmservice.sandbox.vllm_install import VllmInstaller
 
 
 def parser() -> argparse.ArgumentParser:
@@ -44,7 +51,13 @@ def parser() -> argparse.ArgumentParser:
         help="sandbox directory (default: $LLMSERVICE_SANDBOX_DIR or ~/.cache/llmservice/sandbox)",
     )
     commands = root.add_subparsers(dest="command", required=True)
-    commands.add_parser("build", help="build and cache the binaries (once per version)")
+    build = commands.add_parser("build", help="build and cache the binaries (once per version)")
+    build.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="sim",
+        help="also install the real vLLM (CPU build) and its tiny model with `vllm`",
+    )
     up = commands.add_parser("up", help="start the sandbox (builds first if needed)")
     up.add_argument("--nodes", type=int, default=Settings.nodes, help="kwok nodes (default 2)")
     up.add_argument(
@@ -53,6 +66,13 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--pod-cidr", default=DEFAULT_POD_CIDR, help="loopback range for Pod IPs")
     up.add_argument("--apiserver-port", type=int, default=0, help="fixed API server port")
     up.add_argument("--no-runtime", action="store_true", help="do not start the local runtime")
+    up.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="sim",
+        help="what engine Pods run: the vLLM simulator (default) or the real vLLM on the CPU"
+        " serving a tiny model (installed on first use, several GB)",
+    )
     up.add_argument(
         "--no-operator",
         action="store_true",
@@ -81,6 +101,8 @@ def run(args: argparse.Namespace) -> int:
     progress = Progress()
     if args.command == "build":
         Builder(default_layout(), progress).ensure(prometheus=True)
+        if args.engine == "vllm":
+            VllmInstaller(default_vllm_layout(), progress).ensure()
         return 0
     if args.command == "up":
         settings = Settings(
@@ -89,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
             pod_cidr=args.pod_cidr,
             apiserver_port=args.apiserver_port,
             runtime=not args.no_runtime,
+            engine=args.engine,
         )
         with_operator = not args.no_operator
         traffic = with_operator and not args.no_runtime and not args.no_traffic
@@ -108,7 +131,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"  Prometheus: {prometheus.url} (API only: /api/v1/query, /api/v1/targets)")
         if traffic:
             print()
-            print(stack.send_traffic_and_show_throughput(sandbox, progress), end="")
+            real = args.engine == "vllm"
+            timeout = stack.REAL_ENGINE_READY_TIMEOUT if real else stack.READY_TIMEOUT
+            shown = stack.send_traffic_and_show_throughput(sandbox, progress, ready_timeout=timeout)
+            print(shown, end="")
         return 0
     sandbox = Sandbox(directory, progress=progress)
     if args.command == "down":

@@ -32,7 +32,8 @@ from llmservice.sandbox.product import Product, ensure_product
 from llmservice.sandbox.progress import Progress
 from llmservice.sandbox.runtime.records import stop_all_pod_processes
 from llmservice.sandbox.state import SandboxState
-from llmservice.sandbox.versions import BinaryLayout, default_layout
+from llmservice.sandbox.versions import BinaryLayout, default_layout, default_vllm_layout
+from llmservice.sandbox.vllm_install import VllmInstaller
 
 ETCD_TIMEOUT = 30.0
 APISERVER_TIMEOUT = 90.0
@@ -98,6 +99,8 @@ class Sandbox:
             )
         if self.settings.runtime and self.product is None:
             self.product = ensure_product(self.progress)
+        if self.settings.runtime and self.settings.engine == "vllm":
+            VllmInstaller(default_vllm_layout(), self.progress).ensure()
         state = SandboxState(
             settings=self.settings,
             ports=self._choose_ports(),

@@ -22,6 +22,9 @@ from llmservice.sandbox.versions import cache_root
 DEFAULT_POD_CIDR = "127.100.0.0/16"
 DEFAULT_SERVICE_CIDR = "127.96.0.0/16"
 GPU_RESOURCE = "nvidia.com/gpu"
+# What the local runtime runs for engine Pods: the simulator (fast, the default) or the
+# real vLLM CPU build serving a tiny model (`sandbox build --engine vllm` installs it).
+ENGINES = ("sim", "vllm")
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,7 @@ class Settings:
     service_cidr: str = DEFAULT_SERVICE_CIDR
     apiserver_port: int = 0  # 0: any free port
     runtime: bool = True
+    engine: str = "sim"
 
     @property
     def first_service_ip(self) -> str:

@@ -42,6 +42,8 @@ KUBECTL_TIMEOUT = 120.0
 CRD_TIMEOUT = 60.0
 OPERATOR_TIMEOUT = 90.0
 READY_TIMEOUT = 180.0
+# The real vLLM on a loaded 2-core machine takes minutes to start (compiling on its first start).
+REAL_ENGINE_READY_TIMEOUT = 900.0
 ROUTER_TIMEOUT = 60.0
 THROUGHPUT_TIMEOUT = 90.0
 REQUESTS = 20
@@ -233,6 +235,7 @@ def send_traffic_and_show_throughput(
     progress: Progress,
     name: str = EXAMPLE_NAME,
     namespace: str = EXAMPLE_NAMESPACE,
+    ready_timeout: float = READY_TIMEOUT,
 ) -> str:
     """Wait for the LLMService to be Ready, send chat completions through its router until
     its status shows generation tokens per second, and return `kubectl get llms`.
@@ -243,7 +246,7 @@ def send_traffic_and_show_throughput(
     with api_client(sandbox.kubeconfig) as api:
         custom, core = client.CustomObjectsApi(api), client.CoreV1Api(api)
         with progress.step(f"waiting for LLMService {namespace}/{name} to be Ready"):
-            _wait(progress, lambda: _ready(custom, name, namespace), READY_TIMEOUT, f"{name} Ready")
+            _wait(progress, lambda: _ready(custom, name, namespace), ready_timeout, f"{name} Ready")
         with progress.step("finding the router Pod"):
             url = _wait(
                 progress,

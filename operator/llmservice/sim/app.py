@@ -22,6 +22,7 @@ import asyncio
 import hmac
 import json
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -38,6 +39,7 @@ from llmservice.sim.protocol import (
     new_id,
     parse_request,
 )
+from llmservice.vllm_release import VLLM_VERSION
 
 __all__ = ["SimApp", "create_app"]
 
@@ -49,10 +51,29 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 MAX_BODY_BYTES = 32 * 1024 * 1024
-VERSION = "0.11.0-sim"
+# The release the simulator imitates, marked as simulated.
+VERSION = f"{VLLM_VERSION}-sim"
 _JSON = b"application/json"
 _SSE = b"text/event-stream; charset=utf-8"
 _PROMETHEUS = b"text/plain; version=0.0.4; charset=utf-8"
+
+
+def _permission(created: int) -> dict[str, Any]:
+    """The permission card vLLM lists with each model (OpenAI's legacy shape)."""
+    return {
+        "id": f"modelperm-{os.urandom(8).hex()}",
+        "object": "model_permission",
+        "created": created,
+        "allow_create_engine": False,
+        "allow_sampling": True,
+        "allow_logprobs": True,
+        "allow_search_indices": False,
+        "allow_view": True,
+        "allow_fine_tuning": False,
+        "organization": "*",
+        "group": None,
+        "is_blocking": False,
+    }
 
 
 class SimApp:
@@ -163,7 +184,7 @@ class SimApp:
                 "root": self.config.model,
                 "parent": None,
                 "max_model_len": self.config.max_model_len,
-                "permission": [],
+                "permission": [_permission(created)],
             }
             for name in self.config.model_names
         ]

@@ -195,6 +195,52 @@ _HISTOGRAMS = (
 )
 
 
+def cache_config_labels(config: SimConfig) -> dict[str, str]:
+    """`vllm:cache_config_info`'s labels: every field of vLLM's CacheConfig, as vLLM exports
+    them; the simulator's own settings where it has them, vLLM's defaults elsewhere."""
+    blocks = str(config.cache_blocks)
+    tokens = config.cache_blocks * config.block_size
+    return {
+        "_block_size_resolved": "True",
+        "block_size": str(config.block_size),
+        "cache_dtype": "auto",
+        "cache_hit_alignment_tokens": "None",
+        "effective_attention_block_size": str(config.block_size),
+        "enable_mamba_shared_prefix_checkpoint": "False",
+        "enable_prefix_caching": str(config.enable_prefix_caching),
+        "engine": "0",
+        "gpu_memory_utilization": str(config.gpu_memory_utilization),
+        "hash_block_size": "None",
+        "is_attention_free": "False",
+        "kv_cache_dtype_skip_layers": "[]",
+        "kv_cache_layout": "None",
+        "kv_cache_max_concurrency": str(tokens / config.max_model_len),
+        "kv_cache_memory_bytes": "None",
+        "kv_cache_size_tokens": str(tokens),
+        "kv_offloading_backend": "native",
+        "kv_offloading_size": "None",
+        "kv_sharing_fast_prefill": "False",
+        "mamba_block_size": "None",
+        "mamba_cache_dtype": "auto",
+        "mamba_cache_mode": "none",
+        "mamba_page_size_padded": "None",
+        "mamba_ssm_cache_dtype": "auto",
+        "num_cpu_blocks": "None",
+        "num_gpu_blocks": blocks,
+        "num_gpu_blocks_override": "None",
+        "prefix_cache_retention_interval": "0",
+        "prefix_caching_hash_algo": "sha256",
+        "prefix_match_unit": "None",
+        "replayssm_buffer_len": "16",
+        "skip_page_size_padded": "None",
+        "sliding_window": "None",
+        "swa_bounded_replay": "True",
+        "use_kda_recoverssm": "False",
+        "use_replayssm": "False",
+        "user_specified_block_size": "False",
+    }
+
+
 class _Collector(Collector):
     def __init__(self, metrics: SimMetrics) -> None:
         self.m = metrics
@@ -238,21 +284,13 @@ class _Collector(Collector):
         yield success
         for name, doc, attr in _HISTOGRAMS:
             yield histogram(name, doc, getattr(m, attr))
+        labels = cache_config_labels(config)
         info = GaugeMetricFamily(
             "vllm:cache_config_info",
             "Information of the LLMEngine CacheConfig",
-            labels=[
-                "block_size", "cache_dtype", "enable_prefix_caching",
-                "gpu_memory_utilization", "num_cpu_blocks", "num_gpu_blocks", "engine",
-            ],
-        )  # fmt: skip
-        info.add_metric(
-            [
-                str(config.block_size), "auto", str(config.enable_prefix_caching),
-                str(config.gpu_memory_utilization), "None", str(config.cache_blocks), "0",
-            ],
-            1.0,
-        )  # fmt: skip
+            labels=list(labels),
+        )
+        info.add_metric(list(labels.values()), 1.0)
         yield info
         yield CounterMetricFamily(
             "llmservice_sim_aborted_requests",

@@ -3,7 +3,8 @@
 Errors use vLLM's envelope, `{"error": {"message", "type", "param", "code"}}`, with `code`
 the HTTP status as an integer and `type` vLLM's (`BadRequestError`, `NotFoundError`).
 Bodies and chunks carry the fields vLLM sends, so the `openai` SDK parses them unchanged.
-Chunks omit `usage` unless it is the final usage chunk, as vLLM does.
+Chunks omit `usage` unless it is the final usage chunk, as vLLM does. The conformance suite
+(tests/conformance) compares these shapes with the real engine's, key by key.
 """
 
 from __future__ import annotations
@@ -17,10 +18,13 @@ from typing import Any, Literal
 from llmservice.sim.config import SimConfig
 from llmservice.sim.engine import Sequence
 from llmservice.sim.tokenizer import render_chat, tokenize
+from llmservice.vllm_release import VLLM_VERSION
 
 __all__ = ["APIError", "ChunkWriter", "ParsedRequest", "final_body", "parse_request"]
 
 Kind = Literal["chat", "completion"]
+# vLLM's is "vllm-<version>-<hash>"; the simulator's names the release it imitates.
+SYSTEM_FINGERPRINT = f"vllm-{VLLM_VERSION}-sim"
 
 
 class APIError(Exception):
@@ -141,7 +145,9 @@ def parse_request(kind: Kind, raw: bytes, config: SimConfig) -> ParsedRequest:
         raise bad_request("stream must be a boolean", "stream")
     options = body.get("stream_options")
     if options is not None and not stream:
-        raise bad_request("Stream options can only be defined when `stream=True`.")
+        raise bad_request(
+            "Stream options can only be defined when `stream=True`.", "stream_options"
+        )
     if options is not None and not isinstance(options, dict):
         raise bad_request("stream_options must be an object", "stream_options")
     options = options or {}
@@ -195,21 +201,35 @@ def new_id(kind: Kind) -> str:
     return ("chatcmpl-" if kind == "chat" else "cmpl-") + os.urandom(16).hex()
 
 
-def _usage(seq: Sequence) -> dict[str, Any]:
+def _usage(seq: Sequence, *, details: bool = True) -> dict[str, Any]:
+    """Token counts; the final usage chunk of a stream carries no details, as in vLLM."""
     completion = len(seq.words)
-    return {
+    usage: dict[str, Any] = {
         "prompt_tokens": seq.prompt_len,
         "total_tokens": seq.prompt_len + completion,
         "completion_tokens": completion,
-        "prompt_tokens_details": None,
     }
+    if details:
+        usage |= {"prompt_tokens_details": None, "completion_tokens_details": None}
+    return usage
+
+
+# Fields vLLM sends as null unless a request asks for what they carry (token ids, logprobs,
+# disaggregated-serving parameters, per-request metrics).
+_CHAT_MESSAGE_NULLS = dict.fromkeys(
+    ("refusal", "annotations", "audio", "function_call", "reasoning")
+)
+_CHOICE_NULLS = {"token_ids": None, "routed_experts": None}
+_COMPLETION_CHOICE_NULLS = {"prompt_logprobs": None, "prompt_token_ids": None}
+_BODY_NULLS = {"kv_transfer_params": None, "ec_transfer_params": None, "metrics": None}
+_CHAT_BODY_NULLS = {"prompt_logprobs": None, "prompt_token_ids": None, "prompt_text": None}
 
 
 def final_body(kind: Kind, request_id: str, model: str, seq: Sequence) -> bytes:
-    """The non-streaming response body."""
+    """The non-streaming response body, with vLLM's fields in vLLM's order."""
     choice: dict[str, Any]
     if kind == "chat":
-        message = {"role": "assistant", "content": seq.text(), "tool_calls": []}
+        message = {"role": "assistant", "content": seq.text(), **_CHAT_MESSAGE_NULLS}
         choice = {"index": 0, "message": message, "logprobs": None}
         obj = "chat.completion"
     else:
@@ -217,20 +237,30 @@ def final_body(kind: Kind, request_id: str, model: str, seq: Sequence) -> bytes:
         obj = "text_completion"
     choice["finish_reason"] = seq.finish_reason
     choice["stop_reason"] = seq.stop_reason
+    choice |= _CHOICE_NULLS if kind == "chat" else {**_CHOICE_NULLS, **_COMPLETION_CHOICE_NULLS}
     body = {
         "id": request_id,
         "object": obj,
         "created": int(time.time()),
         "model": model,
         "choices": [choice],
+        "service_tier": None,
+        "system_fingerprint": SYSTEM_FINGERPRINT,
         "usage": _usage(seq),
-        "prompt_logprobs": None,
+        **(_CHAT_BODY_NULLS if kind == "chat" else {}),
+        **_BODY_NULLS,
     }
     return json.dumps(body, separators=(",", ":")).encode()
 
 
 class ChunkWriter:
-    """Server-sent events for one streamed request, built from byte templates."""
+    """Server-sent events for one streamed request, built from byte templates.
+
+    The chunks carry the fields vLLM's do: `token_ids` on every chat token chunk (and
+    `prompt_token_ids` on every completion chunk), null unless asked for; the role chunk
+    carries `prompt_token_ids` and `prompt_text`; the last chunk before `[DONE]` carries
+    `system_fingerprint`.
+    """
 
     def __init__(self, kind: Kind, request_id: str, model: str, request: ParsedRequest) -> None:
         self.kind = kind
@@ -243,10 +273,13 @@ class ChunkWriter:
         self.head = b"data: " + head[:-1].encode() + b',"choices":['
         if kind == "chat":
             self.open = self.head + b'{"index":0,"delta":{"content":'
-            self.close = b'},"logprobs":null,"finish_reason":null}]}\n\n'
+            self.close = b'},"logprobs":null,"finish_reason":null,"token_ids":null}]}\n\n'
         else:
             self.open = self.head + b'{"index":0,"text":'
-            self.close = b',"logprobs":null,"finish_reason":null,"stop_reason":null}]}\n\n'
+            self.close = (
+                b',"logprobs":null,"finish_reason":null,"stop_reason":null,'
+                b'"prompt_token_ids":null,"token_ids":null}]}\n\n'
+            )
 
     def first(self) -> bytes:
         """Chat streams start with the assistant role, as vLLM's do."""
@@ -254,7 +287,8 @@ class ChunkWriter:
             return b""
         return (
             self.head + b'{"index":0,"delta":{"role":"assistant","content":""},'
-            b'"logprobs":null,"finish_reason":null}]}\n\n'
+            b'"logprobs":null,"finish_reason":null}],"prompt_token_ids":null,"prompt_text":null}'
+            b"\n\n"
         )
 
     def tokens(self, pieces: list[bytes]) -> bytes:
@@ -264,17 +298,22 @@ class ChunkWriter:
     def last(self, piece: bytes | None, seq: Sequence) -> bytes:
         """The chunk carrying the finish reason, the usage chunk, and `[DONE]`."""
         text = piece if piece is not None else b'""'
-        tail = json.dumps(
-            {"finish_reason": seq.finish_reason, "stop_reason": seq.stop_reason},
-            separators=(",", ":"),
-        ).encode()
+        tail: dict[str, Any] = {"finish_reason": seq.finish_reason, "stop_reason": seq.stop_reason}
         if self.kind == "chat":
             body = self.head + b'{"index":0,"delta":{"content":' + text + b'},"logprobs":null,'
         else:
             body = self.head + b'{"index":0,"text":' + text + b',"logprobs":null,'
-        out = [body + tail[1:] + b"]}\n\n"]
+            tail["prompt_token_ids"] = None
+        tail["token_ids"] = None
+        fingerprint = b',"system_fingerprint":' + json.dumps(SYSTEM_FINGERPRINT).encode()
+        closing = json.dumps(tail, separators=(",", ":")).encode()[1:] + b"]"
         if self.include_usage:
-            usage = json.dumps(_usage(seq), separators=(",", ":")).encode()
-            out.append(self.head + b'],"usage":' + usage + b"}\n\n")
+            usage = json.dumps(_usage(seq, details=False), separators=(",", ":")).encode()
+            out = [
+                body + closing + b"}\n\n",
+                self.head + b'],"usage":' + usage + fingerprint + b"}\n\n",
+            ]
+        else:
+            out = [body + closing + fingerprint + b"}\n\n"]
         out.append(b"data: [DONE]\n\n")
         return b"".join(out)

@@ -12,8 +12,9 @@ import pytest
 
 from llmservice.api.crd import openapi_schema
 from llmservice.api.schema_types import PATTERN_EXPECTATIONS
-from llmservice.api.spec import OPERATOR_ENGINE_ENV, OWNED_ENGINE_FLAGS, OWNED_FLAG_ALIASES
+from llmservice.api.spec import OPERATOR_ENGINE_ENV, OWNED_ENGINE_FLAGS, owned_flag_regex
 from llmservice.api.validation import InvalidLLMService, parse_llmservice
+from llmservice.api.vllm_flags import OWNED_FLAG_SPELLINGS
 from llmservice.render import render_all
 from tests.unit.api.fixtures import INVALID_CASES, MINIMAL, deep_merge
 
@@ -32,9 +33,10 @@ def spellings(flag: str) -> Iterator[tuple[str, ...]]:
     yield (f"--{flag[:-1]}", "1")  # an abbreviation argparse accepts
     yield (f"--{underscored[:3]}=1",)
     yield (f"--{flag}.key", "1")  # vLLM's JSON field syntax
-    for alias in OWNED_FLAG_ALIASES.get(flag, ()):
-        yield (f"-{alias}", "1")
-        yield (f"-{alias}=1",)
+    for option, shortest in OWNED_FLAG_SPELLINGS[flag]:  # aliases, and their abbreviations
+        yield (option, "1")
+        yield (f"{option}=1",)
+        yield (shortest, "1")
 
 
 CASES = [(flag, args) for flag in OWNED_ENGINE_FLAGS for args in spellings(flag)]
@@ -191,3 +193,11 @@ def test_int_or_string_quantity_has_one_message(value: Any, message: str) -> Non
     (error,) = raised.value.errors
     assert error.path == "spec.engine.resources.limits.cpu"
     assert message in error.message
+
+
+def test_a_newly_owned_flag_is_refused_before_the_spellings_are_regenerated() -> None:
+    rule = re.compile(owned_flag_regex("not-yet-derived"))
+    assert rule.match("--not-yet-derived=1")
+    assert rule.match("--not_yet")
+    assert not rule.match("--n")
+    assert not rule.match("--not-yet-derived-other")

@@ -219,3 +219,33 @@ def test_chunks_are_server_sent_events(client: httpx.Client) -> None:
     assert events[-1] == "data: [DONE]"
     assert all(e.startswith("data: ") for e in events)
     assert [json.loads(e[6:])["object"] for e in events[:-1]] == ["text_completion"] * 3
+
+
+def test_bodies_carry_the_fields_vllm_sends(client: httpx.Client) -> None:
+    """vLLM's keys, null when not asked for; the conformance suite checks them against vLLM."""
+    chat = {"model": "llama", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}
+    body = client.post("/v1/chat/completions", json=chat).json()
+    assert body["system_fingerprint"].startswith("vllm-")
+    assert {"kv_transfer_params", "prompt_token_ids", "service_tier"} <= body.keys()
+    assert "tool_calls" not in body["choices"][0]["message"]
+    assert body["choices"][0]["message"]["reasoning"] is None
+    assert body["usage"]["completion_tokens_details"] is None
+    text = client.post("/v1/completions", json={"model": "llama", "prompt": "hi", "max_tokens": 2})
+    assert "prompt_logprobs" in text.json()["choices"][0]
+    assert "prompt_logprobs" not in text.json()
+    card = client.get("/v1/models").json()["data"][0]
+    assert card["permission"][0]["object"] == "model_permission"
+
+
+def test_the_last_streamed_chunk_carries_the_fingerprint(client: httpx.Client) -> None:
+    chat = {"model": "llama", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}
+    for options in ({"include_usage": True}, {"include_usage": False}):
+        response = client.post(
+            "/v1/chat/completions", json={**chat, "stream": True, "stream_options": options}
+        )
+        lines = [ln.removeprefix("data: ") for ln in response.text.splitlines() if ln]
+        chunks = [json.loads(line) for line in lines[:-1]]
+        assert [("system_fingerprint" in c) for c in chunks] == [False] * (len(chunks) - 1) + [True]
+        assert ("usage" in chunks[-1]) is options["include_usage"]
+        if options["include_usage"]:  # the usage chunk has no details, as vLLM's
+            assert "prompt_tokens_details" not in chunks[-1]["usage"]

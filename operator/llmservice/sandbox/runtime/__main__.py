@@ -26,6 +26,7 @@ from llmservice.sandbox.product import Product
 from llmservice.sandbox.runtime.materialize import PodMaterializer
 from llmservice.sandbox.runtime.probes import Prober, http_ok
 from llmservice.sandbox.runtime.supervisor import Supervisor
+from llmservice.sandbox.runtime.workloads import workloads
 from llmservice.sandbox.state import SandboxState
 
 INTERVAL_SECONDS = 0.5
@@ -61,8 +62,12 @@ def main(argv: list[str] | None = None) -> int:
             core, state.ports.apiserver_url, Pki(where.pki).ca_cert, where.runtime
         )
         prober = Prober(clock=time.monotonic, check=partial(http_ok, http))
-        supervisor = Supervisor(core, materializer, where.runtime, prober, Product(args.python))
-        log.info("Local runtime watching Pods of the llmservice operator")
+        table = workloads(state.settings.engine)
+        supervisor = Supervisor(
+            core, materializer, where.runtime, prober, Product(args.python), workloads=table
+        )
+        engine = "the real vLLM" if state.settings.engine == "vllm" else "the vLLM simulator"
+        log.info("Local runtime watching Pods of the llmservice operator; engines run %s", engine)
         try:
             while not stopping.is_set():
                 try:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from llmservice.sandbox.runtime.workloads import (
     POD_SELECTOR,
     WORKLOADS,
     PodLaunch,
+    Workload,
     component_of,
 )
 
@@ -70,8 +71,10 @@ class Supervisor:
         prober: Prober,
         product: Product,
         clock: Callable[[], float] = time.monotonic,
+        workloads: Mapping[str, Workload] = WORKLOADS,
     ) -> None:
         self.core = core
+        self.workloads = workloads
         self.materializer = materializer
         self.directory = directory
         self.prober = prober
@@ -194,7 +197,7 @@ class Supervisor:
     def launch(self, pod: Any) -> None:
         component = component_of(pod.metadata.labels)
         assert component is not None  # noqa: S101 - filtered by wants_process
-        workload = WORKLOADS[component]
+        workload = self.workloads[component]
         ready = self.materializer.materialize(pod, workload.default_port)
         launch = PodLaunch(
             namespace=pod.metadata.namespace,
@@ -207,9 +210,8 @@ class Supervisor:
         )
         argv = workload.command(launch)
         directory = self.materializer.root / pod.metadata.uid
-        process = start(
-            f"{component}:{pod.metadata.name}", argv, directory / "process.log", ready.env
-        )
+        env = ready.env | dict(workload.env)
+        process = start(f"{component}:{pod.metadata.name}", argv, directory / "process.log", env)
         records.save(
             self.directory,
             records.PodProcess(

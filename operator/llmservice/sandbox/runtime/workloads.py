@@ -9,16 +9,23 @@ container (its args, already with mount paths rewritten to local files) into an 
 to the Pod IP and port. `llmservice` runs from the installed product (its wheel in a
 virtualenv without extras), as in the image, never from the development virtualenv.
 
-Switching a component to another program is a one-line change of that table.
+Switching a component to another program is a one-line change of that table;
+`workloads(engine="vllm")` is the table with the real vLLM for engine Pods (see
+`vllm_engine` for the few flags it changes, each logged).
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from llmservice.sandbox.product import Product
+from llmservice.sandbox.runtime.vllm_engine import adapt_args, vllm_argv, vllm_env
+from llmservice.sandbox.versions import VllmLayout, default_vllm_layout
+
+log = logging.getLogger("llmservice.sandbox.runtime")
 
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY = "llmservice-operator"
@@ -81,13 +88,29 @@ def echo_command(pod: PodLaunch) -> list[str]:
     ]  # fmt: skip
 
 
+def vllm_command(layout: VllmLayout) -> Callable[[PodLaunch], list[str]]:
+    """The real vLLM serving the tiny model, with the Pod's args changed as little as it can."""
+
+    def build(pod: PodLaunch) -> list[str]:
+        args, changes = adapt_args(pod.args, str(layout.model), pod.ip, pod.port)
+        log.info(
+            "Engine Pod %s/%s runs vLLM %s; flags changed: %s",
+            pod.namespace, pod.name, layout.version, "; ".join(map(str, changes)),
+        )  # fmt: skip
+        return vllm_argv(layout, args)
+
+    return build
+
+
 @dataclass(frozen=True)
 class Workload:
-    """One row of the table: which Pods, which port by default, which command."""
+    """One row of the table: which Pods, which port by default, which command, and what
+    the process's environment gets on top of the Pod's."""
 
     labels: Mapping[str, str]
     default_port: int
     command: Callable[[PodLaunch], list[str]]
+    env: Mapping[str, str] = field(default_factory=dict)
 
 
 _RENDERED = {MANAGED_BY_LABEL: MANAGED_BY}
@@ -111,6 +134,16 @@ WORKLOADS: dict[str, Workload] = {
         ),
     ),
 }
+
+
+def workloads(engine: str = "sim", vllm: VllmLayout | None = None) -> dict[str, Workload]:
+    """The table, with engine Pods running the simulator or the real vLLM."""
+    if engine == "sim":
+        return WORKLOADS
+    layout = vllm or default_vllm_layout()
+    real = Workload(_RENDERED, 8000, vllm_command(layout), vllm_env(layout))
+    return WORKLOADS | {"engine": real}
+
 
 # One list call finds every candidate; `component_of` then checks the row's other labels.
 POD_SELECTOR = f"{COMPONENT_LABEL} in ({','.join(sorted(WORKLOADS))})"

@@ -1,0 +1,64 @@
+"""The conformance suite: what the project assumes about vLLM, checked against vLLM itself.
+
+It needs the real engine installed (`llmservice sandbox build --engine vllm`, which
+`make conformance` runs first); without it every test fails, never skips.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from llmservice.sandbox.progress import Progress
+from llmservice.sandbox.versions import VllmLayout, default_vllm_layout
+from tests.conformance.servers import ENGINE_START_SECONDS, Server, minimal_args, start_engine
+from tests.e2e.addresses import fresh_pod_cidr
+
+# One sequence at a time and vLLM's priority scheduler: queueing is then easy to create and
+# to observe, and the order of waiting requests shows whether `priority` reached vLLM.
+ENGINE_FIELDS = {"maxNumSeqs": 1, "extraArgs": ["--scheduling-policy", "priority"]}
+
+
+@pytest.fixture(scope="session")
+def vllm() -> VllmLayout:
+    layout = default_vllm_layout()
+    if not layout.installed():
+        pytest.fail(
+            f"vLLM {layout.version} is not installed in {layout.directory}:"
+            " run `llmservice sandbox build --engine vllm` (or `make conformance`)"
+        )
+    return layout
+
+
+@pytest.fixture(scope="session")
+def addresses() -> Iterator[str]:
+    """Loopback addresses of a /16 no other test run uses: 127.N.0.1, 127.N.0.2, ..."""
+    prefix = fresh_pod_cidr().removesuffix(".0.0/16")
+    return iter([f"{prefix}.0.{host}" for host in range(1, 255)])
+
+
+@pytest.fixture(scope="session")
+def engines(
+    vllm: VllmLayout, addresses: Iterator[str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[list[Server]]:
+    """Two real vLLM replicas, started together once for the whole suite."""
+    logs = tmp_path_factory.mktemp("engines")
+    rendered = minimal_args(**ENGINE_FIELDS)
+    started = time.monotonic()
+    replicas = [start_engine(vllm, next(addresses), rendered, logs) for _ in range(2)]
+    try:
+        for replica in replicas:
+            replica.wait_healthy(ENGINE_START_SECONDS)
+        Progress().say(f"two vLLM engines healthy {time.monotonic() - started:.0f}s after start")
+        yield replicas
+    finally:
+        for replica in replicas:
+            replica.stop()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests on the two shared engines last, together: they stop only at the session's end,
+    and each engine holds a few GB that the sandbox's own engine Pod needs meanwhile."""
+    items.sort(key=lambda item: "engines" in getattr(item, "fixturenames", ()))

@@ -1,0 +1,180 @@
+"""The router in front of two real vLLM replicas: streaming, session affinity, aborts on
+disconnect, and the `priority` field reaching vLLM's priority scheduler.
+
+Which replica served a request is read from the replicas' own counters
+(`vllm:request_success_total`), not from anything the router says about itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conformance.servers import METRICS_POLL_SECONDS, MODEL, Server, start_router, wait_for
+
+pytestmark = pytest.mark.timeout(1200)
+SESSION_HEADER = "X-Session-ID"
+DONE = "vllm:request_success_total"
+RUNNING = "vllm:num_requests_running"
+WAITING = "vllm:num_requests_waiting"
+# Long enough that a request is still decoding whenever the test looks at it.
+ENDLESS = {"max_tokens": 20000, "ignore_eos": True}
+ABORT_SECONDS = 1.0
+
+
+@pytest.fixture(scope="module")
+def router(
+    engines: list[Server], addresses: Iterator[str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    server = start_router(next(addresses), engines, tmp_path_factory.mktemp("router"))
+    try:
+        server.wait_healthy(60.0, "/readyz")
+        yield server
+    finally:
+        server.stop()
+
+
+def chat(content: str, **fields: Any) -> dict[str, Any]:
+    return {"model": MODEL, "messages": [{"role": "user", "content": content}], **fields}
+
+
+def gauge_becomes(engine: Server, gauge: str, value: int, timeout: float, what: str) -> None:
+    """Wait for one of vLLM's gauges, scraping at a pace its API server can take."""
+    wait_for(lambda: engine.metrics().get(gauge) == value, timeout, what, METRICS_POLL_SECONDS)
+
+
+def served_by(engines: list[Server], send: Any) -> int:
+    """Which replica's success counter `send()` moved."""
+    before = [e.metrics().get(DONE, 0.0) for e in engines]
+    send()
+    after = [e.metrics().get(DONE, 0.0) for e in engines]
+    moved = [i for i, (b, a) in enumerate(zip(before, after, strict=True)) if a > b]
+    assert len(moved) == 1, (before, after)
+    return moved[0]
+
+
+def test_streaming_through_the_router(router: Server) -> None:
+    body = chat("Count to three.", max_tokens=12, ignore_eos=True, stream=True)
+    body["stream_options"] = {"include_usage": True}
+    response = httpx.post(router.url + "/v1/chat/completions", json=body, timeout=60.0)
+    assert response.status_code == 200
+    lines = [ln.removeprefix("data: ") for ln in response.text.splitlines() if ln]
+    assert lines[-1] == "[DONE]"
+    chunks = [json.loads(line) for line in lines[:-1]]
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+    assert chunks[-1]["usage"]["completion_tokens"] == 12
+
+
+def test_a_session_stays_on_one_replica(router: Server, engines: list[Server]) -> None:
+    replicas: dict[str, set[int]] = {}
+    with httpx.Client(base_url=router.url, timeout=60.0) as http:
+        # The ring follows the replicas' random ports: twelve sessions all landing on one
+        # replica happens once in 2048 runs.
+        for session in (f"session-{n}" for n in range(12)):
+            for turn in range(2):
+
+                def send(session: str = session, turn: int = turn) -> None:
+                    response = http.post(
+                        "/v1/chat/completions",
+                        json=chat(f"Turn {turn}.", max_tokens=4),
+                        headers={SESSION_HEADER: session},
+                    )
+                    assert response.status_code == 200
+
+                replicas.setdefault(session, set()).add(served_by(engines, send))
+    assert all(len(used) == 1 for used in replicas.values()), replicas
+    assert set().union(*replicas.values()) == {0, 1}, "twelve sessions all on one replica"
+
+
+class Streamer:
+    """A streamed request in a thread; records when its first chunk came, closes on demand."""
+
+    def __init__(self, url: str, body: dict[str, Any], session: str) -> None:
+        self.first_chunk: float | None = None
+        self.status: int | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(url, body, session), daemon=True)
+        self._thread.start()
+
+    def _run(self, url: str, body: dict[str, Any], session: str) -> None:
+        headers = {SESSION_HEADER: session}
+        with (
+            httpx.Client(timeout=120.0) as http,
+            http.stream("POST", url, json={**body, "stream": True}, headers=headers) as response,
+        ):
+            self.status = response.status_code
+            for line in response.iter_lines():
+                if line.startswith("data: {") and self.first_chunk is None:
+                    self.first_chunk = time.monotonic()
+                if self._stop.is_set():
+                    return  # leaving the block closes the connection
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30.0)
+        assert not self._thread.is_alive()
+
+
+def replica_of(session: str, router: Server, engines: list[Server]) -> Server:
+    def send() -> None:
+        response = httpx.post(
+            router.url + "/v1/chat/completions",
+            json=chat("Which replica?", max_tokens=2),
+            headers={SESSION_HEADER: session},
+            timeout=60.0,
+        )
+        assert response.status_code == 200
+
+    return engines[served_by(engines, send)]
+
+
+def test_a_client_that_disconnects_aborts_its_request_in_vllm(
+    router: Server, engines: list[Server]
+) -> None:
+    engine = replica_of("leaving", router, engines)
+    url = router.url + "/v1/chat/completions"
+    streamer = Streamer(url, chat("Go on forever.", **ENDLESS), "leaving")
+    gauge_becomes(engine, RUNNING, 1, 60.0, "the request to run")
+    wait_for(lambda: streamer.first_chunk, 60.0, "the first chunk")
+    closed = time.monotonic()
+    streamer.close()
+    gauge_becomes(engine, RUNNING, 0, 10.0, "the request to stop")
+    assert time.monotonic() - closed < ABORT_SECONDS
+
+
+def test_priority_reaches_the_vllm_scheduler(router: Server, engines: list[Server]) -> None:
+    """One sequence at a time: a low-priority request queues, then a high-priority one; when
+    the running request goes, vLLM's priority scheduler runs the later, higher one first
+    (first come, first served would run the earlier one)."""
+    engine = replica_of("ordered", router, engines)
+    url = router.url + "/v1/chat/completions"
+    streamers: list[Streamer] = []
+    try:
+        running = Streamer(url, chat("Hold the slot.", **ENDLESS, priority=0), "ordered")
+        streamers.append(running)
+        gauge_becomes(engine, RUNNING, 1, 60.0, "the first request to run")
+        low = Streamer(url, chat("Low.", **ENDLESS, priority=10), "ordered")
+        streamers.append(low)
+        gauge_becomes(engine, WAITING, 1, 60.0, "the low one to wait")
+        high = Streamer(url, chat("High.", **ENDLESS, priority=1), "ordered")
+        streamers.append(high)
+        gauge_becomes(engine, WAITING, 2, 60.0, "the high one to wait")
+        running.close()
+        wait_for(lambda: high.first_chunk or low.first_chunk, 60.0, "a waiting request to run")
+        assert high.first_chunk is not None
+        assert low.first_chunk is None
+        assert high.status == 200
+    finally:
+        # Newest first: a waiting request's thread notices the close only at its next chunk,
+        # which comes once the requests ahead of it are gone.
+        for streamer in reversed(streamers):
+            with contextlib.suppress(AssertionError):
+                streamer.close()
+    gauge_becomes(engine, RUNNING, 0, 30.0, "every request to stop")
