@@ -1,16 +1,18 @@
 """A real Prometheus on the sandbox: the dashboard and the alerts run against live series.
 
 The module installs deploy/ (the operator runs as its Pod, serving its metrics on the Pod
-IP), starts Prometheus and the GPU exporter (`sandbox.prometheus`, as `sandbox up
---with-prometheus` does), applies examples/minimal.yaml and sends traffic through its
-router. Then every query of deploy/grafana/llmservice.json, with the dashboard's variables
-filled in, must parse and return data, and every alert expression of the LLMService's
-PrometheusRule must parse, stay silent on a healthy stack, and (for those whose series the
-sandbox has) measure something once its threshold is taken off.
+IP), starts Prometheus and the GPU exporter (`sandbox.prometheus`, as
+`sandbox up --with-prometheus` does), applies examples/minimal.yaml with tight admission
+limits and sends traffic through its router, then a burst that queues and gets 429s. Then
+every query of deploy/grafana/llmservice.json, with the dashboard's variables filled in,
+must parse and return data, and every alert expression of the LLMService's PrometheusRule
+must parse, stay silent on a healthy stack, and (for those whose series the sandbox has)
+measure something once its threshold is taken off.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import re
@@ -23,6 +25,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 from kubernetes import client
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -105,16 +108,46 @@ def prometheus(sandbox: Sandbox, operator_pod: PodProcess) -> Iterator[Prometheu
     stop_prometheus(sandbox)
 
 
+def example_with_tight_admission(directory: Path) -> Path:
+    """examples/minimal.yaml with one slot per engine replica, a one-request queue and a
+    throughput gate that never closes: a burst both waits and gets 429s, and every
+    admission panel has series to show."""
+    document = yaml.safe_load(stack.EXAMPLE.read_text())
+    router = document["spec"].setdefault("router", {})
+    router["admission"] = {
+        "maxInFlightPerReplica": 1,
+        "maxQueued": 1,
+        "minTokensPerSecondPerRequest": 0.001,
+    }
+    path = directory / "minimal-admission.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+async def burst(url: str, model: str, count: int) -> list[int]:
+    """`count` chat completions sent at once; their status codes."""
+    body = {"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 32}
+    async with httpx.AsyncClient(timeout=60) as http:
+        answers = await asyncio.gather(
+            *(http.post(f"{url}/v1/chat/completions", json=body) for _ in range(count))
+        )
+    return [answer.status_code for answer in answers]
+
+
 @pytest.fixture(scope="module")
 def served(
-    sandbox: Sandbox, kube: client.ApiClient, prometheus: PrometheusEndpoints
+    sandbox: Sandbox,
+    kube: client.ApiClient,
+    prometheus: PrometheusEndpoints,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[str]:
     """The example LLMService, Ready, after traffic through its router; its namespace."""
     core = client.CoreV1Api(kube)
     namespace = f"e2e-prom-{uuid.uuid4().hex[:6]}"
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
     progress = Progress(quiet=True)
-    stack.apply_example(sandbox, progress, namespace=namespace)
+    example = example_with_tight_admission(tmp_path_factory.mktemp("prometheus"))
+    stack.apply_example(sandbox, progress, example, namespace=namespace)
     stack.send_traffic_and_show_throughput(sandbox, progress, namespace=namespace)
     # One malformed request: the router's errors panel shows data only once one happened.
     router = next(
@@ -125,6 +158,11 @@ def served(
         f"http://{router.ip}:{router.port}/v1/chat/completions", content=b"{not json", timeout=10
     )
     assert response.status_code == 400
+    # A burst on one slot: one is served at once, one waits in the queue, the rest get 429.
+    model = httpx.get(f"http://{router.ip}:{router.port}/v1/models", timeout=10).json()
+    statuses = asyncio.run(burst(f"http://{router.ip}:{router.port}", model["data"][0]["id"], 8))
+    assert statuses.count(200) >= 2, statuses
+    assert 429 in statuses, statuses
     yield namespace
     core.delete_namespace(namespace)
 

@@ -168,7 +168,6 @@ class RouterApp:
         dispatcher = self.proxy.dispatcher
         self.admission.queued = dispatcher.queued
         self.admission.limits = dispatcher.limits
-        self.admission.closed = lambda: sorted(dispatcher.closed)
         self.limiter = RateLimiter(config.admission.requests_per_minute, clock())
         self._engine_priority = config.admission.engine_priority
         self.gate_scraper: GateScraper | None = None
@@ -180,6 +179,10 @@ class RouterApp:
                 dispatcher.set_allowance,
                 interval=config.admission.gate_interval,
                 clock=clock,
+            )
+            # Every replica, open ones as 0: a dashboard shows the gate working, not no data.
+            self.admission.closed = lambda: (
+                (name, int(name in dispatcher.closed)) for name in sorted(dispatcher.replicas)
             )
         self.draining = False
         self._flusher: asyncio.Task[None] | None = None

@@ -52,7 +52,7 @@ def exposition() -> str:
     admission.add_tokens("team-a", 1, 2)
     admission.queued = lambda: [("team-a", 3)]
     admission.limits = lambda: [("127.0.0.1:8000", 4)]
-    admission.closed = lambda: ["127.0.0.1:8000"]
+    admission.closed = lambda: [("127.0.0.1:8000", 1)]
     engine = SimMetrics(SimConfig())
     return generate_latest(registry).decode() + render_metrics(engine).decode()
 

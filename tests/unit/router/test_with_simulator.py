@@ -114,13 +114,19 @@ def test_the_throughput_gate_holds_requests_while_the_engine_is_slow_per_request
             routed = replace(cfg, discovery=replace(cfg.discovery, static_backends=(engine.url,)))
             async with RouterServer(routed) as router, aiohttp.ClientSession() as client:
                 dispatcher = router.app.proxy.dispatcher
-                peak_running, closed_seen = 0, False
+                registry = router.app.metrics.registry
+                peak_running, closed_seen, gauge_seen = 0, False, set()
+
+                def gauge() -> float | None:
+                    labels = {"replica": engine.url}
+                    return registry.get_sample_value("llmservice_router_replica_closed", labels)
 
                 async def watch() -> None:
                     nonlocal peak_running, closed_seen
                     while True:
                         peak_running = max(peak_running, engine.app.engine.gauges().running)
                         closed_seen = closed_seen or bool(dispatcher.closed)
+                        gauge_seen.add(gauge())
                         await asyncio.sleep(0.005)
 
                 async def one() -> int:
@@ -145,5 +151,8 @@ def test_the_throughput_gate_holds_requests_while_the_engine_is_slow_per_request
                 assert 3 <= peak_running <= 7
                 await until(lambda: not dispatcher.closed)
                 assert router.app.proxy.loads == {engine.url: 0}
+                # The gauge follows the gate, and an open replica reads 0, not absent.
+                assert gauge_seen >= {0.0, 1.0}
+                assert gauge() == 0.0
 
     run(scenario())

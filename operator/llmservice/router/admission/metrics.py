@@ -6,7 +6,8 @@
 ``llmservice_router_queue_wait_seconds{key}``        time from arrival to a slot, admitted requests
 ``llmservice_router_key_tokens_total{key,kind}``     prompt / completion tokens by key
 ``llmservice_router_in_flight_limit{replica}``       each replica's cap (absent without a cap)
-``llmservice_router_replica_closed{replica}``        1 while the throughput gate holds it closed
+``llmservice_router_replica_closed{replica}``        1 while the throughput gate holds it closed,
+                                                     0 while open (absent without a gate)
 ===================================================  ============================================
 
 ``key`` is the API key's name (``anonymous`` without keys), never the key. As in
@@ -47,7 +48,7 @@ class AdmissionMetrics(Collector):
         self.queue_wait: dict[str, _Histogram] = {}
         self.queued: Pairs = _nothing
         self.limits: Pairs = _nothing
-        self.closed: Callable[[], Iterable[str]] = tuple
+        self.closed: Pairs = _nothing
         registry.register(self)
 
     def reject(self, reason: str, key: str) -> None:
@@ -112,6 +113,6 @@ class AdmissionMetrics(Collector):
             "1 while the throughput gate sends a replica no new requests.",
             labels=["replica"],
         )
-        for replica in self.closed():
-            closed.add_metric([replica], 1)
+        for replica, shut in self.closed():
+            closed.add_metric([replica], shut)
         yield closed
