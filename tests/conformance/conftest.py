@@ -16,9 +16,13 @@ from llmservice.sandbox.versions import VllmLayout, default_vllm_layout
 from tests.conformance.servers import ENGINE_START_SECONDS, Server, minimal_args, start_engine
 from tests.e2e.addresses import fresh_pod_cidr
 
-# One sequence at a time and vLLM's priority scheduler: queueing is then easy to create and
-# to observe, and the order of waiting requests shows whether `priority` reached vLLM.
-ENGINE_FIELDS = {"maxNumSeqs": 1, "extraArgs": ["--scheduling-policy", "priority"]}
+# One sequence at a time and vLLM's priority scheduler (which the operator turns on with API
+# keys): queueing is then easy to create and to observe, and the order of waiting requests
+# shows whether a key's priority reached vLLM.
+SPEC_FIELDS = {
+    "engine": {"maxNumSeqs": 1},
+    "router": {"apiKeysSecretRef": {"name": "api-keys", "key": "keys.yaml"}},
+}
 
 
 @pytest.fixture(scope="session")
@@ -45,7 +49,8 @@ def engines(
 ) -> Iterator[list[Server]]:
     """Two real vLLM replicas, started together once for the whole suite."""
     logs = tmp_path_factory.mktemp("engines")
-    rendered = minimal_args(**ENGINE_FIELDS)
+    rendered = minimal_args(**SPEC_FIELDS)
+    assert "--scheduling-policy" in rendered
     started = time.monotonic()
     replicas = [start_engine(vllm, next(addresses), rendered, logs) for _ in range(2)]
     try:

@@ -36,13 +36,13 @@ POLL_SECONDS = 0.05
 METRICS_POLL_SECONDS = 0.2
 
 
-def minimal_args(**engine_fields: Any) -> list[str]:
-    """The engine args the operator renders for examples/minimal.yaml, with engine fields."""
+def minimal_args(**spec_fields: Any) -> list[str]:
+    """The engine args the operator renders for examples/minimal.yaml with more spec fields."""
     document = {
         "apiVersion": "serving.llmservice.dev/v1alpha1",
         "kind": "LLMService",
         "metadata": {"name": "chat", "namespace": "default"},
-        "spec": {"model": {"name": MODEL}, "engine": engine_fields},
+        "spec": {"model": {"name": MODEL}, **spec_fields},
     }
     return engine.engine_args(parse_llmservice(document))
 
@@ -116,12 +116,14 @@ def start_simulator(ip: str, rendered: Sequence[str], logs: Path) -> Server:
     return Server("sim", f"http://{ip}:{port}", process)
 
 
-def start_router(ip: str, backends: Sequence[Server], logs: Path) -> Server:
+def start_router(
+    ip: str, backends: Sequence[Server], logs: Path, extra: Sequence[str] = ()
+) -> Server:
     """The router in front of `backends`, keeping every session on its replica however
     unequal the loads (the queueing tests load one replica only, on purpose)."""
     port = free_port()
     argv = [sys.executable, "-m", "llmservice.cli", "router", "--served-model-name", MODEL]
     argv += ["--static-backends", ",".join(b.url for b in backends), "--load-bound", "1000"]
-    argv += ["--host", ip, "--port", str(port)]
+    argv += ["--host", ip, "--port", str(port), *extra]
     process = start("router", argv, logs / "router.log")
     return Server("router", f"http://{ip}:{port}", process)

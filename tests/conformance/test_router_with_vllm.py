@@ -1,5 +1,5 @@
 """The router in front of two real vLLM replicas: streaming, session affinity, aborts on
-disconnect, and the `priority` field reaching vLLM's priority scheduler.
+disconnect, and an API key's priority reaching vLLM's priority scheduler.
 
 Which replica served a request is read from the replicas' own counters
 (`vllm:request_success_total`), not from anything the router says about itself.
@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from tests.conformance.servers import METRICS_POLL_SECONDS, MODEL, Server, start_router, wait_for
 
@@ -24,8 +25,9 @@ SESSION_HEADER = "X-Session-ID"
 DONE = "vllm:request_success_total"
 RUNNING = "vllm:num_requests_running"
 WAITING = "vllm:num_requests_waiting"
-# Long enough that a request is still decoding whenever the test looks at it.
-ENDLESS = {"max_tokens": 20000, "ignore_eos": True}
+# Long enough that a request is still decoding whenever the test looks at it: about as many
+# tokens as the model's context (32768) leaves after the prompt, a minute or more on a CPU.
+ENDLESS = {"max_tokens": 32000, "ignore_eos": True}
 ABORT_SECONDS = 1.0
 
 
@@ -34,6 +36,37 @@ def router(
     engines: list[Server], addresses: Iterator[str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
     server = start_router(next(addresses), engines, tmp_path_factory.mktemp("router"))
+    try:
+        server.wait_healthy(60.0, "/readyz")
+        yield server
+    finally:
+        server.stop()
+
+
+# Keys as the operator mounts them; the router sets vLLM's `priority` from theirs.
+KEYS = {
+    "keys": [
+        {"name": "batch", "key": "sk-conformance-batch-0001", "priority": 1},
+        {"name": "interactive", "key": "sk-conformance-interactive-0001", "priority": 10},
+    ]
+}
+
+
+def bearer(name: str) -> dict[str, str]:
+    key = next(entry["key"] for entry in KEYS["keys"] if entry["name"] == name)
+    return {"Authorization": f"Bearer {key}"}
+
+
+@pytest.fixture(scope="module")
+def keyed_router(
+    engines: list[Server], addresses: Iterator[str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """A router with API keys and --engine-priority, as the operator runs it with keys."""
+    logs = tmp_path_factory.mktemp("keyed-router")
+    keys = logs / "keys.yaml"
+    keys.write_text(yaml.safe_dump(KEYS))
+    extra = ["--api-keys-file", str(keys), "--engine-priority"]
+    server = start_router(next(addresses), engines, logs, extra)
     try:
         server.wait_healthy(60.0, "/readyz")
         yield server
@@ -94,27 +127,37 @@ def test_a_session_stays_on_one_replica(router: Server, engines: list[Server]) -
 
 
 class Streamer:
-    """A streamed request in a thread; records when its first chunk came, closes on demand."""
+    """A streamed request in a thread; records when its first chunk came, closes on demand.
+    It reads up to the first chunk only; the connection stays open until `close()`."""
 
-    def __init__(self, url: str, body: dict[str, Any], session: str) -> None:
+    def __init__(
+        self, url: str, body: dict[str, Any], session: str, headers: dict[str, str] | None = None
+    ) -> None:
         self.first_chunk: float | None = None
         self.status: int | None = None
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(url, body, session), daemon=True)
+        headers = {SESSION_HEADER: session, **(headers or {})}
+        self._thread = threading.Thread(target=self._run, args=(url, body, headers), daemon=True)
         self._thread.start()
 
-    def _run(self, url: str, body: dict[str, Any], session: str) -> None:
-        headers = {SESSION_HEADER: session}
+    def _run(self, url: str, body: dict[str, Any], headers: dict[str, str]) -> None:
         with (
             httpx.Client(timeout=120.0) as http,
             http.stream("POST", url, json={**body, "stream": True}, headers=headers) as response,
         ):
             self.status = response.status_code
-            for line in response.iter_lines():
-                if line.startswith("data: {") and self.first_chunk is None:
+            # Held in a name: a line iterator dropped early would close the connection.
+            lines = response.iter_lines()
+            for line in lines:
+                if line.startswith("data: {"):
                     self.first_chunk = time.monotonic()
+                    break
                 if self._stop.is_set():
                     return  # leaving the block closes the connection
+            # Read no further: the engine goes on generating, but the router and this process
+            # stop spending a CPU on hundreds of chunks a second that the test does not need
+            # (on a small machine that starved the test's own polling).
+            self._stop.wait()
 
     def close(self) -> None:
         self._stop.set()
@@ -149,21 +192,26 @@ def test_a_client_that_disconnects_aborts_its_request_in_vllm(
     assert time.monotonic() - closed < ABORT_SECONDS
 
 
-def test_priority_reaches_the_vllm_scheduler(router: Server, engines: list[Server]) -> None:
-    """One sequence at a time: a low-priority request queues, then a high-priority one; when
-    the running request goes, vLLM's priority scheduler runs the later, higher one first
-    (first come, first served would run the earlier one)."""
+def test_a_keys_priority_reaches_the_vllm_scheduler(
+    router: Server, keyed_router: Server, engines: list[Server]
+) -> None:
+    """One sequence at a time: a request of the low-priority key queues, then one of the
+    high-priority key; when the running request goes, vLLM's priority scheduler runs the
+    later, higher one first (first come, first served would run the earlier one). Both
+    routers place a session on the same replica, so the keyless one finds it."""
     engine = replica_of("ordered", router, engines)
-    url = router.url + "/v1/chat/completions"
+    url = keyed_router.url + "/v1/chat/completions"
     streamers: list[Streamer] = []
     try:
-        running = Streamer(url, chat("Hold the slot.", **ENDLESS, priority=0), "ordered")
+        # The client's own `priority` is replaced by its key's.
+        body = chat("Hold the slot.", **ENDLESS, priority=-1000)
+        running = Streamer(url, body, "ordered", bearer("batch"))
         streamers.append(running)
         gauge_becomes(engine, RUNNING, 1, 60.0, "the first request to run")
-        low = Streamer(url, chat("Low.", **ENDLESS, priority=10), "ordered")
+        low = Streamer(url, chat("Low.", **ENDLESS, priority=-1000), "ordered", bearer("batch"))
         streamers.append(low)
         gauge_becomes(engine, WAITING, 1, 60.0, "the low one to wait")
-        high = Streamer(url, chat("High.", **ENDLESS, priority=1), "ordered")
+        high = Streamer(url, chat("High.", **ENDLESS), "ordered", bearer("interactive"))
         streamers.append(high)
         gauge_becomes(engine, WAITING, 2, 60.0, "the high one to wait")
         running.close()

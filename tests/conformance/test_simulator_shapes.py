@@ -15,7 +15,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conformance.conftest import ENGINE_FIELDS
+from tests.conformance.conftest import SPEC_FIELDS
 from tests.conformance.servers import MODEL, Server, minimal_args, start_simulator
 
 pytestmark = pytest.mark.timeout(1200)
@@ -30,7 +30,7 @@ def simulator(
     addresses: Iterator[str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
     sim = start_simulator(
-        next(addresses), minimal_args(**ENGINE_FIELDS), tmp_path_factory.mktemp("sim")
+        next(addresses), minimal_args(**SPEC_FIELDS), tmp_path_factory.mktemp("sim")
     )
     try:
         sim.wait_healthy(60.0)
