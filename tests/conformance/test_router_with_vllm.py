@@ -12,6 +12,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 import httpx
@@ -65,7 +66,9 @@ def keyed_router(
     logs = tmp_path_factory.mktemp("keyed-router")
     keys = logs / "keys.yaml"
     keys.write_text(yaml.safe_dump(KEYS))
-    extra = ["--api-keys-file", str(keys), "--engine-priority"]
+    # The test's clients stop reading after their first chunk; the router's idle timer also
+    # runs while a client does not read, and must not end the request holding the slot.
+    extra = ["--api-keys-file", str(keys), "--engine-priority", "--idle-timeout", "3600"]
     server = start_router(next(addresses), engines, logs, extra)
     try:
         server.wait_healthy(60.0, "/readyz")
@@ -184,12 +187,30 @@ def test_a_client_that_disconnects_aborts_its_request_in_vllm(
     engine = replica_of("leaving", router, engines)
     url = router.url + "/v1/chat/completions"
     streamer = Streamer(url, chat("Go on forever.", **ENDLESS), "leaving")
-    gauge_becomes(engine, RUNNING, 1, 60.0, "the request to run")
-    wait_for(lambda: streamer.first_chunk, 60.0, "the first chunk")
+    # Its first chunk shows it running; vLLM's /metrics answers slowly while it generates.
+    wait_for(lambda: streamer.first_chunk, 120.0, "the first chunk")
     closed = time.monotonic()
     streamer.close()
     gauge_becomes(engine, RUNNING, 0, 10.0, "the request to stop")
     assert time.monotonic() - closed < ABORT_SECONDS
+
+
+def in_flight(router: Server) -> float:
+    """Requests the router has sent to the engines and not yet finished."""
+    return router.metrics().get("llmservice_router_in_flight", 0.0)
+
+
+def any_started(*streamers: Streamer) -> bool:
+    return any(streamer.first_chunk is not None for streamer in streamers)
+
+
+def gauge_reaches(engine: Server, gauge: str, value: int, timeout: float) -> bool:
+    """`gauge_becomes` that answers False at its deadline instead of failing."""
+    try:
+        gauge_becomes(engine, gauge, value, timeout, gauge)
+    except AssertionError:
+        return False
+    return True
 
 
 def test_a_keys_priority_reaches_the_vllm_scheduler(
@@ -198,31 +219,44 @@ def test_a_keys_priority_reaches_the_vllm_scheduler(
     """One sequence at a time: a request of the low-priority key queues, then one of the
     high-priority key; when the running request goes, vLLM's priority scheduler runs the
     later, higher one first (first come, first served would run the earlier one). Both
-    routers place a session on the same replica, so the keyless one finds it."""
+    routers place a session on the same replica, so the keyless one finds it.
+
+    The setup (one request running while the other two wait) races the running request's
+    own end: on a small CPU vLLM's /metrics answers only every few tens of seconds while it
+    generates, so the running request is known by its first chunk and the low one as sent
+    by the router before the high one is sent, and only the final state (two waiting) is
+    read from vLLM. When the running request ends before that is seen, the order would
+    prove nothing, so the setup starts again (three tries); the order itself is asserted
+    only once the setup held."""
     engine = replica_of("ordered", router, engines)
     url = keyed_router.url + "/v1/chat/completions"
-    streamers: list[Streamer] = []
-    try:
-        # The client's own `priority` is replaced by its key's.
-        body = chat("Hold the slot.", **ENDLESS, priority=-1000)
-        running = Streamer(url, body, "ordered", bearer("batch"))
-        streamers.append(running)
-        gauge_becomes(engine, RUNNING, 1, 60.0, "the first request to run")
-        low = Streamer(url, chat("Low.", **ENDLESS, priority=-1000), "ordered", bearer("batch"))
-        streamers.append(low)
-        gauge_becomes(engine, WAITING, 1, 60.0, "the low one to wait")
-        high = Streamer(url, chat("High.", **ENDLESS), "ordered", bearer("interactive"))
-        streamers.append(high)
-        gauge_becomes(engine, WAITING, 2, 60.0, "the high one to wait")
-        running.close()
-        wait_for(lambda: high.first_chunk or low.first_chunk, 60.0, "a waiting request to run")
-        assert high.first_chunk is not None
-        assert low.first_chunk is None
-        assert high.status == 200
-    finally:
-        # Newest first: a waiting request's thread notices the close only at its next chunk,
-        # which comes once the requests ahead of it are gone.
-        for streamer in reversed(streamers):
-            with contextlib.suppress(AssertionError):
-                streamer.close()
-    gauge_becomes(engine, RUNNING, 0, 30.0, "every request to stop")
+    for _ in range(3):
+        streamers: list[Streamer] = []
+        try:
+            # The client's own `priority` is replaced by its key's.
+            body = chat("Hold the slot.", **ENDLESS, priority=-1000)
+            running = Streamer(url, body, "ordered", bearer("batch"))
+            streamers.append(running)
+            wait_for(partial(any_started, running), 120.0, "the first request to run")
+            body = chat("Low.", **ENDLESS, priority=-1000)
+            low = Streamer(url, body, "ordered", bearer("batch"))
+            streamers.append(low)
+            wait_for(lambda: in_flight(keyed_router) == 2, 30.0, "the router to send the low one")
+            high = Streamer(url, chat("High.", **ENDLESS), "ordered", bearer("interactive"))
+            streamers.append(high)
+            if not gauge_reaches(engine, WAITING, 2, 120.0):
+                continue
+            running.close()
+            wait_for(partial(any_started, high, low), 60.0, "a waiting request to run")
+            assert high.first_chunk is not None
+            assert low.first_chunk is None
+            assert high.status == 200
+            return
+        finally:
+            # Newest first: a waiting request's thread notices the close only once it got
+            # its first chunk, which comes once the requests ahead of it are gone.
+            for streamer in reversed(streamers):
+                with contextlib.suppress(AssertionError):
+                    streamer.close()
+            gauge_becomes(engine, RUNNING, 0, 60.0, "every request to stop")
+    pytest.fail("three times the running request ended before the other two were seen waiting")

@@ -73,6 +73,11 @@ def apps(kube: client.ApiClient) -> client.AppsV1Api:
 
 
 @pytest.fixture
+def custom(kube: client.ApiClient) -> client.CustomObjectsApi:
+    return client.CustomObjectsApi(kube)
+
+
+@pytest.fixture
 def namespace(core: client.CoreV1Api) -> Iterator[str]:
     """A fresh namespace per test, so tests never see each other's objects."""
     name = f"e2e-{uuid.uuid4().hex[:8]}"

@@ -12,8 +12,11 @@ import os
 import socket
 import subprocess
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+from llmservice.sandbox.cluster import Sandbox
 from llmservice.sandbox.product import Product
 from tests.e2e.waiting import eventually
 
@@ -75,3 +78,16 @@ class OperatorProcess:
             self.process.wait(timeout=20)
         except subprocess.TimeoutExpired:
             self.kill()
+
+
+@contextmanager
+def running_operator(
+    sandbox: Sandbox, product: Product, log_name: str
+) -> Iterator[OperatorProcess]:
+    """An operator started for a test module, logging to `log_name` in the sandbox directory."""
+    process = OperatorProcess(sandbox.kubeconfig, sandbox.dir.root / log_name, product)
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()

@@ -14,7 +14,7 @@ from kubernetes import client
 from llmservice.sandbox.cluster import Sandbox
 from llmservice.sandbox.product import Product
 from tests.e2e.llmservices import create_llms, minimal, wait_ready
-from tests.e2e.operator_fixture import OperatorProcess
+from tests.e2e.operator_fixture import OperatorProcess, running_operator
 from tests.e2e.waiting import eventually
 
 pytestmark = pytest.mark.e2e
@@ -27,10 +27,8 @@ KEYS_FILE = f"keys:\n  - name: e2e-admission\n    key: {KEY}\n"
 def operator(
     sandbox: Sandbox, llmservice_crd: dict[str, Any], product: Product
 ) -> Iterator[OperatorProcess]:
-    process = OperatorProcess(sandbox.kubeconfig, sandbox.dir.root / "operator-admit.log", product)
-    process.start()
-    yield process
-    process.stop()
+    with running_operator(sandbox, product, "operator-admit.log") as process:
+        yield process
 
 
 def post(url: str, body: dict[str, Any]) -> tuple[int, dict[str, str], dict[str, Any]]:

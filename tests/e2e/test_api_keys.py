@@ -24,7 +24,7 @@ from kubernetes import client
 from llmservice.sandbox.cluster import Sandbox
 from llmservice.sandbox.product import Product
 from tests.e2e.llmservices import condition, create_llms, get_llms, minimal, wait_ready
-from tests.e2e.operator_fixture import OperatorProcess
+from tests.e2e.operator_fixture import OperatorProcess, running_operator
 from tests.e2e.waiting import eventually
 
 pytestmark = pytest.mark.e2e
@@ -52,15 +52,8 @@ BROKEN_KEYS = ROTATED_KEYS.replace("maxQueued: 10", "maxQueued: 0")
 def operator(
     sandbox: Sandbox, llmservice_crd: dict[str, Any], product: Product
 ) -> Iterator[OperatorProcess]:
-    process = OperatorProcess(sandbox.kubeconfig, sandbox.dir.root / "operator-keys.log", product)
-    process.start()
-    yield process
-    process.stop()
-
-
-@pytest.fixture
-def custom(kube: client.ApiClient) -> client.CustomObjectsApi:
-    return client.CustomObjectsApi(kube)
+    with running_operator(sandbox, product, "operator-keys.log") as process:
+        yield process
 
 
 def put_keys(core: client.CoreV1Api, namespace: str, text: str) -> None:

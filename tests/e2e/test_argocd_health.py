@@ -28,7 +28,7 @@ from tests.e2e.llmservices import (
     minimal,
     wait_ready,
 )
-from tests.e2e.operator_fixture import OperatorProcess
+from tests.e2e.operator_fixture import OperatorProcess, running_operator
 from tests.e2e.waiting import eventually
 from tests.unit.deploy.argocd_health import CONFIGMAP_KEY, HEALTH_SCRIPT, Health, argocd_health
 
@@ -39,15 +39,8 @@ pytestmark = pytest.mark.e2e
 def operator(
     sandbox: Sandbox, llmservice_crd: dict[str, Any], product: Product
 ) -> Iterator[OperatorProcess]:
-    process = OperatorProcess(sandbox.kubeconfig, sandbox.dir.root / "operator-argocd.log", product)
-    process.start()
-    yield process
-    process.stop()
-
-
-@pytest.fixture
-def custom(kube: client.ApiClient) -> client.CustomObjectsApi:
-    return client.CustomObjectsApi(kube)
+    with running_operator(sandbox, product, "operator-argocd.log") as process:
+        yield process
 
 
 @pytest.fixture

