@@ -34,6 +34,10 @@ With ``engine_priority`` the request's vLLM ``priority`` is set from its key's p
 vLLM serves lower values first, so priority ``p`` is sent as ``-p``, and whatever the client
 sent is replaced, so no client raises its own.
 
+With ``config.tracing`` on, each proxied request gets a span (`llmservice.router.tracing`),
+started when the request arrives and ended with the access log line; off, the app holds no
+tracer and the request path makes no span and no trace header.
+
 A client that disconnects is noticed at once: while a proxied request is in flight the app
 listens for ``http.disconnect`` (from ``WATCH_AFTER`` seconds in, so that short requests do
 not pay for the listening task) and cancels the upstream request, which closes the upstream

@@ -26,7 +26,9 @@ failure after the headers went out cannot change the status: an SSE stream gets 
 
 Headers: hop-by-hop headers (RFC 9110 section 7.6.1) are dropped both ways, the client's
 ``Authorization`` is dropped unless ``forward_authorization`` is set, and the request id
-travels upstream in ``X-Request-ID``.
+travels upstream in ``X-Request-ID``. With tracing on, the client's ``traceparent`` and
+``tracestate`` are replaced by ones naming the router's span (`llmservice.router.tracing`);
+with it off they pass through like any other header.
 """
 
 from __future__ import annotations
