@@ -103,7 +103,7 @@ class SimConfig:
     api_key: str | None = None
     # vLLM's --scheduling-policy: "fcfs", or "priority" (lower `priority` values first).
     scheduling_policy: str = "fcfs"
-    # vLLM's --otlp-traces-endpoint: taken and kept, but the simulator exports no spans.
+    # vLLM's --otlp-traces-endpoint: an OTLP/HTTP URL for the `llm_request` spans.
     otlp_traces_endpoint: str | None = None
     host: str = "127.0.0.1"
     port: int = 8000
@@ -221,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--quantization", "-q")
     add("--hf-overrides", type=_json_object, default={})
     add("--scheduling-policy", choices=SCHEDULING_POLICIES, default="fcfs")
-    add("--otlp-traces-endpoint", help="accepted as vLLM takes it; the simulator exports no spans")
+    add("--otlp-traces-endpoint", help="export an llm_request span per request (OTLP/HTTP)")
     add("--api-key", default=os.environ.get("VLLM_API_KEY"))
     add("--host", default="127.0.0.1")
     add("--port", type=int, default=8000)

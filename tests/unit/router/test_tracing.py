@@ -20,6 +20,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from llmservice.router import BalancerConfig, RouterConfig, Strategy, TracingConfig
 from llmservice.router.auth import parse_api_keys
+from llmservice.sim import SimConfig, SimServer, TimingProfile
 
 from .backends import FakeBackend, Mode, refusing_url
 from .conftest import CHAT, RouterServer, config, run
@@ -290,5 +291,40 @@ def test_local_endpoints_make_no_span() -> None:
                     async with client.get(router.url + path) as response:
                         assert response.status == 200
             assert receiver.posts == 0
+
+    run(scenario())
+
+
+def test_one_trace_covers_the_router_and_the_simulated_engine() -> None:
+    async def scenario() -> None:
+        async with OtlpReceiver() as receiver:
+            engine_config = SimConfig(
+                served_model_names=("llama",),
+                profile=TimingProfile("tracing-test", 0.001, 0.0, 0.0005, 0.00002),
+                replica_name="sim-0",
+                otlp_traces_endpoint=receiver.url,
+            )
+            async with (
+                SimServer(engine_config) as sim,
+                RouterServer(traced(receiver, sim.url)) as router,
+                aiohttp.ClientSession() as client,
+            ):
+                url = router.url + "/v1/chat/completions"
+                headers = {"traceparent": CLIENT_TRACEPARENT}
+                body = {**CHAT, "max_tokens": 4}
+                async with client.post(url, json=body, headers=headers) as response:
+                    assert response.status == 200
+                    usage = (await response.json())["usage"]
+            spans = {resource["service.name"]: span for resource, span in receiver.spans}
+        assert len(receiver.spans) == 2
+        router_span, engine_span = spans["llmservice-router"], spans["llmservice-sim"]
+        assert engine_span.name == "llm_request"
+        assert engine_span.trace_id == router_span.trace_id == bytes.fromhex(TRACE_ID)
+        assert engine_span.parent_span_id == router_span.span_id
+        assert router_span.parent_span_id.hex() == PARENT_ID
+        engine = attributes(engine_span)
+        assert engine["gen_ai.usage.completion_tokens"] == usage["completion_tokens"] == 4
+        assert engine["gen_ai.usage.prompt_tokens"] == usage["prompt_tokens"]
+        assert engine["gen_ai.response.model"] == "llama"
 
     run(scenario())
