@@ -206,10 +206,6 @@ class TracingConfig:
         if not 0.0 <= self.sampling_ratio <= 1.0:
             raise ValueError("the trace sampling ratio must be between 0 and 1")
 
-    @property
-    def enabled(self) -> bool:
-        return self.otlp_endpoint is not None
-
 
 @dataclass(frozen=True, slots=True)
 class RouterConfig:

@@ -92,8 +92,11 @@ _DROP_REQUEST = HOP_BY_HOP | {
     b"host", b"content-length", b"content-type", b"expect", b"x-request-id",
 }  # fmt: skip
 _DROP_REQUEST_AUTH = _DROP_REQUEST | {b"authorization"}
-# With tracing on, the router's own span becomes the engine's parent.
+# With tracing on, the router's own span becomes the engine's parent: the client's trace
+# context is dropped and the router's sent instead (a set per case, built once).
 _TRACE_CONTEXT = frozenset({b"traceparent", b"tracestate"})
+_DROP_REQUEST_TRACED = _DROP_REQUEST | _TRACE_CONTEXT
+_DROP_REQUEST_AUTH_TRACED = _DROP_REQUEST_AUTH | _TRACE_CONTEXT
 _USAGE_BODY_LIMIT = 1 << 20
 
 
@@ -113,7 +116,7 @@ def _target(url: str) -> tuple[str, int, bytes, bytes]:
 
 @dataclass(slots=True)
 class Exchange:
-    """What happened to one proxied request, for metrics and the access log."""
+    """What happened to one proxied request, for metrics, the access log and its span."""
 
     request_id: str
     route: str
@@ -225,9 +228,11 @@ class Proxy:
         ``trace_lines`` (tracing on) replace the client's ``traceparent`` and ``tracestate``;
         without them the client's pass through like any other header.
         """
-        drop = _DROP_REQUEST if self.config.forward_authorization else _DROP_REQUEST_AUTH
-        if trace_lines is not None:
-            drop = drop | _TRACE_CONTEXT
+        forward_authorization = self.config.forward_authorization
+        if trace_lines is None:
+            drop = _DROP_REQUEST if forward_authorization else _DROP_REQUEST_AUTH
+        else:
+            drop = _DROP_REQUEST_TRACED if forward_authorization else _DROP_REQUEST_AUTH_TRACED
         lines: list[bytes] = []
         for name, value in headers:
             if name in drop:
