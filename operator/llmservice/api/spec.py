@@ -53,10 +53,17 @@ OWNED_ENGINE_FLAGS: dict[str, str] = {
     "hf-overrides": "model.ropeScaling",
     "revision": "model.revision",
     "download-dir": "storage (HF_HOME points at the cache)",
+    "otlp-traces-endpoint": "monitoring.tracing.otlpEndpoint",
 }
 # Environment variables the operator sets on the engine container; a second entry with the
 # same name is refused by the API server's apply, so engine.env may not use them.
-OPERATOR_ENGINE_ENV = ("VLLM_NO_USAGE_STATS", "DO_NOT_TRACK", "HF_HOME", "HF_TOKEN")
+OPERATOR_ENGINE_ENV = (
+    "VLLM_NO_USAGE_STATS",
+    "DO_NOT_TRACK",
+    "HF_HOME",
+    "HF_TOKEN",
+    "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+)
 # Mount paths the engine container already uses (shared memory, pvc:// model sources).
 ENGINE_MOUNT_PATHS = ("/dev/shm", "/model-source")  # noqa: S108 - a tmpfs mount, not a file
 
@@ -135,6 +142,11 @@ REVISION_PATTERN = described(r"^[A-Za-z0-9._/-]+$", "a revision such as main, v1
 ABSOLUTE_PATH_PATTERN = described(r"^/[^\s]*$", "an absolute path such as /models")
 IMAGE_PATTERN = described(
     r"^[^\s]+$", f"an image reference such as vllm/vllm-openai:v{VLLM_VERSION}"
+)
+# An OTLP/HTTP URL: a scheme, a host (with its port), then any path.
+OTLP_ENDPOINT_PATTERN = described(
+    r"^https?://[^\s/?#@]+(/[^\s]*)?$",
+    "an http(s) URL such as http://otel-collector.monitoring:4318/v1/traces",
 )
 # Extended resources: a domain outside kubernetes.io (checked by a rule), '/', a name.
 EXTENDED_RESOURCE_PATTERN = described(
@@ -441,7 +453,8 @@ class EngineSpec(CamelModel):
                 "engine.env must not set "
                 + ", ".join(OPERATOR_ENGINE_ENV)
                 + ": the operator sets them (HF_TOKEN from model.hfTokenSecretRef,"
-                " HF_HOME from storage)",
+                " HF_HOME from storage, OTEL_EXPORTER_OTLP_TRACES_PROTOCOL from"
+                " monitoring.tracing)",
                 ".env",
             ),
             cel(
@@ -835,8 +848,29 @@ class PrometheusRuleSpec(CamelModel):
     )
 
 
+class TracingSpec(CamelModel):
+    """OpenTelemetry traces of requests: a span per request from the router and the engine."""
+
+    otlp_endpoint: Annotated[str, Field(max_length=2048, pattern=OTLP_ENDPOINT_PATTERN)] | None = (
+        Field(
+            default=None,
+            description="The OTLP/HTTP traces URL of a collector, used as it is (for example"
+            " http://otel-collector.monitoring:4318/v1/traces). When set, the router exports a"
+            " span per proxied request and the engines get vLLM's --otlp-traces-endpoint (over"
+            " OTLP/HTTP), so one trace covers the router and the engine. Unset: no tracing.",
+        )
+    )
+    sampling_ratio: float = Field(
+        default=1.0,
+        ge=0.0,
+        le=1.0,
+        description="The share of new traces the router keeps (0 to 1); a request whose"
+        " client sent a traceparent follows that trace's sampled flag.",
+    )
+
+
 class MonitoringSpec(CamelModel):
-    """Prometheus scraping of engine and router metrics, and alerts on them."""
+    """Prometheus scraping of engine and router metrics, alerts on them, and traces."""
 
     service_monitor: bool = Field(
         default=True,
@@ -853,6 +887,9 @@ class MonitoringSpec(CamelModel):
     )
     prometheus_rule: PrometheusRuleSpec = Field(
         default_factory=PrometheusRuleSpec, description="Alerts."
+    )
+    tracing: TracingSpec = Field(
+        default_factory=TracingSpec, description="Request traces (OpenTelemetry, OTLP/HTTP)."
     )
 
 

@@ -22,6 +22,7 @@ OWNED_FLAG_SPELLINGS: dict[str, tuple[tuple[str, str], ...]] = {
     "max-model-len": (("--max-model-len", "--ma"),),
     "max-num-seqs": (("--max-num-seqs", "--ma"),),
     "model": (("--model", "--mo"),),
+    "otlp-traces-endpoint": (("--otlp-traces-endpoint", "--ot"),),
     "pipeline-parallel-size": (("--pipeline-parallel-size", "--pi"), ("-pp", "-p")),
     "port": (("--port", "--po"),),
     "quantization": (("--quantization", "--qu"), ("-q", "-q")),

@@ -91,6 +91,9 @@ def engine_args(service: LLMService) -> list[str]:
     overrides = hf_overrides(model)
     if overrides is not None:
         args += ["--hf-overrides", json.dumps(overrides, sort_keys=True, separators=(",", ":"))]
+    endpoint = service.spec.monitoring.tracing.otlp_endpoint
+    if endpoint is not None:
+        args += ["--otlp-traces-endpoint", endpoint]
     return args + list(engine.extra_args or [])
 
 
@@ -107,6 +110,10 @@ def _env(service: LLMService) -> list[dict[str, Any]]:
         env.append(
             {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}
         )
+    if service.spec.monitoring.tracing.otlp_endpoint is not None:
+        # vLLM exports over gRPC unless told otherwise; the endpoint is the router's
+        # OTLP/HTTP URL, so both speak the same protocol to the same collector.
+        env.append({"name": "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "value": "http/protobuf"})
     for variable in engine.env or []:
         env.append(variable.model_dump(by_alias=True, exclude_none=True))
     return env

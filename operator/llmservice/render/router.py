@@ -89,6 +89,10 @@ def router_args(service: LLMService) -> list[str]:
         args.append("--engine-priority")
     if router.forward_authorization:
         args.append("--forward-authorization")
+    tracing = service.spec.monitoring.tracing
+    if tracing.otlp_endpoint is not None:
+        args += ["--otlp-traces-endpoint", tracing.otlp_endpoint]
+        args += ["--trace-sampling-ratio", str(tracing.sampling_ratio)]
     return args
 
 

@@ -37,6 +37,7 @@ from llmservice.router.config import (
     RouterConfig,
     Strategy,
     Timeouts,
+    TracingConfig,
 )
 from llmservice.router.discovery import (
     Discovery,
@@ -93,6 +94,7 @@ __all__ = [
     "StaticDiscovery",
     "Strategy",
     "Timeouts",
+    "TracingConfig",
     "Unauthorized",
     "UnsupportedMediaType",
     "UpstreamConnectError",

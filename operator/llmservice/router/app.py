@@ -34,6 +34,10 @@ With ``engine_priority`` the request's vLLM ``priority`` is set from its key's p
 vLLM serves lower values first, so priority ``p`` is sent as ``-p``, and whatever the client
 sent is replaced, so no client raises its own.
 
+With ``config.tracing`` on, each proxied request gets a span (`llmservice.router.tracing`),
+started when the request arrives and ended with the access log line; off, the app holds no
+tracer and the request path makes no span and no trace header.
+
 A client that disconnects is noticed at once: while a proxied request is in flight the app
 listens for ``http.disconnect`` (from ``WATCH_AFTER`` seconds in, so that short requests do
 not pay for the listening task) and cancels the upstream request, which closes the upstream
@@ -51,7 +55,7 @@ import secrets
 import time
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 
@@ -95,6 +99,9 @@ from llmservice.router.payloads import (
 )
 from llmservice.router.proxy import Exchange, Proxy, make_pool
 from llmservice.router.retry_budget import RetryBudget
+
+if TYPE_CHECKING:
+    from llmservice.router.tracing import Tracing
 
 __all__ = ["RouterApp", "create_app"]
 
@@ -144,8 +151,11 @@ class RouterApp:
         clock: Callable[[], float] = time.monotonic,
         api_keys: ApiKeys | None = None,
         api_keys_file: ApiKeysFile | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.config = config
+        # None when tracing is off: the request path then makes no span and no header.
+        self.tracing = tracing
         # Read per request; replaced in one assignment when the keys file changes.
         self.api_keys = api_keys_file.keys if api_keys_file is not None else api_keys
         self.api_keys_file = api_keys_file
@@ -217,6 +227,8 @@ class RouterApp:
                     await task
         self._flusher = self._keys_watch = None
         self.access_log.flush()
+        if self.tracing is not None:
+            await asyncio.to_thread(self.tracing.shutdown)  # flushes queued spans
         await self.discovery.stop()
         if self.proxy.pool is not None:
             await self.proxy.pool.close()
@@ -287,6 +299,8 @@ class RouterApp:
             request_id = f"{self._id_prefix}{next(self._ids):08x}"
         route = path if path in PROXIED or path == API_CHAT else "other"
         exchange = Exchange(request_id=request_id, route=route, model="")
+        if self.tracing is not None and route != "other":
+            exchange.span = self.tracing.start(scope["headers"], route)
         try:
             if self.api_keys is not None and (path in PROXIED or path in (API_CHAT, "/v1/models")):
                 exchange.client = self._authenticate(self.api_keys, scope, exchange)
@@ -350,6 +364,8 @@ class RouterApp:
                 used = exchange.prompt_tokens + exchange.completion_tokens
                 self.limiter.charge_tokens(client, used, self.clock())
         self.access_log.write(exchange, method, path, duration, first_byte)
+        if exchange.span is not None and self.tracing is not None:
+            self.tracing.end(exchange.span, exchange, method)
 
     async def _send(
         self,
@@ -463,7 +479,10 @@ class RouterApp:
         exchange.key, exchange.key_kind = routing_key(
             session, body, self.config.balancer.prefix_chars
         )
-        headers = self.proxy.upstream_headers(scope["headers"], exchange.request_id)
+        trace_lines = None
+        if exchange.span is not None and self.tracing is not None:
+            trace_lines = self.tracing.upstream_lines(exchange.span)
+        headers = self.proxy.upstream_headers(scope["headers"], exchange.request_id, trace_lines)
         target = path + (
             "?" + scope["query_string"].decode("latin-1") if scope["query_string"] else ""
         )
@@ -531,7 +550,14 @@ def create_app(
     """A router app; every collaborator can be injected, none is shared between apps.
 
     `api_keys` are fixed keys; `api_keys_file` is a keys file the app watches and reloads.
+    With ``config.tracing`` enabled the app exports a span per proxied request.
     """
+    tracing = None
+    if config.tracing.otlp_endpoint is not None:
+        # Imported here: a router without tracing loads no OpenTelemetry code.
+        from llmservice.router.tracing import Tracing
+
+        tracing = Tracing(config.tracing.otlp_endpoint, config.tracing.sampling_ratio)
     return RouterApp(
         config,
         discovery=discovery,
@@ -541,4 +567,5 @@ def create_app(
         clock=clock,
         api_keys=api_keys,
         api_keys_file=api_keys_file,
+        tracing=tracing,
     )

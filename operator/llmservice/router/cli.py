@@ -36,6 +36,9 @@ where it has the same knob)::
       --min-tokens-per-second-per-request R   throughput gate on the engines' decode rate
       --gate-interval 1                  seconds between scrapes of the engines' metrics
       --engine-priority                  set each request's vLLM priority from its key's
+      # tracing (unset: off)
+      --otlp-traces-endpoint URL         export a span per request to this OTLP/HTTP URL
+      --trace-sampling-ratio 1.0         share of new traces kept
       # lifecycle
       --drain-delay 5                    after SIGTERM: /readyz fails, traffic still served
       --grace-period 60                  then in-flight requests get this long to finish
@@ -67,6 +70,7 @@ from llmservice.router.config import (
     RouterConfig,
     Strategy,
     Timeouts,
+    TracingConfig,
 )
 from llmservice.router.discovery import (
     Discovery,
@@ -256,6 +260,20 @@ def parser() -> argparse.ArgumentParser:
         " any the client sent (the engines must run --scheduling-policy priority)",
     )
     p.add_argument(
+        "--otlp-traces-endpoint",
+        default=None,
+        metavar="URL",
+        help="export a span per proxied request to this OTLP/HTTP traces URL (for example"
+        " http://collector:4318/v1/traces) and send the engine a traceparent naming it"
+        " (default: no tracing)",
+    )
+    p.add_argument(
+        "--trace-sampling-ratio",
+        type=float,
+        default=defaults.DEFAULT_TRACE_SAMPLING_RATIO,
+        help="share of new traces kept; a client's traceparent decides for its own trace",
+    )
+    p.add_argument(
         "--drain-delay",
         type=float,
         default=defaults.DEFAULT_DRAIN_DELAY,
@@ -329,6 +347,9 @@ def build_config(args: argparse.Namespace) -> RouterConfig:
         max_connections=args.max_connections,
         forward_authorization=args.forward_authorization,
         api_keys_file=args.api_keys_file,
+        tracing=TracingConfig(
+            otlp_endpoint=args.otlp_traces_endpoint, sampling_ratio=args.trace_sampling_ratio
+        ),
     )
 
 

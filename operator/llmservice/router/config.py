@@ -19,6 +19,7 @@ from llmservice.api import spec as api
 _API_ROUTER = api.RouterSpec()
 _API_TIMEOUTS = _API_ROUTER.timeouts
 _API_ADMISSION = _API_ROUTER.admission
+_API_TRACING = api.MonitoringSpec().tracing
 
 DEFAULT_HOST = "0.0.0.0"  # noqa: S104 - the router serves the Pod network
 DEFAULT_PORT = 8080
@@ -43,6 +44,7 @@ DEFAULT_RETRY_BUDGET_WINDOW = 10.0
 DEFAULT_MAX_QUEUED = _API_ADMISSION.max_queued
 DEFAULT_QUEUE_TIMEOUT = float(_API_ADMISSION.queue_timeout_seconds)
 DEFAULT_GATE_INTERVAL = 1.0
+DEFAULT_TRACE_SAMPLING_RATIO = _API_TRACING.sampling_ratio
 
 DEFAULT_MAX_CONNECTIONS = 1024
 DEFAULT_DRAIN_DELAY = 5.0
@@ -187,6 +189,25 @@ class AdmissionConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class TracingConfig:
+    """Spans of proxied requests (see `llmservice.router.tracing`); off without an endpoint.
+
+    ``otlp_endpoint`` is the collector's OTLP/HTTP traces URL, used as it is (for example
+    ``http://collector:4318/v1/traces``); ``sampling_ratio`` is the share of new traces kept.
+    """
+
+    otlp_endpoint: str | None = None
+    sampling_ratio: float = DEFAULT_TRACE_SAMPLING_RATIO
+
+    def __post_init__(self) -> None:
+        endpoint = self.otlp_endpoint
+        if endpoint is not None and not endpoint.startswith(("http://", "https://")):
+            raise ValueError(f"the OTLP traces endpoint must be an http(s) URL, not {endpoint!r}")
+        if not 0.0 <= self.sampling_ratio <= 1.0:
+            raise ValueError("the trace sampling ratio must be between 0 and 1")
+
+
+@dataclass(frozen=True, slots=True)
 class RouterConfig:
     """Everything `create_app` needs besides its injected collaborators."""
 
@@ -203,6 +224,7 @@ class RouterConfig:
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     forward_authorization: bool = False
     api_keys_file: str | None = None
+    tracing: TracingConfig = field(default_factory=TracingConfig)
 
     def __post_init__(self) -> None:
         if not self.served_model_name:

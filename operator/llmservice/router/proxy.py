@@ -26,7 +26,9 @@ failure after the headers went out cannot change the status: an SSE stream gets 
 
 Headers: hop-by-hop headers (RFC 9110 section 7.6.1) are dropped both ways, the client's
 ``Authorization`` is dropped unless ``forward_authorization`` is set, and the request id
-travels upstream in ``X-Request-ID``.
+travels upstream in ``X-Request-ID``. With tracing on, the client's ``traceparent`` and
+``tracestate`` are replaced by ones naming the router's span (`llmservice.router.tracing`);
+with it off they pass through like any other header.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from llmservice.router.admission.dispatcher import Dispatcher
@@ -65,6 +67,9 @@ from llmservice.router.upstream import (
     UpstreamError,
 )
 
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
+
 __all__ = ["HOP_BY_HOP", "Exchange", "Proxy", "make_pool"]
 
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
@@ -87,6 +92,11 @@ _DROP_REQUEST = HOP_BY_HOP | {
     b"host", b"content-length", b"content-type", b"expect", b"x-request-id",
 }  # fmt: skip
 _DROP_REQUEST_AUTH = _DROP_REQUEST | {b"authorization"}
+# With tracing on, the router's own span becomes the engine's parent: the client's trace
+# context is dropped and the router's sent instead (a set per case, built once).
+_TRACE_CONTEXT = frozenset({b"traceparent", b"tracestate"})
+_DROP_REQUEST_TRACED = _DROP_REQUEST | _TRACE_CONTEXT
+_DROP_REQUEST_AUTH_TRACED = _DROP_REQUEST_AUTH | _TRACE_CONTEXT
 _USAGE_BODY_LIMIT = 1 << 20
 
 
@@ -106,7 +116,7 @@ def _target(url: str) -> tuple[str, int, bytes, bytes]:
 
 @dataclass(slots=True)
 class Exchange:
-    """What happened to one proxied request, for metrics and the access log."""
+    """What happened to one proxied request, for metrics, the access log and its span."""
 
     request_id: str
     route: str
@@ -118,6 +128,8 @@ class Exchange:
     stream: bool = False
     replica: str | None = None
     attempts: int = 0
+    primary: bool = True
+    queue_wait: float = 0.0
     status: int = 0
     cause: str | None = None
     first_byte_at: float | None = None
@@ -127,6 +139,7 @@ class Exchange:
     response_started: bool = False
     response_finished: bool = False
     extra_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    span: Span | None = None
 
 
 class _AbortStream(Exception):
@@ -204,9 +217,22 @@ class Proxy:
 
     # -- one request --------------------------------------------------------------------
 
-    def upstream_headers(self, headers: Iterable[tuple[bytes, bytes]], request_id: str) -> bytes:
-        """The request's header lines for the engine, ``\\r\\n``-joined (no Host, no length)."""
-        drop = _DROP_REQUEST if self.config.forward_authorization else _DROP_REQUEST_AUTH
+    def upstream_headers(
+        self,
+        headers: Iterable[tuple[bytes, bytes]],
+        request_id: str,
+        trace_lines: list[bytes] | None = None,
+    ) -> bytes:
+        """The request's header lines for the engine, ``\\r\\n``-joined (no Host, no length).
+
+        ``trace_lines`` (tracing on) replace the client's ``traceparent`` and ``tracestate``;
+        without them the client's pass through like any other header.
+        """
+        forward_authorization = self.config.forward_authorization
+        if trace_lines is None:
+            drop = _DROP_REQUEST if forward_authorization else _DROP_REQUEST_AUTH
+        else:
+            drop = _DROP_REQUEST_TRACED if forward_authorization else _DROP_REQUEST_AUTH_TRACED
         lines: list[bytes] = []
         for name, value in headers:
             if name in drop:
@@ -219,6 +245,8 @@ class Proxy:
                 lines.append(name + b": " + value)
         lines.append(b"content-type: application/json")
         lines.append(b"x-request-id: " + request_id.encode())
+        if trace_lines is not None:
+            lines.extend(trace_lines)
         return b"\r\n".join(lines)
 
     async def forward(
@@ -279,8 +307,10 @@ class Proxy:
                 if held is None:
                     choice = await self._slot(exchange, tried, last_error)
                     held = choice.replica
-                    if not tried and exchange.key_kind != "none":
-                        self.metrics.routed(exchange.key_kind, choice.primary)
+                    if not tried:
+                        exchange.primary = choice.primary
+                        if exchange.key_kind != "none":
+                            self.metrics.routed(exchange.key_kind, choice.primary)
                 name = held
                 tried.add(name)
                 exchange.replica = name
@@ -343,7 +373,11 @@ class Proxy:
             raise last_error
         if not self.replicas or tried:
             raise NoReadyReplica("No engine replica is ready to serve this request.")
-        return await self.dispatcher.wait(exchange.key, exchange.client)
+        queued_at = self.clock()
+        try:
+            return await self.dispatcher.wait(exchange.key, exchange.client)
+        finally:
+            exchange.queue_wait = self.clock() - queued_at
 
     async def _relay(
         self,

@@ -25,7 +25,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmservice.sim.config import SimConfig
 from llmservice.sim.engine import Engine, Sequence
@@ -40,6 +40,9 @@ from llmservice.sim.protocol import (
     parse_request,
 )
 from llmservice.vllm_release import VLLM_VERSION
+
+if TYPE_CHECKING:
+    from llmservice.sim.tracing import EngineTracing
 
 __all__ = ["SimApp", "create_app"]
 
@@ -83,6 +86,12 @@ class SimApp:
         self.config = config
         self.metrics = SimMetrics(config)
         self.engine = Engine(config, self.metrics)
+        self.tracing: EngineTracing | None = None
+        if config.otlp_traces_endpoint is not None:
+            # Imported here: a simulator without the flag loads no OpenTelemetry code.
+            from llmservice.sim.tracing import EngineTracing
+
+            self.tracing = EngineTracing(config.otlp_traces_endpoint)
         self._pod = [(b"x-inference-pod", config.replica_name.encode())]
         self._models_body = self._models()
         self._routes: dict[tuple[str, str], Callable[[Scope, Receive, Send], Awaitable[None]]] = {
@@ -111,6 +120,8 @@ class SimApp:
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.engine.stop()
+                if self.tracing is not None:
+                    await asyncio.to_thread(self.tracing.shutdown)
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -229,6 +240,7 @@ class SimApp:
             request.stream,
             request.priority,
         )
+        span = self.tracing.start(scope["headers"]) if self.tracing is not None else None
         self.engine.submit(seq)
         watcher = asyncio.get_running_loop().create_task(self._watch(receive, seq))
         try:
@@ -250,6 +262,15 @@ class SimApp:
             watcher.cancel()
             if not seq.done:
                 self.engine.abort(seq)
+            if span is not None and self.tracing is not None:
+                self.tracing.end(
+                    span,
+                    request_id=request_id,
+                    model=self.config.served_name,
+                    prompt_tokens=seq.prompt_len,
+                    completion_tokens=len(seq.words),
+                    queued_seconds=max(0.0, seq.scheduled_at - seq.arrival),
+                )
 
     async def _watch(self, receive: Receive, seq: Sequence) -> None:
         """Abort the sequence as soon as its client goes away."""

@@ -6,7 +6,7 @@ operator renders for an engine Pod start the simulator unchanged:
     llmservice sim [MODEL] --model M --served-model-name NAME ALIAS ... --max-model-len 8192 \\
         --gpu-memory-utilization 0.9 --max-num-seqs 256 --tensor-parallel-size 2 \\
         --dtype auto --quantization awq --hf-overrides '{"rope_scaling": {...}}' \\
-        --scheduling-policy priority \\
+        --scheduling-policy priority --otlp-traces-endpoint URL \\
         --host 0.0.0.0 --port 8000
 
 vLLM flags the simulator does not model are accepted (with or without a value) and
@@ -103,6 +103,8 @@ class SimConfig:
     api_key: str | None = None
     # vLLM's --scheduling-policy: "fcfs", or "priority" (lower `priority` values first).
     scheduling_policy: str = "fcfs"
+    # vLLM's --otlp-traces-endpoint: an OTLP/HTTP URL for the `llm_request` spans.
+    otlp_traces_endpoint: str | None = None
     host: str = "127.0.0.1"
     port: int = 8000
     # Simulator-only settings.
@@ -219,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--quantization", "-q")
     add("--hf-overrides", type=_json_object, default={})
     add("--scheduling-policy", choices=SCHEDULING_POLICIES, default="fcfs")
+    add("--otlp-traces-endpoint", help="export an llm_request span per request (OTLP/HTTP)")
     add("--api-key", default=os.environ.get("VLLM_API_KEY"))
     add("--host", default="127.0.0.1")
     add("--port", type=int, default=8000)
@@ -263,6 +266,7 @@ def parse_args(argv: list[str]) -> ParsedArgs:
             hf_overrides=hf_overrides,
             api_key=ns.api_key or None,
             scheduling_policy=ns.scheduling_policy,
+            otlp_traces_endpoint=ns.otlp_traces_endpoint,
             host=ns.host,
             port=ns.port,
             profile=PROFILES[ns.sim_profile],

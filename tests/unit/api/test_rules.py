@@ -75,10 +75,17 @@ def test_flags_that_only_look_owned_are_allowed(arg: str) -> None:
 
 
 def test_reserved_env_names_are_exactly_those_the_operator_sets() -> None:
-    # Every feature that adds an engine variable on: storage (HF_HOME) and a token (HF_TOKEN).
+    # Every feature that adds an engine variable on: storage (HF_HOME), a token (HF_TOKEN)
+    # and traces (OTEL_EXPORTER_OTLP_TRACES_PROTOCOL).
     document = deep_merge(
         MINIMAL,
-        {"spec": {"model": {"hfTokenSecretRef": {"name": "hf"}}, "storage": {"enabled": True}}},
+        {
+            "spec": {
+                "model": {"hfTokenSecretRef": {"name": "hf"}},
+                "storage": {"enabled": True},
+                "monitoring": {"tracing": {"otlpEndpoint": "http://collector:4318/v1/traces"}},
+            }
+        },
     )
     deployment = next(
         o

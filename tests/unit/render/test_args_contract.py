@@ -72,3 +72,39 @@ def test_every_admission_field_is_rendered() -> None:
     assert config.admission.queue_timeout == 12.5
     assert config.admission.requests_per_minute == 600
     assert config.admission.min_tokens_per_second_per_request == 15
+
+
+def _traced(tracing: dict[str, object] | None) -> LLMService:
+    document = yaml.safe_load(EXAMPLES[0].read_text(encoding="utf-8"))
+    if tracing is not None:
+        document["spec"].setdefault("monitoring", {})["tracing"] = tracing
+    return parse_llmservice(document)
+
+
+def test_tracing_reaches_the_router_and_the_engine() -> None:
+    url = "http://otel-collector.monitoring:4318/v1/traces"
+    service = _traced({"otlpEndpoint": url, "samplingRatio": 0.25})
+    config = build_config(parser().parse_args(router.router_args(service)[1:]))
+    assert config.tracing.otlp_endpoint == url
+    assert config.tracing.sampling_ratio == 0.25
+    args = engine.engine_args(service)
+    assert args[args.index("--otlp-traces-endpoint") + 1] == url
+    parsed = parse_args(args)
+    assert parsed.config.otlp_traces_endpoint == url
+    assert not parsed.ignored
+    # vLLM's own default is gRPC; the endpoint is an OTLP/HTTP URL.
+    (deployment,) = engine.render(service)
+    env = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "value": "http/protobuf"} in env
+
+
+def test_without_an_endpoint_nothing_is_traced() -> None:
+    for service in (_traced(None), _traced({"samplingRatio": 0.5})):
+        router_args = router.router_args(service)
+        assert "--otlp-traces-endpoint" not in router_args
+        assert "--trace-sampling-ratio" not in router_args
+        assert build_config(parser().parse_args(router_args[1:])).tracing.otlp_endpoint is None
+        assert "--otlp-traces-endpoint" not in engine.engine_args(service)
+        (deployment,) = engine.render(service)
+        env = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+        assert not [e for e in env if e["name"].startswith("OTEL_")]

@@ -194,3 +194,30 @@ def test_bad_admission_arguments_exit_2(
     argv = ["--served-model-name", "m", "--static-backends", "http://127.0.0.1:9", *flags]
     assert main(argv) == 2
     assert "llmservice router:" in capsys.readouterr().err
+
+
+def test_tracing_arguments_map_to_the_config() -> None:
+    base = ["--served-model-name", "m", "--static-backends", "http://127.0.0.1:9"]
+    assert build_config(parser().parse_args(base)).tracing.otlp_endpoint is None
+    url = "http://127.0.0.1:4318/v1/traces"
+    args = [*base, "--otlp-traces-endpoint", url, "--trace-sampling-ratio", "0.1"]
+    tracing = build_config(parser().parse_args(args)).tracing
+    assert (tracing.otlp_endpoint, tracing.sampling_ratio) == (url, 0.1)
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--otlp-traces-endpoint", "127.0.0.1:4318"],
+        [
+            "--otlp-traces-endpoint",
+            "http://127.0.0.1:4318/v1/traces",
+            "--trace-sampling-ratio",
+            "2",
+        ],
+    ],
+)
+def test_bad_tracing_arguments_exit_2(flags: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["--served-model-name", "m", "--static-backends", "http://127.0.0.1:9", *flags]
+    assert main(argv) == 2
+    assert "llmservice router:" in capsys.readouterr().err

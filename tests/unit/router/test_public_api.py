@@ -38,6 +38,7 @@ PUBLIC = [
     "StaticDiscovery",
     "Strategy",
     "Timeouts",
+    "TracingConfig",
     "Unauthorized",
     "UnsupportedMediaType",
     "UpstreamConnectError",
