@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
-from bench.router_bench import cpu_seconds, free_port, wait_http
+from bench.router_bench import cpu_seconds, free_port, process, wait_http
 
 PYTHON = sys.executable
 LLMSERVICE = str(Path(sys.executable).with_name("llmservice"))
@@ -98,17 +98,10 @@ def config_port(argv: list[str]) -> int:
 
 @contextlib.contextmanager
 def started(argv: list[str], health: str) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
+    """`argv` running, once `health` answers, until the block ends (not pinned)."""
+    with process(argv, None) as proc:
         wait_http(health)
         yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @contextlib.contextmanager

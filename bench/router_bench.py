@@ -81,10 +81,12 @@ def cpu_seconds(pid: int) -> float:
 
 @contextlib.contextmanager
 def process(
-    argv: list[str], core: str, log: Path | None = None
+    argv: list[str], core: str | None, log: Path | None = None
 ) -> Iterator[subprocess.Popen[bytes]]:
+    """`argv` running (pinned to `core` unless None) until the block ends."""
     out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(["taskset", "-c", core, *argv], stdout=out, stderr=subprocess.STDOUT)
+    pinned = ["taskset", "-c", core, *argv] if core is not None else argv
+    proc = subprocess.Popen(pinned, stdout=out, stderr=subprocess.STDOUT)
     try:
         yield proc
     finally:
