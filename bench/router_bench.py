@@ -15,7 +15,9 @@ pool of 1,000) share core 1. Each run measures, for every target:
 Medians over ``--runs`` runs are printed as a Markdown table. vllm-router (PyPI package
 ``vllm-router``, ``--policy consistent_hash``) is used when ``--vllm-router`` names its
 executable or one is found on PATH; install it in a separate virtualenv, it is not a
-project dependency. Needs ``wrk`` and ``taskset``.
+project dependency. ``--baseline TREE`` adds the router of another source tree (for example
+a worktree of an earlier commit) as one more target, for before/after figures from one run.
+Needs ``wrk`` and ``taskset``.
 
     python -m bench.router_bench --runs 3 --seconds 5
 """
@@ -81,12 +83,15 @@ def cpu_seconds(pid: int) -> float:
 
 @contextlib.contextmanager
 def process(
-    argv: list[str], core: str | None, log: Path | None = None
+    argv: list[str],
+    core: str | None,
+    log: Path | None = None,
+    env: dict[str, str] | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """`argv` running (pinned to `core` unless None) until the block ends."""
     out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115 - closed below
     pinned = ["taskset", "-c", core, *argv] if core is not None else argv
-    proc = subprocess.Popen(pinned, stdout=out, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(pinned, stdout=out, stderr=subprocess.STDOUT, env=env)
     try:
         yield proc
     finally:
@@ -152,8 +157,11 @@ class Sample:
     cpu_per_chunk_us: list[float] = field(default_factory=list)
 
 
+BASELINE = "llmservice (baseline)"
+
+
 def router_argv(kind: str, port: int, backend: str, vllm_router: str | None) -> list[str]:
-    if kind == "llmservice":
+    if kind in ("llmservice", BASELINE):
         return [
             sys.executable, "-m", "llmservice.cli", "router", "--served-model-name", "m",
             "--host", "127.0.0.1", "--port", str(port), "--static-backends", backend,
@@ -187,10 +195,14 @@ def measure(
                 port = free_port()
                 target = f"http://127.0.0.1:{port}"
                 argv = router_argv(kind, port, backend, args.vllm_router)
-                stack = process(argv, ROUTER_CORE, logdir / f"{kind}-{phase}.log")
+                env = None
+                if kind == BASELINE:  # the same command, importing the baseline's sources
+                    env = {**os.environ, "PYTHONPATH": str(Path(args.baseline, "operator"))}
+                log = logdir / f"{kind.split()[0]}-{len(kind)}-{phase}.log"
+                stack = process(argv, ROUTER_CORE, log, env)
             with stack as proc:
                 pid = proc.pid if isinstance(proc, subprocess.Popen) else None
-                wait_http(target + ("/readyz" if kind == "llmservice" else "/v1/models"))
+                wait_http(target + ("/v1/models" if kind == "vllm-router" else "/readyz"))
                 url = target + "/v1/chat/completions"
                 # Warm up connections and caches.
                 wrk(url, scripts[phase], 8, 1, latency=False)
@@ -251,10 +263,16 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, default=64, help="SSE events per streamed reply")
     parser.add_argument("--sse-delay", type=float, default=0.002, help="seconds between events")
     parser.add_argument("--vllm-router", default=shutil.which("vllm-router"))
+    parser.add_argument(
+        "--baseline",
+        help="a source tree (e.g. a git worktree of an earlier commit) whose router runs "
+        "as one more target in the same run, for before/after figures",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None or shutil.which("taskset") is None:
         sys.exit("router_bench needs wrk and taskset (apt-get install wrk util-linux)")
-    kinds = ["direct", "llmservice"] + (["vllm-router"] if args.vllm_router else [])
+    kinds = ["direct", "llmservice"] + ([BASELINE] if args.baseline else [])
+    kinds += ["vllm-router"] if args.vllm_router else []
     results = {kind: Sample() for kind in kinds}
     with tempfile.TemporaryDirectory(prefix="router-bench-") as tmp:
         scripts = {
