@@ -19,8 +19,9 @@ Rules (the shape of Envoy's outlier detection):
   (rounded down) and never the last routable one, so a fleet-wide failure still reaches
   the engines and surfaces as errors instead of an empty fleet.
 
-`healthy` (the replica's last attempt succeeded and it is not ejected) is what the retry
-budget asks to tell a fleet that has healthy replicas from a fleet-wide outage.
+`healthy` (the replica is not ejected and its last attempt, if it had one, did not fail)
+is what the retry budget asks to tell a fleet that has healthy replicas from a fleet-wide
+outage.
 
 Ejections and readmissions are logged (one JSON line each under the router's log format)
 and counted: ``llmservice_router_ejections_total{replica,reason}`` and
@@ -55,7 +56,7 @@ class _Breaker:
     state: str = CLOSED
     consecutive_failures: int = 0
     ejections: int = 0
-    succeeded: bool = False  # the last attempt's outcome
+    failing: bool = False  # the last attempt failed
     probe: asyncio.Task[None] | None = None
 
 
@@ -111,14 +112,14 @@ class OutlierDetector(Collector):
         breaker = self.breakers.get(name)
         if breaker is not None:
             breaker.consecutive_failures = 0
-            breaker.succeeded = True
+            breaker.failing = False
 
     def failure(self, name: str, reason: str) -> None:
         """An attempt on ``name`` failed for ``reason`` (connect, reset, 5xx)."""
         breaker = self.breakers.get(name)
         if breaker is None:
             return
-        breaker.succeeded = False
+        breaker.failing = True
         breaker.consecutive_failures += 1
         threshold = self.config.consecutive_failures
         if (
@@ -130,9 +131,9 @@ class OutlierDetector(Collector):
             self._eject(name, breaker, reason)
 
     def healthy(self, name: str) -> bool:
-        """Whether ``name``'s last attempt succeeded and it takes traffic."""
+        """Whether ``name`` takes traffic and its last attempt, if any, did not fail."""
         breaker = self.breakers.get(name)
-        return breaker is not None and breaker.succeeded and breaker.state == CLOSED
+        return breaker is not None and not breaker.failing and breaker.state == CLOSED
 
     def _may_eject(self) -> bool:
         routable = len(self.breakers)
@@ -179,7 +180,7 @@ class OutlierDetector(Collector):
             return
         breaker.state = CLOSED
         breaker.consecutive_failures = 0
-        breaker.succeeded = True
+        breaker.failing = False
         self.ejected -= 1
         self.on_eject(name, False)
         log.warning("replica %s readmitted after a successful health probe", name)

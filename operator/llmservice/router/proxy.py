@@ -10,8 +10,9 @@ app, chosen by measurement (see that module and bench/README.md). Bodies pass th
 untouched and are forwarded as each piece arrives, never buffered; SSE therefore streams
 chunk by chunk.
 
-Retry policy: a request is retried on *another* replica, one it has not tried, when the
-attempt failed before any response byte reached the client:
+Retry policy: a request is retried on *another* replica when the attempt failed before any
+response byte reached the client (a replica it has not tried; only once every routable
+replica has failed it does a replica get a second try, never the one that just failed):
 
 - the connection was refused or the connect timed out (the engine never saw the request);
 - the connection broke before the status line (an engine that died before answering);
@@ -347,6 +348,7 @@ class Proxy:
                     response = await self.pool.request(host, port, head, body, fresh=fresh)
                 except ConnectError as error:
                     outliers.failure(name, "connect")
+                    self.metrics.attempt("connect_timeout" if error.timed_out else "connect")
                     if error.timed_out:
                         last_error = UpstreamTimeout(
                             "No engine replica accepted the connection within the connect timeout."
@@ -362,6 +364,7 @@ class Proxy:
                             "The engine closed the connection in the middle of its response."
                         ) from None
                     stale = error.reused
+                    self.metrics.attempt("stale" if stale else "reset")
                     if not stale:  # a pooled connection's close says nothing of the engine
                         outliers.failure(name, "reset")
                     last_error = UpstreamConnectError(
@@ -377,8 +380,10 @@ class Proxy:
                     status = response.status
                     if status >= 500:
                         outliers.failure(name, "5xx")
+                        self.metrics.attempt("5xx")
                     else:
                         outliers.success(name)
+                        self.metrics.attempt("answered")
                     if status in RETRY_STATUSES:
                         moved = self._retry_slot(exchange, tried, name)
                         if moved is not None:
@@ -408,11 +413,16 @@ class Proxy:
     def _retry_slot(self, exchange: Exchange, tried: set[str], held: str) -> str | None:
         """Move the request to an untried replica's free slot, or None when it cannot retry.
 
-        On success the slot held on ``held`` is given back.
+        An untried replica first; once every replica has been tried, any but ``held``. On
+        success the slot held on ``held`` is given back.
         """
         if exchange.attempts > self.config.retry.attempts_max:
             return None
         choice = self.dispatcher.try_acquire(exchange.key, tried)
+        if choice is None and len(self.replicas) > 1 and tried >= self.replicas.keys():
+            # Every replica failed this request once: another round, never on the replica
+            # that just failed (these retries are charged to the budget: none is healthy).
+            choice = self.dispatcher.try_acquire(exchange.key, (held,))
         if choice is None:
             return None
         name = choice.replica
