@@ -10,17 +10,17 @@ router` process over 4 fault-injecting backends, all on loopback:
   of the attempts before the response headers.
 
 Faults: every backend answers with ``Connection: close`` in ``mixed`` so that each attempt
-opens a connection, and closes its listening socket for 5% of the time (5 ms windows at
-random phases, every 100 ms), so about 5% of the connects are refused (connections that were
-waiting in the accept queue when it closed are reset). Resets (RST, before any response
-byte), 502 and 503 are drawn per request. The backends run in one process on the load
-generator's core; the router is pinned to the other core (``taskset``).
+opens a connection, and closes its listening socket 1 ms out of every 40 ms (the replicas'
+windows one after the other: one replica refuses at a time), so connects in those windows are
+refused (connections waiting in the accept queue when it closes are reset). Resets (RST,
+before any response byte), 502 and 503 are drawn per request. The backends run in one
+process on the load generator's core; the router is pinned to the other core (``taskset``).
 
 Printed per scenario and retry setting: the success rate (HTTP 200), the client-side
 errors by status, and from the router's metrics the upstream attempts per request by
-outcome, the retries and the ejections.
+outcome, the retries, the failed attempts not retried and the ejections.
 
-    python -m bench.fault_bench --requests 10000
+    python -m bench.fault_bench --requests 10000 --retries 2,4,5
 """
 
 from __future__ import annotations
@@ -118,7 +118,7 @@ class _Engine(asyncio.Protocol):
             transport.close()
 
 
-async def _serve_one(port: int, faults: Faults, seed: int) -> None:
+async def _serve_one(port: int, faults: Faults, seed: int, replicas: int) -> None:
     loop = asyncio.get_running_loop()
     rng = random.Random(seed)
 
@@ -129,17 +129,22 @@ async def _serve_one(port: int, faults: Faults, seed: int) -> None:
     if not faults.down:
         await server.serve_forever()
         return
-    cycle = 0.1
-    await asyncio.sleep(rng.random() * cycle)  # a random phase per replica
+    # Each replica's window at its own phase of the cycle: one replica refuses at a time.
+    cycle = 0.04
+    started = loop.time() + seed * cycle / replicas
+    n = 0
     while True:
-        await asyncio.sleep(cycle * (1 - faults.down))
+        n += 1
+        await asyncio.sleep(max(0.0, started + n * cycle - loop.time()))
         server.close()  # connects are refused until it listens again
         await asyncio.sleep(cycle * faults.down)
         server = await loop.create_server(factory, "127.0.0.1", port, backlog=1024)
 
 
 async def serve(ports: list[int], faults: Faults) -> None:
-    await asyncio.gather(*(_serve_one(port, faults, seed) for seed, port in enumerate(ports)))
+    await asyncio.gather(
+        *(_serve_one(port, faults, seed, len(ports)) for seed, port in enumerate(ports))
+    )
 
 
 @dataclass
@@ -147,6 +152,7 @@ class Result:
     statuses: Counter[int] = field(default_factory=Counter)
     attempts: dict[str, float] = field(default_factory=dict)
     retries: dict[str, float] = field(default_factory=dict)
+    refused: dict[str, float] = field(default_factory=dict)
     ejections: float = 0.0
     seconds: float = 0.0
 
@@ -184,12 +190,14 @@ def scrape(url: str, result: Result) -> None:
                 result.attempts[sample.labels["outcome"]] = sample.value
             elif sample.name == "llmservice_router_retries_total":
                 result.retries[sample.labels["reason"]] = sample.value
+            elif sample.name == "llmservice_router_retries_refused_total":
+                result.refused[sample.labels["reason"]] = sample.value
             elif sample.name == "llmservice_router_ejections_total":
                 result.ejections += sample.value
 
 
 SCENARIOS = {
-    "mixed": (4, Faults(reset=0.05, bad_gateway=0.05, unavailable=0.05, down=0.05, close=True)),
+    "mixed": (4, Faults(reset=0.05, bad_gateway=0.05, unavailable=0.05, down=0.025, close=True)),
     "dead": (3, Faults(reset=0.2)),  # plus one port where nothing listens
 }
 
@@ -211,7 +219,7 @@ def run(scenario: str, retries: int, args: argparse.Namespace, logdir: Path) -> 
         sys.executable, "-m", "llmservice.cli", "router", "--served-model-name", "m",
         "--host", "127.0.0.1", "--port", str(router_port), "--static-backends", backends,
         "--retries", str(retries), "--drain-delay", "0", "--log-level", "warning",
-        "--no-access-log",
+        *([] if args.access_log else ["--no-access-log"]),
     ]  # fmt: skip
     result = Result()
     with (
@@ -230,10 +238,11 @@ def report(scenario: str, retries: int, result: Result, requests: int) -> str:
     attempts = sum(result.attempts.values())
     errors = ", ".join(f"{code}: {n}" for code, n in sorted(result.statuses.items()) if code != 200)
     outcomes = ", ".join(f"{k} {int(v)}" for k, v in sorted(result.attempts.items()))
+    refused = ", ".join(f"{k} {int(v)}" for k, v in sorted(result.refused.items()))
     return (
         f"| {scenario} | {retries} | {ok / requests:.4%} | {errors or '-'} | "
         f"{attempts / requests:.3f} | {outcomes} | {int(sum(result.retries.values()))} | "
-        f"{int(result.ejections)} | {requests / result.seconds:.0f} |"
+        f"{refused or '-'} | {int(result.ejections)} | {requests / result.seconds:.0f} |"
     )
 
 
@@ -249,6 +258,8 @@ def main() -> None:
     backend.add_argument("--close", action="store_true")
     parser.add_argument("--requests", type=int, default=10_000)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--access-log", action="store_true", help="keep the router's log")
+    parser.add_argument("--logdir", type=Path, default=None, help="where the logs go")
     parser.add_argument(
         "--retries", default="2,4", help="router --retries values to run, comma-separated"
     )
@@ -259,13 +270,14 @@ def main() -> None:
         return
     print(
         "| scenario | --retries | success | failures by status | attempts/request |"
-        " attempts by outcome | retries | ejections | req/s |"
+        " attempts by outcome | retries | retries refused | ejections | req/s |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory(prefix="fault-bench-") as tmp:
+        logdir = args.logdir or Path(tmp)
         for scenario in SCENARIOS:
             for retries in (int(r) for r in args.retries.split(",")):
-                result = run(scenario, retries, args, Path(tmp))
+                result = run(scenario, retries, args, logdir)
                 print(report(scenario, retries, result, args.requests), flush=True)
 
 

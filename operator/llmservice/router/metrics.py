@@ -15,6 +15,8 @@ labels on every update, which cost more than the rest of a proxied request's boo
 ``llmservice_router_tokens_total{kind}``                   prompt / completion tokens (usage)
 ``llmservice_router_in_flight{replica}``                   requests on each replica now
 ``llmservice_router_retries_total{reason}``                retries on another replica
+``llmservice_router_retries_refused_total{reason}``        retries not made: attempts, budget,
+                                                           no_replica
 ``llmservice_router_upstream_attempts_total{outcome}``     attempts: answered, 5xx, connect,
                                                            connect_timeout, reset, stale
 ``llmservice_router_ejections_total{replica,reason}``      outlier ejections (outliers.py)
@@ -85,6 +87,7 @@ class RouterMetrics(Collector):
         self.errors: dict[str, int] = {}
         self.retries: dict[str, int] = {}
         self.attempts: dict[str, int] = {}
+        self.retries_refused: dict[str, int] = {}
         self.session_routing: dict[tuple[str, str], int] = {}
         self.tokens = {"prompt": 0, "completion": 0}
         self.duration: dict[str, _Histogram] = {}
@@ -113,6 +116,9 @@ class RouterMetrics(Collector):
     def retry(self, reason: str) -> None:
         self.retries[reason] = self.retries.get(reason, 0) + 1
 
+    def retry_refused(self, reason: str) -> None:
+        self.retries_refused[reason] = self.retries_refused.get(reason, 0) + 1
+
     def attempt(self, outcome: str) -> None:
         self.attempts[outcome] = self.attempts.get(outcome, 0) + 1
 
@@ -138,6 +144,13 @@ class RouterMetrics(Collector):
         yield requests
         yield self._counter("errors", "Failed requests by cause.", "cause", self.errors)
         yield self._counter("retries", "Retries on another replica.", "reason", self.retries)
+        yield self._counter(
+            "retries_refused",
+            "Failed attempts not retried: per-request limit (attempts), retry budget (budget),"
+            " or no other replica could take the request (no_replica).",
+            "reason",
+            self.retries_refused,
+        )
         yield self._counter(
             "upstream_attempts",
             "Attempts to reach an engine replica, by outcome (stale: a pooled connection the"

@@ -19,9 +19,10 @@ Rules (the shape of Envoy's outlier detection):
   (rounded down) and never the last routable one, so a fleet-wide failure still reaches
   the engines and surfaces as errors instead of an empty fleet.
 
-`healthy` (the replica is not ejected and its last attempt, if it had one, did not fail)
-is what the retry budget asks to tell a fleet that has healthy replicas from a fleet-wide
-outage.
+`healthy` (the replica is not ejected and its recent success rate, an exponentially
+weighted average of its attempts' outcomes, is at least one half; a new replica counts as
+healthy) is what the retry budget asks to tell a fleet that has healthy replicas from a
+fleet-wide outage.
 
 Ejections and readmissions are logged (one JSON line each under the router's log format)
 and counted: ``llmservice_router_ejections_total{replica,reason}`` and
@@ -49,6 +50,10 @@ __all__ = ["CLOSED", "OPEN", "PROBING", "OutlierDetector"]
 log = logging.getLogger("llmservice.router.outliers")
 
 CLOSED, OPEN, PROBING = "closed", "open", "probing"
+# The success rate moves a quarter of the way towards each outcome: three failures in a row
+# take a replica from 1.0 to 0.42, below the healthy mark; a few successes bring it back.
+SUCCESS_RATE_WEIGHT = 0.25
+HEALTHY_SUCCESS_RATE = 0.5
 
 
 @dataclass(slots=True)
@@ -56,7 +61,8 @@ class _Breaker:
     state: str = CLOSED
     consecutive_failures: int = 0
     ejections: int = 0
-    failing: bool = False  # the last attempt failed
+    # Recent success rate, weighted towards the latest attempts (a new replica: 1.0).
+    success_rate: float = 1.0
     probe: asyncio.Task[None] | None = None
 
 
@@ -112,14 +118,14 @@ class OutlierDetector(Collector):
         breaker = self.breakers.get(name)
         if breaker is not None:
             breaker.consecutive_failures = 0
-            breaker.failing = False
+            breaker.success_rate += (1.0 - breaker.success_rate) * SUCCESS_RATE_WEIGHT
 
     def failure(self, name: str, reason: str) -> None:
         """An attempt on ``name`` failed for ``reason`` (connect, reset, 5xx)."""
         breaker = self.breakers.get(name)
         if breaker is None:
             return
-        breaker.failing = True
+        breaker.success_rate -= breaker.success_rate * SUCCESS_RATE_WEIGHT
         breaker.consecutive_failures += 1
         threshold = self.config.consecutive_failures
         if (
@@ -131,9 +137,13 @@ class OutlierDetector(Collector):
             self._eject(name, breaker, reason)
 
     def healthy(self, name: str) -> bool:
-        """Whether ``name`` takes traffic and its last attempt, if any, did not fail."""
+        """Whether ``name`` takes traffic and most of its recent attempts succeeded."""
         breaker = self.breakers.get(name)
-        return breaker is not None and not breaker.failing and breaker.state == CLOSED
+        return (
+            breaker is not None
+            and breaker.state == CLOSED
+            and breaker.success_rate >= HEALTHY_SUCCESS_RATE
+        )
 
     def _may_eject(self) -> bool:
         routable = len(self.breakers)
@@ -180,7 +190,7 @@ class OutlierDetector(Collector):
             return
         breaker.state = CLOSED
         breaker.consecutive_failures = 0
-        breaker.failing = False
+        breaker.success_rate = 1.0
         self.ejected -= 1
         self.on_eject(name, False)
         log.warning("replica %s readmitted after a successful health probe", name)

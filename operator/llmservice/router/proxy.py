@@ -11,8 +11,9 @@ untouched and are forwarded as each piece arrives, never buffered; SSE therefore
 chunk by chunk.
 
 Retry policy: a request is retried on *another* replica when the attempt failed before any
-response byte reached the client (a replica it has not tried; only once every routable
-replica has failed it does a replica get a second try, never the one that just failed):
+response byte reached the client: a replica it has not tried, and only when no untried
+replica can take it (each failed it, is ejected or is full) one that failed it before,
+never the one that just failed:
 
 - the connection was refused or the connect timed out (the engine never saw the request);
 - the connection broke before the status line (an engine that died before answering);
@@ -413,21 +414,25 @@ class Proxy:
     def _retry_slot(self, exchange: Exchange, tried: set[str], held: str) -> str | None:
         """Move the request to an untried replica's free slot, or None when it cannot retry.
 
-        An untried replica first; once every replica has been tried, any but ``held``. On
-        success the slot held on ``held`` is given back.
+        An untried replica first; when none can take it, any but ``held``. On success the
+        slot held on ``held`` is given back.
         """
         if exchange.attempts > self.config.retry.attempts_max:
+            self.metrics.retry_refused("attempts")
             return None
         choice = self.dispatcher.try_acquire(exchange.key, tried)
-        if choice is None and len(self.replicas) > 1 and tried >= self.replicas.keys():
-            # Every replica failed this request once: another round, never on the replica
-            # that just failed (these retries are charged to the budget: none is healthy).
+        if choice is None and len(self.replicas) > 1:
+            # No untried replica can take it (each failed this request, is ejected or is
+            # full): another round, never on the replica that just failed. Such a replica
+            # failed this request, so unless others' requests succeed there the budget pays.
             choice = self.dispatcher.try_acquire(exchange.key, (held,))
         if choice is None:
+            self.metrics.retry_refused("no_replica")
             return None
         name = choice.replica
         if not self.budget.allow(healthy_target=self.outliers.healthy(name)):
             self._release(name)
+            self.metrics.retry_refused("budget")
             return None
         self._release(held)
         return name

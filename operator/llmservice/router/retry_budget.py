@@ -4,19 +4,19 @@
 with a multiple of its load. It takes its clock from the caller, so tests can drive it.
 
 The rule (`RetryBudget.allow`): a retry onto a *healthy* replica, one that is not ejected
-and whose last attempt did not fail (a replica not tried yet counts as healthy; see
-`llmservice.router.outliers`), is always allowed and costs nothing; any other retry is
-charged to the budget and refused once it is spent.
+and whose recent attempts mostly succeeded (a weighted success rate of at least one half; a
+new replica counts as healthy; see `llmservice.router.outliers`), is always allowed and
+costs nothing; any other retry is charged to the budget and refused once it is spent.
 
 Why: the retried failures (a refused or reset connection, a 502/503/504) cost the failing
 replica next to nothing, so moving the request to a replica that is answering adds no work
 to the fleet, it only puts the request where it can be served. One dead replica, or a
 share of faults spread over the fleet, therefore never drains the budget while healthy
-replicas exist. In a fleet-wide outage every replica's last attempt failed (after at most
-one free retry onto each), every retry is charged, and the budget keeps retries to
-``budget_ratio`` of the requests (plus the small steady allowance), so the outage is not
-amplified. A request's own retries are capped by ``attempts_max`` in any case, and a
-replica gets a second try only after every other one failed the request.
+replicas exist. In a fleet-wide outage every replica's success rate falls below one half
+within three failed attempts each; from then on every retry is charged, and the budget
+keeps retries to ``budget_ratio`` of the requests (plus the small steady allowance), so the
+outage is not amplified. A request's own retries are capped by ``attempts_max`` in any
+case, and a replica gets a second try only when no replica it has not tried can take it.
 """
 
 from __future__ import annotations

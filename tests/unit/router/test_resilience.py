@@ -252,12 +252,16 @@ def test_a_fleet_wide_outage_is_held_to_the_budget() -> None:
         policy = RetryPolicy(attempts_max=5, budget_ratio=0.0, budget_min_per_second=0.1)
         cfg = config(refusing_url(), refusing_url(), refusing_url(), retry=policy)
         async with RouterServer(cfg) as router, aiohttp.ClientSession() as client:
-            assert await post_all(client, router.url, 4) == [502] * 4
+            assert await post_all(client, router.url, 10) == [502] * 10
             attempts = [line["attempts"] for line in router.log_lines()]
-        # The first request tries each replica once (none had failed yet: free retries),
-        # then a second round is charged: one retry, the budget of 1 per 10 s. From then on
-        # every replica is failing, every retry would be charged, and the budget is spent.
-        assert attempts == [4, 1, 1, 1]
+            metrics = await (await client.get(router.url + "/metrics")).text()
+        # Retries are free while the replicas' success rates say healthy (new ones do); once
+        # every replica has failed a few times in a row, each retry is charged, and the
+        # budget (one per 10 s) holds: the later requests make one attempt each.
+        assert attempts[0] == 6
+        assert attempts[-5:] == [1] * 5
+        assert sum(attempts) < 6 + 3 * 3 + 10
+        assert 'llmservice_router_retries_refused_total{reason="budget"}' in metrics
 
     run(scenario())
 
