@@ -16,7 +16,7 @@ Routes:
                                             returned in the session header (made up when
                                             the client sent none) so the client can stick
 ``/v1/models``                        GET   the served name and the aliases
-``/healthz``                          GET   alive
+``/healthz``                          GET   alive, and each replica's breaker state
 ``/readyz``                           GET   discovery synced, a replica routable, not draining
 ``/metrics``                          GET   Prometheus text format
 ====================================  ====  ================================================
@@ -230,6 +230,7 @@ class RouterApp:
         if self.tracing is not None:
             await asyncio.to_thread(self.tracing.shutdown)  # flushes queued spans
         await self.discovery.stop()
+        await self.proxy.outliers.close()
         if self.proxy.pool is not None:
             await self.proxy.pool.close()
             self.proxy.pool = None
@@ -397,6 +398,10 @@ class RouterApp:
         ]  # fmt: skip
         return json.dumps({"object": "list", "data": data}).encode()
 
+    def _health_body(self) -> bytes:
+        """Alive, and each replica's breaker (`llmservice.router.outliers`)."""
+        return json.dumps({"status": "ok", "replicas": self.proxy.outliers.snapshot()}).encode()
+
     async def _local(self, scope: Scope, send: Send, exchange: Exchange) -> None:
         path = scope["path"]
         handlers = {"/healthz", "/readyz", "/metrics", "/v1/models"}
@@ -405,7 +410,7 @@ class RouterApp:
         if scope["method"] not in ("GET", "HEAD"):
             raise MethodNotAllowed(f"Use GET for {path}.")
         if path == "/healthz":
-            await self._send(send, 200, b'{"status":"ok"}', exchange)
+            await self._send(send, 200, self._health_body(), exchange)
         elif path == "/readyz":
             ready, reason = self.ready
             body = json.dumps({"status": "ok" if ready else "unavailable", "reason": reason})

@@ -21,8 +21,17 @@ where it has the same knob)::
       --prefix-chars 512                 prompt prefix hashed without a session or user
       # upstream
       --connect-timeout 5  --first-byte-timeout 120  --idle-timeout 60  --total-timeout 1800
-      --retries 2                        retries when no response byte came, per request
-      --retry-budget 0.2                 retries as a fraction of recent requests
+      --retries 2                        retries on another replica before the response,
+                                         per request (connect failures, resets, 502/503/504)
+      --retry-budget 0.2                 retries onto replicas not known healthy, as a
+                                         fraction of recent requests
+      --upstream-keepalive 4             seconds an idle engine connection is kept
+      # outlier ejection (circuit breaking)
+      --eject-after-failures 5           consecutive failures (connect, reset, 5xx); 0: off
+      --base-ejection 30                 seconds, times the replica's number of ejections
+      --max-ejection 300                 seconds an ejection lasts at most
+      --max-ejected-percent 50           of the replicas, at most (never the last one)
+      --probe-timeout 5                  seconds for the GET /health that readmits a replica
       --max-body-bytes 8388608
       --max-connections 1024             upstream connection pool size
       --forward-authorization            pass the client's Authorization header upstream
@@ -66,6 +75,7 @@ from llmservice.router.config import (
     AdmissionConfig,
     BalancerConfig,
     DiscoveryConfig,
+    OutlierConfig,
     RetryPolicy,
     RouterConfig,
     Strategy,
@@ -176,15 +186,15 @@ def parser() -> argparse.ArgumentParser:
         "--retries",
         type=int,
         default=defaults.DEFAULT_RETRIES,
-        help="retries per request, only when the connection failed before any response byte"
-        " (on another replica, or once more on a fresh connection); timeouts after the"
-        " request was sent are not retried",
+        help="retries per request on another replica, only before the response went to the"
+        " client: connect failures and timeouts, resets before the status line, 502/503/504"
+        " answers; never a 500, a 4xx or a first-byte timeout",
     )
     p.add_argument(
         "--retry-budget",
         type=float,
         default=defaults.DEFAULT_RETRY_BUDGET_RATIO,
-        help="retries allowed across all requests, as a fraction of the requests of the last"
+        help="retries onto replicas not known healthy, as a fraction of the requests of the last"
         f" {defaults.DEFAULT_RETRY_BUDGET_WINDOW:g} s (with at least"
         f" {defaults.DEFAULT_RETRY_BUDGET_MIN_PER_SECOND:g} per second always allowed)",
     )
@@ -199,6 +209,44 @@ def parser() -> argparse.ArgumentParser:
         type=int,
         default=defaults.DEFAULT_MAX_CONNECTIONS,
         help="upstream connections open at once, at most",
+    )
+    p.add_argument(
+        "--upstream-keepalive",
+        type=float,
+        default=defaults.DEFAULT_UPSTREAM_KEEPALIVE,
+        help="seconds an idle engine connection is kept for reuse (below the engine's own"
+        " keep-alive timeout, 5 s for vLLM)",
+    )
+    p.add_argument(
+        "--eject-after-failures",
+        type=int,
+        default=defaults.DEFAULT_EJECT_AFTER_FAILURES,
+        help="consecutive failed attempts (connect failure, reset, 5xx) that eject a replica;"
+        " 0 turns ejection off",
+    )
+    p.add_argument(
+        "--base-ejection",
+        type=float,
+        default=defaults.DEFAULT_BASE_EJECTION,
+        help="seconds an ejection lasts, times the number of times the replica was ejected",
+    )
+    p.add_argument(
+        "--max-ejection",
+        type=float,
+        default=defaults.DEFAULT_MAX_EJECTION,
+        help="seconds an ejection lasts at most",
+    )
+    p.add_argument(
+        "--max-ejected-percent",
+        type=int,
+        default=defaults.DEFAULT_MAX_EJECTED_PERCENT,
+        help="share of the replicas ejected at once, at most (the last one never is)",
+    )
+    p.add_argument(
+        "--probe-timeout",
+        type=float,
+        default=defaults.DEFAULT_PROBE_TIMEOUT,
+        help="seconds for the GET /health that readmits an ejected replica",
     )
     p.add_argument(
         "--forward-authorization",
@@ -344,7 +392,15 @@ def build_config(args: argparse.Namespace) -> RouterConfig:
             engine_priority=args.engine_priority,
         ),
         max_body_bytes=args.max_body_bytes,
+        outliers=OutlierConfig(
+            consecutive_failures=args.eject_after_failures,
+            base_ejection=args.base_ejection,
+            max_ejection=args.max_ejection,
+            max_ejected_percent=args.max_ejected_percent,
+            probe_timeout=args.probe_timeout,
+        ),
         max_connections=args.max_connections,
+        upstream_keepalive=args.upstream_keepalive,
         forward_authorization=args.forward_authorization,
         api_keys_file=args.api_keys_file,
         tracing=TracingConfig(

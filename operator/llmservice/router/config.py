@@ -41,6 +41,18 @@ DEFAULT_RETRY_BUDGET_RATIO = 0.2
 DEFAULT_RETRY_BUDGET_MIN_PER_SECOND = 10.0
 DEFAULT_RETRY_BUDGET_WINDOW = 10.0
 
+# Passive outlier ejection (Envoy's outlier detection defaults where it has one).
+DEFAULT_EJECT_AFTER_FAILURES = 5
+DEFAULT_BASE_EJECTION = 30.0
+DEFAULT_MAX_EJECTION = 300.0
+DEFAULT_MAX_EJECTED_PERCENT = 50
+DEFAULT_PROBE_TIMEOUT = 5.0
+
+# Idle upstream connections are closed before the engine's own keep-alive timeout (vLLM
+# serves with uvicorn, which closes idle connections after 5 s), so the router rarely
+# writes a request onto a connection the engine is closing.
+DEFAULT_UPSTREAM_KEEPALIVE = 4.0
+
 DEFAULT_MAX_QUEUED = _API_ADMISSION.max_queued
 DEFAULT_QUEUE_TIMEOUT = float(_API_ADMISSION.queue_timeout_seconds)
 DEFAULT_GATE_INTERVAL = 1.0
@@ -102,9 +114,10 @@ class RetryPolicy:
     """Retries on another replica, only for failures before the first response byte.
 
     ``attempts_max`` is the number of retries per request (not counting the first try).
-    The budget keeps retries to ``budget_ratio`` of the requests seen in the last
-    ``budget_window`` seconds, with at least ``budget_min_per_second`` always allowed, so a
-    failing fleet is not hit with a multiple of its load.
+    The budget keeps retries onto replicas that are not known healthy to ``budget_ratio`` of
+    the requests seen in the last ``budget_window`` seconds, with at least
+    ``budget_min_per_second`` always allowed, so a failing fleet is not hit with a multiple
+    of its load (see `llmservice.router.retry_budget`).
     """
 
     attempts_max: int = DEFAULT_RETRIES
@@ -117,6 +130,35 @@ class RetryPolicy:
             raise ValueError("retries must be >= 0")
         if self.budget_ratio < 0 or self.budget_min_per_second < 0 or self.budget_window <= 0:
             raise ValueError("retry budget values must be >= 0 (window > 0)")
+
+
+@dataclass(frozen=True, slots=True)
+class OutlierConfig:
+    """Passive outlier ejection (see `llmservice.router.outliers`).
+
+    A replica with ``consecutive_failures`` failed attempts in a row (connect failures,
+    resets before the response, 5xx answers) is ejected for ``base_ejection`` seconds times
+    the number of times it has been ejected, at most ``max_ejection``; it is readmitted after
+    a successful ``GET /health`` (``probe_timeout`` seconds at most) once that time is over.
+    At most ``max_ejected_percent`` of the replicas are ejected at once, and never the last
+    routable one. ``consecutive_failures`` 0 turns ejection off.
+    """
+
+    consecutive_failures: int = DEFAULT_EJECT_AFTER_FAILURES
+    base_ejection: float = DEFAULT_BASE_EJECTION
+    max_ejection: float = DEFAULT_MAX_EJECTION
+    max_ejected_percent: int = DEFAULT_MAX_EJECTED_PERCENT
+    probe_timeout: float = DEFAULT_PROBE_TIMEOUT
+
+    def __post_init__(self) -> None:
+        if self.consecutive_failures < 0:
+            raise ValueError("consecutive failures must be >= 0")
+        if not self.base_ejection > 0 or self.max_ejection < self.base_ejection:
+            raise ValueError("the base ejection must be positive and at most the maximum")
+        if not 0 <= self.max_ejected_percent <= 100:
+            raise ValueError("max ejected percent must be between 0 and 100")
+        if not self.probe_timeout > 0:
+            raise ValueError("the probe timeout must be positive")
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,8 +262,10 @@ class RouterConfig:
     timeouts: Timeouts = field(default_factory=Timeouts)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     admission: AdmissionConfig = field(default_factory=AdmissionConfig)
+    outliers: OutlierConfig = field(default_factory=OutlierConfig)
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     max_connections: int = DEFAULT_MAX_CONNECTIONS
+    upstream_keepalive: float = DEFAULT_UPSTREAM_KEEPALIVE
     forward_authorization: bool = False
     api_keys_file: str | None = None
     tracing: TracingConfig = field(default_factory=TracingConfig)
@@ -231,6 +275,8 @@ class RouterConfig:
             raise ValueError("served model name is required")
         if self.max_body_bytes < 1 or self.max_connections < 1:
             raise ValueError("max body bytes and max connections must be >= 1")
+        if not self.upstream_keepalive > 0:
+            raise ValueError("the upstream keep-alive must be positive")
 
     @property
     def model_names(self) -> tuple[str, ...]:

@@ -15,6 +15,12 @@ labels on every update, which cost more than the rest of a proxied request's boo
 ``llmservice_router_tokens_total{kind}``                   prompt / completion tokens (usage)
 ``llmservice_router_in_flight{replica}``                   requests on each replica now
 ``llmservice_router_retries_total{reason}``                retries on another replica
+``llmservice_router_retries_refused_total{reason}``        retries not made: attempts, budget,
+                                                           no_replica
+``llmservice_router_upstream_attempts_total{outcome}``     attempts: answered, 5xx, connect,
+                                                           connect_timeout, reset, stale
+``llmservice_router_ejections_total{replica,reason}``      outlier ejections (outliers.py)
+``llmservice_router_ejected{replica}``                     1 while ejected (outliers.py)
 ``llmservice_router_session_routing_total{key,outcome}``   key kind; primary replica or spilled
 ``llmservice_router_replicas{state}``                      routable / draining replicas
 =========================================================  =======================================
@@ -80,6 +86,8 @@ class RouterMetrics(Collector):
         self.requests: dict[tuple[str, str, str], int] = {}
         self.errors: dict[str, int] = {}
         self.retries: dict[str, int] = {}
+        self.attempts: dict[str, int] = {}
+        self.retries_refused: dict[str, int] = {}
         self.session_routing: dict[tuple[str, str], int] = {}
         self.tokens = {"prompt": 0, "completion": 0}
         self.duration: dict[str, _Histogram] = {}
@@ -108,6 +116,12 @@ class RouterMetrics(Collector):
     def retry(self, reason: str) -> None:
         self.retries[reason] = self.retries.get(reason, 0) + 1
 
+    def retry_refused(self, reason: str) -> None:
+        self.retries_refused[reason] = self.retries_refused.get(reason, 0) + 1
+
+    def attempt(self, outcome: str) -> None:
+        self.attempts[outcome] = self.attempts.get(outcome, 0) + 1
+
     def routed(self, key_kind: str, primary: bool) -> None:
         key = (key_kind, "primary" if primary else "spilled")
         self.session_routing[key] = self.session_routing.get(key, 0) + 1
@@ -130,6 +144,20 @@ class RouterMetrics(Collector):
         yield requests
         yield self._counter("errors", "Failed requests by cause.", "cause", self.errors)
         yield self._counter("retries", "Retries on another replica.", "reason", self.retries)
+        yield self._counter(
+            "retries_refused",
+            "Failed attempts not retried: per-request limit (attempts), retry budget (budget),"
+            " or no other replica could take the request (no_replica).",
+            "reason",
+            self.retries_refused,
+        )
+        yield self._counter(
+            "upstream_attempts",
+            "Attempts to reach an engine replica, by outcome (stale: a pooled connection the"
+            " engine had closed).",
+            "outcome",
+            self.attempts,
+        )
         yield self._counter("tokens", "Tokens reported in usage.", "kind", self.tokens)
         routing = CounterMetricFamily(
             f"{PREFIX}_session_routing",

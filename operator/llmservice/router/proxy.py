@@ -2,25 +2,42 @@
 
 Each attempt holds a slot of its replica (`llmservice.router.admission.dispatcher`): taken
 at once when one is free, after a wait in the router's queue otherwise, and released in a
-``finally`` whatever ends the attempt. A retry on the same replica (a stale keep-alive
-connection) keeps its slot; a retry elsewhere gives it back and takes a free one.
+``finally`` whatever ends the attempt. A retry takes a free slot on a replica the request
+has not tried before it gives back the one it holds.
 
 The upstream client is one `llmservice.router.upstream.Pool` of keep-alive connections per
 app, chosen by measurement (see that module and bench/README.md). Bodies pass through
 untouched and are forwarded as each piece arrives, never buffered; SSE therefore streams
 chunk by chunk.
 
-Retry policy: a request is retried on another replica only when the attempt failed before
-the first response byte: the connection was refused or the connect timed out (the engine
-never saw the request), or the connection broke before any response byte (a keep-alive
-connection the engine had closed, or an engine that died before answering).
-Retries are capped per request (``RetryPolicy.attempts_max``) and by a budget over all
-requests (`RetryBudget`). A first-byte timeout is not retried: the engine may be working
-on the request, and a second copy would double the load that made it slow. A response
-status, even 5xx, is the engine's answer and is passed on as it is.
+Retry policy: a request is retried on *another* replica when the attempt failed before any
+response byte reached the client: a replica it has not tried, and only when no untried
+replica can take it (each failed it, is ejected or is full) one that failed it before,
+never the one that just failed:
 
-Timeouts: ``connect`` bounds the TCP connect, ``first_byte`` the wait for the response
-headers, ``idle`` each wait for the next body chunk, ``total`` the whole exchange. A
+- the connection was refused or the connect timed out (the engine never saw the request);
+- the connection broke before the status line (an engine that died before answering);
+- the engine answered 502, 503 or 504 (a gateway or overload answer, no work done): the
+  status and headers are read first, and ``http.response.start`` goes to the client only
+  once the router has decided to relay this answer; a retried answer's connection is
+  reused when its body had fully arrived, else closed.
+
+Never retried: a 500 or any 4xx (the engine's own verdict on the request), anything after
+the response started, and a first-byte timeout (the engine may be working on the request,
+and a second copy would double the load that made it slow). A retry needs a free slot on
+an untried replica (it never queues), stays within ``RetryPolicy.attempts_max`` per request
+and is subject to the retry budget (`RetryBudget`, which lets retries onto healthy replicas
+through). When no retry is possible the last answer or error goes to the client. One
+exception keeps a lone replica usable: a pooled keep-alive connection that broke before
+any response byte (the engine closed it as the request went out) is retried once on a
+fresh connection to the same replica when no other replica can take the request.
+
+Each attempt's outcome feeds the outlier detector (`llmservice.router.outliers`), which
+ejects replicas that keep failing.
+
+Timeouts: ``connect`` bounds the TCP connect (a connect timeout is retried like a refusal,
+and answers 504 when it was the last attempt), ``first_byte`` the wait for the response
+headers (504), ``idle`` each wait for the next body chunk, ``total`` the whole exchange. A
 failure after the headers went out cannot change the status: an SSE stream gets a final
 ``data: {"error": ...}`` event, any other body is cut off by closing the connection.
 
@@ -56,6 +73,7 @@ from llmservice.router.errors import (
     UpstreamTimeout,
 )
 from llmservice.router.metrics import RouterMetrics
+from llmservice.router.outliers import OutlierDetector
 from llmservice.router.payloads import usage_from_json, usage_from_sse_tail
 from llmservice.router.retry_budget import RetryBudget
 from llmservice.router.upstream import (
@@ -98,11 +116,17 @@ _TRACE_CONTEXT = frozenset({b"traceparent", b"tracestate"})
 _DROP_REQUEST_TRACED = _DROP_REQUEST | _TRACE_CONTEXT
 _DROP_REQUEST_AUTH_TRACED = _DROP_REQUEST_AUTH | _TRACE_CONTEXT
 _USAGE_BODY_LIMIT = 1 << 20
+# Answers that say the replica could not take the request, not what the engine thinks of it.
+RETRY_STATUSES = frozenset({502, 503, 504})
 
 
 def make_pool(config: RouterConfig) -> Pool:
     """The one pooled upstream client of an app."""
-    return Pool(limit=config.max_connections, connect_timeout=config.timeouts.connect)
+    return Pool(
+        limit=config.max_connections,
+        connect_timeout=config.timeouts.connect,
+        keepalive=config.upstream_keepalive,
+    )
 
 
 def _target(url: str) -> tuple[str, int, bytes, bytes]:
@@ -182,6 +206,9 @@ class Proxy:
             clock=clock,
             on_wait=on_wait,
         )
+        self.outliers = OutlierDetector(
+            config.outliers, self.dispatcher.set_ejected, self.probe, metrics.registry, clock
+        )
         self._gone: set[str] = set()
         self._targets: dict[str, tuple[str, int, bytes, bytes]] = {}
 
@@ -201,6 +228,7 @@ class Proxy:
             self.loads.setdefault(name, 0)
         self.balancer.update(routable.keys())
         self.metrics.set_replicas(len(routable), len(self._gone))
+        self.outliers.update(routable.keys())
         self.dispatcher.update(routable.keys())
 
     def _forget(self, name: str) -> None:
@@ -297,20 +325,17 @@ class Proxy:
     ) -> None:
         if self.pool is None:
             raise RuntimeError("the app has not started")
+        outliers = self.outliers
         target = path.encode("latin-1")
         tried: set[str] = set()
-        stale: set[str] = set()
-        last_error: RouterError | None = None
-        held: str | None = None  # the replica whose slot this request holds
+        fresh = False  # the next attempt opens a new connection (see the module docstring)
+        choice = await self._slot(exchange)
+        held = choice.replica  # the replica whose slot this request holds
+        exchange.primary = choice.primary
+        if exchange.key_kind != "none":
+            self.metrics.routed(exchange.key_kind, choice.primary)
         try:
             while True:
-                if held is None:
-                    choice = await self._slot(exchange, tried, last_error)
-                    held = choice.replica
-                    if not tried:
-                        exchange.primary = choice.primary
-                        if exchange.key_kind != "none":
-                            self.metrics.routed(exchange.key_kind, choice.primary)
                 name = held
                 tried.add(name)
                 exchange.replica = name
@@ -318,60 +343,130 @@ class Proxy:
                 host, port, base, host_header = self._targets[name]
                 watchdog.enter("first_byte", self.config.timeouts.first_byte)
                 head = b"POST " + base + target + b" HTTP/1.1\r\n" + host_header + headers
+                stale = False
+                last_error: RouterError
                 try:
-                    response = await self.pool.request(host, port, head, body)
-                except (ConnectError, DisconnectedError) as error:
-                    if isinstance(error, DisconnectedError) and not error.before_response:
+                    response = await self.pool.request(host, port, head, body, fresh=fresh)
+                except ConnectError as error:
+                    outliers.failure(name, "connect")
+                    self.metrics.attempt("connect_timeout" if error.timed_out else "connect")
+                    if error.timed_out:
+                        last_error = UpstreamTimeout(
+                            "No engine replica accepted the connection within the connect timeout."
+                        )
+                    else:
+                        last_error = UpstreamConnectError(
+                            "Could not reach an engine replica: the connection failed."
+                        )
+                    reason = last_error.cause
+                except DisconnectedError as error:
+                    if not error.before_response:
                         raise UpstreamProtocolError(
                             "The engine closed the connection in the middle of its response."
                         ) from None
+                    stale = error.reused
+                    self.metrics.attempt("stale" if stale else "reset")
+                    if not stale:  # a pooled connection's close says nothing of the engine
+                        outliers.failure(name, "reset")
                     last_error = UpstreamConnectError(
-                        f"Could not reach an engine replica: {type(error).__name__}."
+                        "Could not reach an engine replica: the connection was closed before"
+                        " any response."
                     )
-                    if (
-                        exchange.attempts > self.config.retry.attempts_max
-                        or not self.budget.try_spend()
-                    ):
-                        raise last_error from None
-                    if isinstance(error, DisconnectedError) and name not in stale:
-                        # A pooled keep-alive connection the engine had closed: the same
-                        # replica gets one more try on a fresh connection, in the same slot.
-                        stale.add(name)
-                    else:
-                        held = None
-                        self._release(name)
-                    self.metrics.retry(last_error.cause)
-                    continue
+                    reason = "upstream_reset"
                 except ProtocolError as error:
                     raise UpstreamProtocolError(
                         f"The engine sent an invalid response: {error}."
                     ) from None
-                watchdog.enter("idle", self.config.timeouts.idle)
+                else:
+                    status = response.status
+                    if status >= 500:
+                        outliers.failure(name, "5xx")
+                        self.metrics.attempt("5xx")
+                    else:
+                        outliers.success(name)
+                        self.metrics.attempt("answered")
+                    if status in RETRY_STATUSES:
+                        moved = self._retry_slot(exchange, tried, name)
+                        if moved is not None:
+                            response.close()
+                            held = moved
+                            fresh = False
+                            self.metrics.retry(f"upstream_{status}")
+                            continue
+                    watchdog.enter("idle", self.config.timeouts.idle)
+                    try:
+                        await self._relay(exchange, send, response, watchdog)
+                    finally:
+                        response.close()
+                    return
+                moved = self._retry_slot(exchange, tried, name)
+                if moved is not None:
+                    held = moved
+                    fresh = False
+                elif stale and not fresh and exchange.attempts <= self.config.retry.attempts_max:
+                    fresh = True  # the lone replica again, on a new connection, same slot
+                else:
+                    raise last_error from None
+                self.metrics.retry(reason)
+        finally:
+            self._release(held)
+
+    def _retry_slot(self, exchange: Exchange, tried: set[str], held: str) -> str | None:
+        """Move the request to an untried replica's free slot, or None when it cannot retry.
+
+        An untried replica first; when none can take it, any but ``held``. On success the
+        slot held on ``held`` is given back.
+        """
+        if exchange.attempts > self.config.retry.attempts_max:
+            self.metrics.retry_refused("attempts")
+            return None
+        choice = self.dispatcher.try_acquire(exchange.key, tried)
+        if choice is None and len(self.replicas) > 1:
+            # No untried replica can take it (each failed this request, is ejected or is
+            # full): another round, never on the replica that just failed. Such a replica
+            # failed this request, so unless others' requests succeed there the budget pays.
+            choice = self.dispatcher.try_acquire(exchange.key, (held,))
+        if choice is None:
+            self.metrics.retry_refused("no_replica")
+            return None
+        name = choice.replica
+        if not self.budget.allow(healthy_target=self.outliers.healthy(name)):
+            self._release(name)
+            self.metrics.retry_refused("budget")
+            return None
+        self._release(held)
+        return name
+
+    async def probe(self, name: str) -> bool:
+        """Whether ``GET /health`` on ``name`` answers 2xx (the outlier detector's probe)."""
+        pool, found = self.pool, self._targets.get(name)
+        if pool is None or found is None:
+            return False
+        host, port, base, host_header = found
+        head = b"GET " + base + b"/health HTTP/1.1\r\n" + host_header.rstrip(b"\r\n")
+        try:
+            async with asyncio.timeout(self.config.outliers.probe_timeout):
+                response = await pool.request(host, port, head, b"", fresh=True)
                 try:
-                    await self._relay(exchange, send, response, watchdog)
+                    while await response.read_chunk():
+                        pass
                 finally:
                     response.close()
-                return
-        finally:
-            if held is not None:
-                self._release(held)
+        except (UpstreamError, TimeoutError):
+            return False
+        return 200 <= response.status < 300
 
-    async def _slot(
-        self, exchange: Exchange, tried: set[str], last_error: RouterError | None
-    ) -> Choice:
-        """A replica slot: at once when one is free, else after waiting in the queue.
+    async def _slot(self, exchange: Exchange) -> Choice:
+        """The first attempt's slot: at once when one is free, else after waiting in the queue.
 
-        A retry (``tried`` is not empty) never queues: it takes a free slot on a replica it
-        has not tried, or fails with the error of its last attempt.
+        (Retries never queue: `_retry_slot` takes a free slot or gives up.)
         """
-        choice = self.dispatcher.try_acquire(exchange.key, tried)
+        choice = self.dispatcher.try_acquire(exchange.key, ())
         if choice is not None:
-            if not tried and self.on_wait is not None:
+            if self.on_wait is not None:
                 self.on_wait(exchange.client.name, 0.0)
             return choice
-        if last_error is not None:
-            raise last_error
-        if not self.replicas or tried:
+        if not self.replicas:
             raise NoReadyReplica("No engine replica is ready to serve this request.")
         queued_at = self.clock()
         try:

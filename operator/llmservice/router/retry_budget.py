@@ -2,6 +2,21 @@
 
 `RetryBudget` caps retries to a fraction of recent traffic, so a failing fleet is not hit
 with a multiple of its load. It takes its clock from the caller, so tests can drive it.
+
+The rule (`RetryBudget.allow`): a retry onto a *healthy* replica, one that is not ejected
+and whose recent attempts mostly succeeded (a weighted success rate of at least one half; a
+new replica counts as healthy; see `llmservice.router.outliers`), is always allowed and
+costs nothing; any other retry is charged to the budget and refused once it is spent.
+
+Why: the retried failures (a refused or reset connection, a 502/503/504) cost the failing
+replica next to nothing, so moving the request to a replica that is answering adds no work
+to the fleet, it only puts the request where it can be served. One dead replica, or a
+share of faults spread over the fleet, therefore never drains the budget while healthy
+replicas exist. In a fleet-wide outage every replica's success rate falls below one half
+within three failed attempts each; from then on every retry is charged, and the budget
+keeps retries to ``budget_ratio`` of the requests (plus the small steady allowance), so the
+outage is not amplified. A request's own retries are capped by ``attempts_max`` in any
+case, and a replica gets a second try only when no replica it has not tried can take it.
 """
 
 from __future__ import annotations
@@ -40,6 +55,10 @@ class RetryBudget:
     def record_request(self) -> None:
         slot, _ = self._slot()
         self._requests[slot] += 1
+
+    def allow(self, *, healthy_target: bool) -> bool:
+        """Whether a retry may go ahead; see the module docstring for the rule."""
+        return healthy_target or self.try_spend()
 
     def try_spend(self) -> bool:
         """Take one retry from the budget; False when it is spent."""

@@ -10,16 +10,26 @@ compression) is deliberately absent; the body bytes pass through untouched.
 
 Errors are one small tree, split by what they mean for a retry:
 
-- `ConnectError`: no connection could be made (refused, unreachable, connect timeout);
-  the engine never saw the request.
+- `ConnectError`: no connection could be made (refused, unreachable, connect timeout:
+  ``timed_out``); the engine never saw the request.
 - `DisconnectedError`: the connection broke. ``before_response`` tells whether any
-  response byte had arrived; a pooled keep-alive connection the engine had already closed
-  shows up here with ``before_response`` True.
+  response byte had arrived; ``reused`` whether the connection had served a request
+  before (a pooled keep-alive connection the engine had already closed shows up with both
+  True, and says nothing about the engine's health).
 - `ProtocolError`: the engine sent something that is not HTTP/1.1.
 
-Pool: idle connections are kept per (host, port) for ``keepalive`` seconds; at most
-``limit`` connections are open per pool. A response body must be read to the end (then the
-connection is reused) or the response closed (then the connection is dropped).
+Pool: idle connections are kept per (host, port) for ``keepalive`` seconds, or less when
+the engine's ``Keep-Alive: timeout=N`` says it closes them sooner (one second of margin);
+an answer with ``Connection: close`` (or HTTP/1.0 without keep-alive) is never reused.
+At most ``limit`` connections are open per pool. Idle connections must not starve a request
+to another engine: when the pool is full, a request that needs a new connection closes the
+oldest idle one to make room, and a connection coming back idle while requests wait for
+room is closed instead of kept (the rule httpcore follows). A response body must be read
+to the end (then the connection is reused) or the response closed (then it is dropped).
+
+Back-pressure: at most ``_MAX_BUFFER`` bytes of body wait unread per connection; past that
+the connection stops reading from the engine until the reader catches up, so a slow
+client holds the engine back through TCP instead of growing the router's memory.
 """
 
 from __future__ import annotations
@@ -31,6 +41,8 @@ from collections.abc import Callable
 from types import TracebackType
 
 import httptools
+
+from llmservice.router.config import DEFAULT_UPSTREAM_KEEPALIVE
 
 __all__ = [
     "ConnectError",
@@ -49,15 +61,23 @@ class UpstreamError(Exception):
 
 
 class ConnectError(UpstreamError):
-    """No connection: the request never reached the engine."""
+    """No connection: the request never reached the engine; ``timed_out`` for a timeout."""
+
+    def __init__(self, message: str, *, timed_out: bool = False) -> None:
+        super().__init__(message)
+        self.timed_out = timed_out
 
 
 class DisconnectedError(UpstreamError):
-    """The connection broke; ``before_response`` if no response byte had arrived."""
+    """The connection broke; ``before_response`` if no response byte had arrived.
 
-    def __init__(self, message: str, *, before_response: bool) -> None:
+    ``reused``: the connection had served an earlier request (set by the pool).
+    """
+
+    def __init__(self, message: str, *, before_response: bool, reused: bool = False) -> None:
         super().__init__(message)
         self.before_response = before_response
+        self.reused = reused
 
 
 class ProtocolError(UpstreamError):
@@ -73,9 +93,18 @@ class _Connection(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.closed = False
         self.idle_since = 0.0
+        self.expires = 0.0  # when an idle connection stops being reused
+        self.used = 0  # requests sent on it
         self.key: tuple[str, int] = ("", 0)
         self.on_lost: Callable[[_Connection], None] | None = None
         self._reset()
+
+    def header(self, name: bytes) -> bytes | None:
+        """The first value of response header ``name`` (lowercase), or None."""
+        for key, value in self.headers:
+            if key.lower() == name:
+                return value
+        return None
 
     def _reset(self) -> None:
         self.headers: list[tuple[bytes, bytes]] = []
@@ -232,7 +261,7 @@ class Pool:
         *,
         limit: int,
         connect_timeout: float,
-        keepalive: float = 30.0,
+        keepalive: float = DEFAULT_UPSTREAM_KEEPALIVE,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.connect_timeout = connect_timeout
@@ -240,6 +269,7 @@ class Pool:
         self._clock = clock
         self._idle: dict[tuple[str, int], list[_Connection]] = {}
         self._slots = asyncio.Semaphore(limit)
+        self._waiting = 0  # requests waiting for room in the pool
         self._open: set[_Connection] = set()
 
     async def _connect(self, host: str, port: int) -> _Connection:
@@ -248,7 +278,7 @@ class Pool:
             async with asyncio.timeout(self.connect_timeout):
                 _, protocol = await loop.create_connection(lambda: _Connection(loop), host, port)
         except TimeoutError:
-            raise ConnectError(f"connect to {host}:{port} timed out") from None
+            raise ConnectError(f"connect to {host}:{port} timed out", timed_out=True) from None
         except OSError as error:
             raise ConnectError(f"connect to {host}:{port} failed: {error.strerror}") from None
         protocol.key = (host, port)
@@ -266,14 +296,38 @@ class Pool:
 
     def _take_idle(self, key: tuple[str, int]) -> _Connection | None:
         idle = self._idle.get(key)
-        oldest = self._clock() - self.keepalive
+        now = self._clock()
         while idle:
             connection = idle.pop()
-            if not connection.closed and connection.idle_since > oldest:
+            if not connection.closed and connection.expires > now:
                 return connection
             self._drop(connection)
         self._idle.pop(key, None)
         return None
+
+    def _evict_idle(self) -> None:
+        """Close the idle connection that has waited longest, to make room for another."""
+        oldest: _Connection | None = None
+        for connections in self._idle.values():
+            if connections and (oldest is None or connections[0].idle_since < oldest.idle_since):
+                oldest = connections[0]
+        if oldest is not None:
+            idle = self._idle[oldest.key]
+            idle.remove(oldest)
+            if not idle:
+                del self._idle[oldest.key]
+            self._drop(oldest)
+
+    def _expiry(self, connection: _Connection, now: float) -> float:
+        """When an idle ``connection`` stops being reused: ours, or the engine's sooner."""
+        keepalive = self.keepalive
+        value = connection.header(b"keep-alive")
+        if value is not None:
+            for part in value.split(b","):
+                name, _, number = part.strip().partition(b"=")
+                if name.strip().lower() == b"timeout" and number.strip().isdigit():
+                    keepalive = min(keepalive, int(number) - 1.0)
+        return now + keepalive
 
     def _drop(self, connection: _Connection) -> None:
         connection.abort()
@@ -281,32 +335,48 @@ class Pool:
             self._open.discard(connection)
             self._slots.release()
 
-    async def request(self, host: str, port: int, head: bytes, body: bytes) -> Response:
+    async def request(
+        self, host: str, port: int, head: bytes, body: bytes, *, fresh: bool = False
+    ) -> Response:
         """Send ``head`` (request line and headers, without the blank line) and ``body``.
 
         Returns once the response headers are in; the caller reads or closes the body.
+        ``fresh`` skips the idle connections and opens a new one.
         """
         key = (host, port)
-        connection = self._take_idle(key)
+        connection = None if fresh else self._take_idle(key)
         if connection is None:
-            await self._slots.acquire()
+            if self._slots.locked():
+                self._evict_idle()
+            self._waiting += 1
+            try:
+                await self._slots.acquire()
+            finally:
+                self._waiting -= 1
             try:
                 connection = await self._connect(host, port)
             except BaseException:
                 self._slots.release()
                 raise
             self._open.add(connection)
+        reused = connection.used > 0
+        connection.used += 1
         try:
             connection._reset()
             transport = connection.transport
             if transport is None or transport.is_closing():
-                raise DisconnectedError("the connection is closed", before_response=True)
+                raise DisconnectedError(
+                    "the connection is closed", before_response=True, reused=reused
+                )
             transport.write(
                 head + b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
             )
             while not connection.head_done:
                 if connection.error is not None:
-                    raise connection.error
+                    error = connection.error
+                    if isinstance(error, DisconnectedError):
+                        error.reused = reused
+                    raise error
                 await connection.wait()
         except BaseException:
             self._drop(connection)
@@ -314,8 +384,15 @@ class Pool:
         return Response(self, connection)
 
     def release(self, connection: _Connection) -> None:
-        if connection.complete and connection.keep_alive and not connection.closed:
-            connection.idle_since = self._clock()
+        if (
+            connection.complete
+            and connection.keep_alive
+            and not connection.closed
+            and not self._waiting  # a request waits for room: give it this connection's
+        ):
+            now = self._clock()
+            connection.idle_since = now
+            connection.expires = self._expiry(connection, now)
             self._idle.setdefault(connection.key, []).append(connection)
         else:
             self._drop(connection)

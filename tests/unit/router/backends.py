@@ -14,7 +14,9 @@ import contextlib
 import enum
 import json
 import socket
+import struct
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from types import TracebackType
 
@@ -26,6 +28,8 @@ class Mode(enum.Enum):
     DIE_MID_STREAM = "die"  # headers and `chunks` events, then close the connection
     CLOSE = "close"  # read the request, close without a byte
     STATUS = "status"  # answer `status` with an OpenAI-style error body
+    RESET = "reset"  # read the request, reset the connection (RST) without a byte
+    CLOSE_REUSED = "close-reused"  # answer JSON on a new connection; close a reused one
 
 
 @dataclass
@@ -34,6 +38,7 @@ class Received:
     path: str
     headers: dict[str, str]
     body: bytes
+    at: float = field(default_factory=time.monotonic)  # when it arrived
 
     def json(self) -> dict[str, object]:
         value = json.loads(self.body)
@@ -56,6 +61,7 @@ class FakeBackend:
     # Requests being answered now, and the most there ever were at once.
     active: int = 0
     peak: int = 0
+    connections: int = 0  # connections accepted
     _server: asyncio.Server | None = None
     _writers: set[asyncio.StreamWriter] = field(default_factory=set)
     port: int = 0
@@ -98,12 +104,17 @@ class FakeBackend:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.add(writer)
+        self.connections += 1
+        served = 0
         try:
             while True:
                 request = await self._read_request(reader)
                 if request is None:
                     return
                 self.requests.append(request)
+                served += 1
+                if self.mode is Mode.CLOSE_REUSED and served > 1:
+                    return  # as an engine closing an idle connection while a request arrives
                 self.active += 1
                 self.peak = max(self.peak, self.active)
                 try:
@@ -130,7 +141,14 @@ class FakeBackend:
     ) -> bool:
         """Answer one request; False when the connection is done."""
         mode = self.mode
-        if mode is Mode.JSON:
+        if mode is Mode.RESET:
+            sock = writer.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            transport = writer.transport
+            assert isinstance(transport, asyncio.Transport)
+            transport.abort()
+            return False
+        if mode in (Mode.JSON, Mode.CLOSE_REUSED):
             body = json.dumps(
                 {
                     "id": "cmpl-1",
@@ -207,3 +225,23 @@ def refusing_url() -> str:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     return f"http://127.0.0.1:{port}"
+
+
+@contextlib.contextmanager
+def blackhole_url() -> Iterator[str]:
+    """A loopback URL whose connects hang: a listener that never accepts, its queue full.
+
+    Linux drops a SYN when the listener's accept queue is full, so a connect there waits
+    for the connect timeout instead of being refused.
+    """
+    with contextlib.ExitStack() as stack:
+        listener = stack.enter_context(socket.socket())
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        for _ in range(4):  # fill the accept queue; later connects then hang
+            filler = stack.enter_context(socket.socket())
+            filler.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                filler.connect(("127.0.0.1", port))
+        yield f"http://127.0.0.1:{port}"

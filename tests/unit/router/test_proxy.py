@@ -246,16 +246,16 @@ def test_total_timeout_bounds_a_slow_stream() -> None:
     run(scenario())
 
 
-def test_upstream_error_status_is_passed_through_and_not_retried() -> None:
+def test_upstream_500_is_passed_through_and_not_retried() -> None:
     async def scenario() -> None:
         async with (
-            FakeBackend(Mode.STATUS, status=503) as a,
-            FakeBackend(Mode.STATUS, status=503) as b,
+            FakeBackend(Mode.STATUS, status=500) as a,
+            FakeBackend(Mode.STATUS, status=500) as b,
             RouterServer(config(a.url, b.url)) as router,
             aiohttp.ClientSession() as client,
         ):
             async with client.post(router.url + "/v1/chat/completions", json=CHAT) as response:
-                assert response.status == 503
+                assert response.status == 500
                 assert (await response.json())["error"]["message"] == "engine failed"
             assert len(a.requests) + len(b.requests) == 1
             metrics = await (await client.get(router.url + "/metrics")).text()
@@ -274,23 +274,9 @@ def test_connection_closed_before_headers_is_retried_within_the_limit() -> None:
             async with RouterServer(cfg) as router, aiohttp.ClientSession() as client:
                 async with client.post(router.url + "/v1/chat/completions", json=CHAT) as r:
                     assert r.status == 502
-                # 1 try + 3 retries: each replica twice (a fresh connection after a close).
-                assert len(a.requests) + len(b.requests) == 4
+                # 1 try + 3 retries, never twice in a row on one replica.
+                assert (len(a.requests), len(b.requests)) == (2, 2)
                 assert router.log_lines()[-1]["attempts"] == 4
-
-    run(scenario())
-
-
-def test_retry_budget_caps_retries() -> None:
-    async def scenario() -> None:
-        policy = RetryPolicy(attempts_max=5, budget_ratio=0.0, budget_min_per_second=0.1)
-        cfg = config(refusing_url(), refusing_url(), refusing_url(), retry=policy)
-        async with RouterServer(cfg) as router, aiohttp.ClientSession() as client:
-            for _ in range(3):
-                async with client.post(router.url + "/v1/chat/completions", json=CHAT) as r:
-                    assert r.status == 502
-            # A budget of 1 retry per 10 s window: only the first request got a retry.
-            assert sum(line["attempts"] for line in router.log_lines()) == 4
 
     run(scenario())
 

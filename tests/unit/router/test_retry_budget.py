@@ -40,3 +40,14 @@ def test_budget_minimum_allows_retries_at_low_traffic() -> None:
     assert sum(budget.try_spend() for _ in range(10)) == 2  # 0.5/s over 4 s
     clock.now += 4
     assert budget.try_spend()
+
+
+def test_retries_onto_healthy_replicas_are_free() -> None:
+    clock = Clock()
+    budget = RetryBudget(
+        RetryPolicy(budget_ratio=0.0, budget_min_per_second=0.1, budget_window=10), clock
+    )
+    assert all(budget.allow(healthy_target=True) for _ in range(100))
+    assert budget.allow(healthy_target=False)  # the one charged retry of the window
+    assert not budget.allow(healthy_target=False)
+    assert budget.allow(healthy_target=True)

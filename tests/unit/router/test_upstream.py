@@ -131,3 +131,108 @@ def test_idle_connection_closed_by_the_engine_frees_its_slot() -> None:
             await until(lambda: finished == 2)
 
     run(scenario())
+
+
+def test_a_full_pool_of_idle_connections_makes_room_for_another_engine() -> None:
+    async def scenario() -> None:
+        async with (
+            FakeBackend(Mode.JSON) as a,
+            FakeBackend(Mode.JSON) as b,
+            Pool(limit=2, connect_timeout=5) as pool,
+        ):
+            # Two requests at once to a: two connections, both idle afterwards; the pool is full.
+            assert await asyncio.gather(read_all(pool, a.port), read_all(pool, a.port))
+            assert a.connections == 2
+            assert len(pool._open) == 2
+            # A request to b does not wait for a slot: an idle connection to a is closed.
+            status, _ = await asyncio.wait_for(read_all(pool, b.port), 5)
+            assert status == 200
+            assert len(pool._open) == 2
+            assert len(pool._idle[("127.0.0.1", a.port)]) == 1
+
+    run(scenario())
+
+
+def test_a_connection_coming_back_while_a_request_waits_for_room_is_closed() -> None:
+    async def scenario() -> None:
+        async with (
+            FakeBackend(Mode.JSON) as a,
+            FakeBackend(Mode.JSON) as b,
+            Pool(limit=1, connect_timeout=5) as pool,
+        ):
+            held = await pool.request("127.0.0.1", a.port, HEAD, b"{}")  # the only slot
+            waiting = asyncio.ensure_future(read_all(pool, b.port))
+            await until(lambda: pool._waiting == 1)
+            await drain(held)  # a's connection comes back: it makes room instead of idling
+            assert (await asyncio.wait_for(waiting, 5))[0] == 200
+            assert ("127.0.0.1", a.port) not in pool._idle
+
+    run(scenario())
+
+
+def test_an_answer_with_connection_close_is_not_reused() -> None:
+    async def scenario() -> None:
+        connections = 0
+
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal connections
+            connections += 1
+            try:
+                while True:
+                    await reader.readuntil(b"\r\n\r\n")
+                    await reader.readexactly(2)
+                    # Says close but leaves the socket open: the client must not reuse it.
+                    writer.write(
+                        b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\nok"
+                    )
+                    await writer.drain()
+            except (asyncio.IncompleteReadError, ConnectionError):
+                writer.close()
+
+        server, port = await raw_server(serve)
+        async with server, Pool(limit=4, connect_timeout=5) as pool:
+            for _ in range(3):
+                assert await read_all(pool, port) == (200, b"ok")
+            assert connections == 3
+            assert not pool._idle
+
+    run(scenario())
+
+
+def test_idle_connections_expire_before_the_engines_keep_alive_timeout() -> None:
+    async def scenario() -> None:
+        now = [0.0]
+        async with (
+            FakeBackend(Mode.JSON) as backend,  # answers with keep-alive: timeout=5
+            Pool(limit=4, connect_timeout=5, keepalive=30.0, clock=lambda: now[0]) as pool,
+        ):
+            await read_all(pool, backend.port)
+            now[0] += 3.9  # under the engine's 5 s less a second of margin: reused
+            await read_all(pool, backend.port)
+            assert backend.connections == 1
+            now[0] += 4.1  # past it: a new connection, the old one closed
+            await read_all(pool, backend.port)
+            assert backend.connections == 2
+            assert len(pool._open) == 1
+
+    run(scenario())
+
+
+def test_a_reused_connection_closed_by_the_engine_says_so() -> None:
+    async def scenario() -> None:
+        async with (
+            FakeBackend(Mode.CLOSE_REUSED) as backend,
+            Pool(limit=4, connect_timeout=5) as pool,
+        ):
+            await read_all(pool, backend.port)
+            with pytest.raises(DisconnectedError) as stale:
+                await read_all(pool, backend.port)
+            assert stale.value.before_response
+            assert stale.value.reused
+            # A fresh connection that breaks is not a stale one.
+            backend.mode = Mode.RESET
+            with pytest.raises(DisconnectedError) as broken:
+                await read_all(pool, backend.port)
+            assert not broken.value.reused
+
+    run(scenario())

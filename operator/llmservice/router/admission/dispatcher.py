@@ -1,8 +1,9 @@
 """Per-replica concurrency caps, and the queue of requests waiting for a free slot.
 
 Each routable replica takes at most ``cap`` requests at once (``None``: no cap). A replica is
-*blocked* while it holds ``cap`` requests or the throughput gate has closed it (its
-allowance of new requests until the gate's next sample is spent); the rest are free. A
+*blocked* while it holds ``cap`` requests, the throughput gate has closed it (its
+allowance of new requests until the gate's next sample is spent) or the outlier detector
+has ejected it (`llmservice.router.outliers`); the rest are free. A
 request takes a slot at once when nothing waits and some replica is free (the fast path:
 one balancer pick, as without admission); otherwise it waits in a `FairQueue` under its
 key's name and priority, bounded per key (the key's ``max_queued``) and in total
@@ -85,6 +86,7 @@ class Dispatcher:
         self.replicas: frozenset[str] = frozenset()
         self.blocked: set[str] = set()
         self.closed: set[str] = set()  # by the throughput gate
+        self.ejected: set[str] = set()  # by the outlier detector
         self.allowance: dict[str, int] = {}  # the gate's: new requests until its next sample
         self.queue: FairQueue[_Waiter] = FairQueue()
         self.waiting = 0  # len(queue), kept as a plain int for the fast path
@@ -93,12 +95,17 @@ class Dispatcher:
     # -- replica state ------------------------------------------------------------------
 
     def _free(self, name: str) -> bool:
-        return name not in self.closed and (self.cap is None or self.loads.get(name, 0) < self.cap)
+        return (
+            name not in self.closed
+            and name not in self.ejected
+            and (self.cap is None or self.loads.get(name, 0) < self.cap)
+        )
 
     def update(self, replicas: Collection[str]) -> None:
         """The routable replicas changed."""
         self.replicas = frozenset(replicas)
         self.closed &= self.replicas
+        self.ejected &= self.replicas
         self.blocked = {name for name in self.replicas if not self._free(name)}
         self._dispatch()
 
@@ -115,6 +122,18 @@ class Dispatcher:
         else:
             self.closed.discard(name)
             if self._free(name):
+                self.blocked.discard(name)
+                self._dispatch()
+
+    def set_ejected(self, name: str, ejected: bool) -> None:
+        """The outlier detector ejected ``name`` (True) or readmitted it (False)."""
+        if ejected:
+            self.ejected.add(name)
+            if name in self.replicas:
+                self.blocked.add(name)
+        else:
+            self.ejected.discard(name)
+            if name in self.replicas and self._free(name):
                 self.blocked.discard(name)
                 self._dispatch()
 
