@@ -26,6 +26,12 @@ where it has the same knob)::
       --max-body-bytes 8388608
       --max-connections 1024             upstream connection pool size
       --forward-authorization            pass the client's Authorization header upstream
+      # clients (see llmservice.router.config.ClientLimits for the reasons)
+      --max-header-count 100             headers per request at most, else 431
+      --max-header-bytes 65536           request line and headers at most, else 431
+      --header-timeout 10                seconds to send a request's headers, else closed
+      --keep-alive-timeout 75            seconds an idle client connection stays open
+      --max-client-connections 4096      open client connections; more are closed at once
       --api-keys-file PATH               API keys (YAML), enforced: Bearer <key> or 401;
                                          reloaded when the file changes
       # admission (unset: no such limit)
@@ -65,6 +71,7 @@ from llmservice.router.app import create_app
 from llmservice.router.config import (
     AdmissionConfig,
     BalancerConfig,
+    ClientLimits,
     DiscoveryConfig,
     RetryPolicy,
     RouterConfig,
@@ -199,6 +206,38 @@ def parser() -> argparse.ArgumentParser:
         type=int,
         default=defaults.DEFAULT_MAX_CONNECTIONS,
         help="upstream connections open at once, at most",
+    )
+    p.add_argument(
+        "--max-header-count",
+        type=int,
+        default=defaults.DEFAULT_MAX_HEADER_COUNT,
+        help="headers a request may carry; more get 431 and the connection is closed",
+    )
+    p.add_argument(
+        "--max-header-bytes",
+        type=int,
+        default=defaults.DEFAULT_MAX_HEADER_BYTES,
+        help="bytes of request line and headers a request may carry; more get 431",
+    )
+    p.add_argument(
+        "--header-timeout",
+        type=float,
+        default=defaults.DEFAULT_HEADER_TIMEOUT,
+        help="seconds a client has to send a request's headers, from its first byte or the"
+        " connect; the connection is closed after that",
+    )
+    p.add_argument(
+        "--keep-alive-timeout",
+        type=float,
+        default=defaults.DEFAULT_KEEP_ALIVE_TIMEOUT,
+        help="seconds an idle client connection is kept open; keep it above the idle timeout"
+        " of the load balancer in front (60 s on AWS ALB, 600 s on GCP)",
+    )
+    p.add_argument(
+        "--max-client-connections",
+        type=int,
+        default=defaults.DEFAULT_MAX_CLIENT_CONNECTIONS,
+        help="client connections open at once; one more is closed as soon as it is accepted",
     )
     p.add_argument(
         "--forward-authorization",
@@ -349,6 +388,13 @@ def build_config(args: argparse.Namespace) -> RouterConfig:
         api_keys_file=args.api_keys_file,
         tracing=TracingConfig(
             otlp_endpoint=args.otlp_traces_endpoint, sampling_ratio=args.trace_sampling_ratio
+        ),
+        client_limits=ClientLimits(
+            max_header_count=args.max_header_count,
+            max_header_bytes=args.max_header_bytes,
+            header_timeout=args.header_timeout,
+            keep_alive_timeout=args.keep_alive_timeout,
+            max_connections=args.max_client_connections,
         ),
     )
 
