@@ -32,6 +32,11 @@ where it has the same knob)::
       --header-timeout 10                seconds to send a request's headers, else closed
       --keep-alive-timeout 75            seconds an idle client connection stays open
       --max-client-connections 4096      open client connections; more are closed at once
+      --trusted-proxies CIDR,...         peers whose X-Forwarded-* pass on (default: none)
+      # CORS (unset: off)
+      --cors-allowed-origins ORIGIN,...  origins whose scripts may call the router, or *
+      --cors-allowed-headers Authorization,Content-Type,X-Session-ID,X-Request-ID
+      --cors-max-age SECONDS             how long a browser may cache a preflight
       --api-keys-file PATH               API keys (YAML), enforced: Bearer <key> or 401;
                                          reloaded when the file changes
       # admission (unset: no such limit)
@@ -72,6 +77,7 @@ from llmservice.router.config import (
     AdmissionConfig,
     BalancerConfig,
     ClientLimits,
+    CorsConfig,
     DiscoveryConfig,
     RetryPolicy,
     RouterConfig,
@@ -240,6 +246,36 @@ def parser() -> argparse.ArgumentParser:
         help="client connections open at once; one more is closed as soon as it is accepted",
     )
     p.add_argument(
+        "--trusted-proxies",
+        default="",
+        metavar="CIDR,...",
+        help="comma-separated networks of the proxies in front (for example 10.0.0.0/8):"
+        " their X-Forwarded-For, -Proto, -Host, -Port and Forwarded headers pass on to the"
+        " engine, with the peer's address appended to X-Forwarded-For; any other client's are"
+        " replaced by its own address and scheme (default: trust none)",
+    )
+    p.add_argument(
+        "--cors-allowed-origins",
+        default="",
+        metavar="ORIGIN,...",
+        help="comma-separated origins (https://chat.example) whose scripts may call the router,"
+        " or * for any: their preflights get 204 without a key and every response carries"
+        " the CORS headers (default: CORS off, no such header at all)",
+    )
+    p.add_argument(
+        "--cors-allowed-headers",
+        default=",".join(defaults.DEFAULT_CORS_ALLOWED_HEADERS),
+        metavar="NAME,...",
+        help="request headers a browser may send, answered to preflights",
+    )
+    p.add_argument(
+        "--cors-max-age",
+        type=int,
+        default=None,
+        metavar="SECONDS",
+        help="how long a browser may cache a preflight's answer (default: the browser's)",
+    )
+    p.add_argument(
         "--forward-authorization",
         action="store_true",
         help="pass the client's Authorization header upstream",
@@ -348,6 +384,10 @@ def parse_strategy(value: str) -> Strategy:
         raise argparse.ArgumentTypeError(f"unknown strategy {value!r} (one of {names})") from None
 
 
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in value.split(",") if item.strip())
+
+
 def build_config(args: argparse.Namespace) -> RouterConfig:
     """The `RouterConfig` for parsed arguments; raises ValueError when they are inconsistent."""
     static = tuple(url.strip() for url in args.static_backends.split(",") if url.strip())
@@ -388,6 +428,12 @@ def build_config(args: argparse.Namespace) -> RouterConfig:
         api_keys_file=args.api_keys_file,
         tracing=TracingConfig(
             otlp_endpoint=args.otlp_traces_endpoint, sampling_ratio=args.trace_sampling_ratio
+        ),
+        trusted_proxies=_csv(args.trusted_proxies),
+        cors=CorsConfig(
+            allowed_origins=_csv(args.cors_allowed_origins),
+            allowed_headers=_csv(args.cors_allowed_headers),
+            max_age=args.cors_max_age,
         ),
         client_limits=ClientLimits(
             max_header_count=args.max_header_count,

@@ -11,6 +11,7 @@ building an app from them performs no I/O.
 from __future__ import annotations
 
 import enum
+import ipaddress
 from dataclasses import dataclass, field
 
 from llmservice.api import spec as api
@@ -54,6 +55,8 @@ DEFAULT_MAX_HEADER_BYTES = 65_536
 DEFAULT_HEADER_TIMEOUT = 10.0
 DEFAULT_KEEP_ALIVE_TIMEOUT = 75.0
 DEFAULT_MAX_CLIENT_CONNECTIONS = 4096
+
+DEFAULT_CORS_ALLOWED_HEADERS = tuple(_API_ROUTER.cors.allowed_headers)
 DEFAULT_DRAIN_DELAY = 5.0
 DEFAULT_GRACE_PERIOD = 60.0
 
@@ -251,6 +254,33 @@ class ClientLimits:
 
 
 @dataclass(frozen=True, slots=True)
+class CorsConfig:
+    """CORS for browser front ends (`llmservice.router.cors`); off without origins.
+
+    ``allowed_origins`` are exact origins (``https://app.example``), or ``*`` for any;
+    ``allowed_headers`` the request headers a browser may send; ``max_age`` how long, in
+    seconds, a browser may cache a preflight's answer (None: the browser's default).
+    """
+
+    allowed_origins: tuple[str, ...] = ()
+    allowed_headers: tuple[str, ...] = DEFAULT_CORS_ALLOWED_HEADERS
+    max_age: int | None = None
+
+    def __post_init__(self) -> None:
+        for origin in self.allowed_origins:
+            if origin != "*" and (
+                not origin.startswith(("http://", "https://")) or origin.endswith("/")
+            ):
+                raise ValueError(f"CORS origin {origin!r} must be * or scheme://host[:port]")
+        if self.max_age is not None and self.max_age < 0:
+            raise ValueError("CORS max age must be >= 0")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.allowed_origins)
+
+
+@dataclass(frozen=True, slots=True)
 class RouterConfig:
     """Everything `create_app` needs besides its injected collaborators."""
 
@@ -269,12 +299,20 @@ class RouterConfig:
     api_keys_file: str | None = None
     tracing: TracingConfig = field(default_factory=TracingConfig)
     client_limits: ClientLimits = field(default_factory=ClientLimits)
+    # Peers (CIDRs) whose X-Forwarded-* headers are passed on; others' are replaced.
+    trusted_proxies: tuple[str, ...] = ()
+    cors: CorsConfig = field(default_factory=CorsConfig)
 
     def __post_init__(self) -> None:
         if not self.served_model_name:
             raise ValueError("served model name is required")
         if self.max_body_bytes < 1 or self.max_connections < 1:
             raise ValueError("max body bytes and max connections must be >= 1")
+        for cidr in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ValueError(f"trusted proxy {cidr!r} is not an IP network") from None
 
     @property
     def model_names(self) -> tuple[str, ...]:

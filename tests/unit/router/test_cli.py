@@ -255,3 +255,11 @@ def test_bad_client_limit_arguments_exit_2(
     argv = ["--served-model-name", "m", "--static-backends", "http://127.0.0.1:9", *flags]
     assert main(argv) == 2
     assert "llmservice router:" in capsys.readouterr().err
+
+
+def test_trusted_proxies_argument_maps_to_the_config() -> None:
+    base = ["--served-model-name", "m", "--static-backends", "http://127.0.0.1:9"]
+    assert build_config(parser().parse_args(base)).trusted_proxies == ()
+    args = [*base, "--trusted-proxies", "10.0.0.0/8, fd00::/8"]
+    assert build_config(parser().parse_args(args)).trusted_proxies == ("10.0.0.0/8", "fd00::/8")
+    assert main([*base, "--trusted-proxies", "not-a-network"]) == 2
