@@ -15,6 +15,10 @@ value, or its headers a byte a second, and a connection that never sends a byte 
 - the keep-alive timeout of ``keep_alive_timeout`` (uvicorn's own timer);
 - a cap on open connections: one over ``max_connections`` is closed when it is accepted.
 
+A refused request's answer is followed by a lingering close: the router ends its side and
+reads and drops what the client still sends for `LINGER_SECONDS`, so that a client still
+writing its oversized head reads the 431 instead of a connection reset.
+
 Malformed requests (request smuggling shapes among them: Content-Length with
 Transfer-Encoding, conflicting Content-Lengths, obs-fold, bad chunk sizes) are refused by
 llhttp in its strict mode; the 400 they get is JSON here too. The hot path pays one length
@@ -35,6 +39,10 @@ from uvicorn.server import ServerState
 from llmservice.router.config import ClientLimits
 
 __all__ = ["BoundedHttpToolsProtocol", "bounded_protocol"]
+
+
+# How long a refused connection's further bytes are read and dropped before it is closed.
+LINGER_SECONDS = 2.0
 
 
 class _HeadTooLarge(Exception):
@@ -74,6 +82,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._head_bytes = 0  # bytes read while the current head is incomplete
         self._in_head = True
         self._head_timer: asyncio.TimerHandle | None = None
+        self._lingering = False
 
     # -- connection ---------------------------------------------------------------------
 
@@ -91,6 +100,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         # uvicorn's, with the head limits; its 400 and upgrade handling are kept.
+        if self._lingering:
+            return  # after a refusal: what the client still sends is read and dropped
         self._unset_keepalive_if_required()
         if self._in_head:
             self._head_bytes += len(data)
@@ -168,11 +179,22 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
                 name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers
             )
             self.transport.write(head + default + b"\r\n" + body)
+            if self.transport.can_write_eof():
+                # Lingering close: closing while the client is still sending would reset the
+                # connection and lose the answer, so end our side and drop what comes for a
+                # moment (as NGINX's lingering_close does) before closing.
+                self.transport.write_eof()
+                self._lingering = True
+                self._cancel_head_timer()
+                self.loop.call_later(LINGER_SECONDS, self.transport.close)
+                return
         self.transport.close()
 
     # -- header timer -------------------------------------------------------------------
 
     def _arm_head_timer(self) -> None:
+        # uvloop (libuv) and asyncio both handle reads before timers that fell due in the
+        # same loop iteration: a head that arrived while the loop was busy is read first.
         self._head_timer = self.loop.call_later(self.limits.header_timeout, self._head_timeout)
 
     def _cancel_head_timer(self) -> None:

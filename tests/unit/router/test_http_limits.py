@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from typing import Any
 
 import pytest
@@ -116,6 +117,21 @@ def test_a_connection_that_sends_nothing_is_closed_at_the_header_timeout() -> No
             took = await closed_within(reader, 5.0)
             writer.close()
             assert took < 1.5
+
+    run(scenario())
+
+
+def test_a_head_that_arrived_in_time_is_served_after_the_loop_was_busy() -> None:
+    async def scenario() -> None:
+        async with RouterServer(config(client_limits=limits(header_timeout=0.3))) as server:
+            reader, writer = await connect(server)
+            state = server._server.server_state
+            await until(lambda: len(state.connections) == 1)  # accepted: the timer runs
+            writer.write(HEALTHZ)
+            # The router shares this loop: block it past the deadline, the head unread.
+            time.sleep(0.6)  # noqa: ASYNC251 - stalling the loop is the point
+            assert (await read_response(reader))[0] == 200
+            writer.close()
 
     run(scenario())
 
