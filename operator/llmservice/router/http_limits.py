@@ -13,7 +13,8 @@ value, or its headers a byte a second, and a connection that never sends a byte 
   its first byte, else the connection is closed (there is no one to answer: the client is
   not reading, or is an attack);
 - the keep-alive timeout of ``keep_alive_timeout`` (uvicorn's own timer);
-- a cap on open connections: one over ``max_connections`` is closed when it is accepted.
+- a cap on open connections: one over ``max_connections`` is closed when it is accepted,
+  and a warning says how many were (one line per ten seconds at most).
 
 A refused request's answer is followed by a lingering close: the router ends its side and
 reads and drops what the client still sends for `LINGER_SECONDS`, so that a client still
@@ -41,6 +42,7 @@ from llmservice.router.config import ClientLimits
 __all__ = ["BoundedHttpToolsProtocol", "bounded_protocol"]
 
 
+REFUSAL_LOG_INTERVAL = 10.0
 # How long a refused connection's further bytes are read and dropped before it is closed.
 LINGER_SECONDS = 2.0
 
@@ -68,6 +70,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     """One client connection, within `limits` (see the module docstring)."""
 
     limits: ClassVar[ClientLimits] = ClientLimits()
+    # Connections refused since the last log line, and when that line was written.
+    refusals: ClassVar[list[float]] = [0, -REFUSAL_LOG_INTERVAL]
 
     def __init__(
         self,
@@ -91,8 +95,22 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_made(transport)
         if over_cap:
             transport.close()
+            self._log_refusal()
             return
         self._arm_head_timer()
+
+    def _log_refusal(self) -> None:
+        # One line per REFUSAL_LOG_INTERVAL at most: a flood must not flood the log too.
+        refusals = self.refusals
+        refusals[0] += 1
+        now = self.loop.time()
+        if now - refusals[1] >= REFUSAL_LOG_INTERVAL:
+            self.logger.warning(
+                "Refused %d client connection(s) over the cap of %d open connections",
+                refusals[0],
+                self.limits.max_connections,
+            )
+            refusals[:] = [0, now]
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_head_timer()
@@ -214,4 +232,5 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
 def bounded_protocol(limits: ClientLimits) -> type[BoundedHttpToolsProtocol]:
     """The protocol class for uvicorn's ``http=``, enforcing `limits`."""
-    return type("BoundedHttpToolsProtocol", (BoundedHttpToolsProtocol,), {"limits": limits})
+    namespace = {"limits": limits, "refusals": [0, -REFUSAL_LOG_INTERVAL]}
+    return type("BoundedHttpToolsProtocol", (BoundedHttpToolsProtocol,), namespace)

@@ -240,7 +240,9 @@ def test_the_idle_keep_alive_timeout_closes_a_connection_only_after_it_has_passe
     run(scenario())
 
 
-def test_connections_over_the_cap_are_closed_at_once_and_the_others_served() -> None:
+def test_connections_over_the_cap_are_closed_at_once_and_the_others_served(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     async def scenario() -> None:
         async with RouterServer(config(client_limits=limits(max_connections=3))) as server:
             held = [await connect(server) for _ in range(3)]
@@ -270,7 +272,10 @@ def test_connections_over_the_cap_are_closed_at_once_and_the_others_served() -> 
             for _, writer in held[1:]:
                 writer.close()
 
-    run(scenario())
+    with caplog.at_level("WARNING", logger="uvicorn.error"):
+        run(scenario())
+    refused = [r.getMessage() for r in caplog.records if "over the cap" in r.getMessage()]
+    assert refused == ["Refused 1 client connection(s) over the cap of 3 open connections"]
 
 
 SMUGGLING = {
