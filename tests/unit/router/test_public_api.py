@@ -63,6 +63,7 @@ def test_public_names_are_pinned() -> None:
 MODULES = {
     "llmservice.router.server": ["DrainingServer", "GC_THRESHOLD", "serve", "server_config"],
     "llmservice.router.http_limits": ["BoundedHttpToolsProtocol", "bounded_protocol"],
+    "llmservice.router.cors": ["ALLOWED_METHODS", "RATE_LIMIT_HEADERS", "Cors"],
     "llmservice.router.deadlines": ["TIMEOUT_MESSAGES", "Watchdog"],
     "llmservice.router.retry_budget": ["RetryBudget"],
 }
