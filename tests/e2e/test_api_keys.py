@@ -4,7 +4,9 @@ An LLMService whose keys Secret holds the example keys file (defaults, prioritie
 limits). Requests go to each router Pod's IP. The Secret is then updated, as a user rotates
 keys: the runtime updates the mounted file atomically as a kubelet does, and every router
 applies it; a broken update is rejected by the routers, which keep the last good keys, and
-the operator says so in `RouterAvailable`. Every wait polls with a deadline.
+the operator says so in `RouterAvailable`. Every wait polls with a deadline. The service also
+allows a browser origin (`router.cors`): a browser's preflight reaches every router without a
+key, and the answers, 401s included, carry the CORS headers a script needs.
 """
 
 from __future__ import annotations
@@ -66,7 +68,12 @@ def put_keys(core: client.CoreV1Api, namespace: str, text: str) -> None:
         core.create_namespaced_secret(namespace, body)
 
 
-def status_of(ip: str, key: str | None, path: str = "/v1/chat/completions") -> tuple[int, Any]:
+ORIGIN = "https://chat.example.com"
+
+
+def status_of(
+    ip: str, key: str | None, path: str = "/v1/chat/completions", origin: str | None = None
+) -> tuple[int, Any]:
     """The router's answer to a small chat request with `key`: status and headers."""
     chat = {
         "model": "Qwen/Qwen2.5-0.5B-Instruct",
@@ -76,6 +83,8 @@ def status_of(ip: str, key: str | None, path: str = "/v1/chat/completions") -> t
     headers = {"Content-Type": "application/json"}
     if key is not None:
         headers["Authorization"] = f"Bearer {key}"
+    if origin is not None:
+        headers["Origin"] = origin
     request = urllib.request.Request(
         f"http://{ip}:8080{path}", data=json.dumps(chat).encode(), headers=headers
     )
@@ -86,6 +95,40 @@ def status_of(ip: str, key: str | None, path: str = "/v1/chat/completions") -> t
     except urllib.error.HTTPError as error:
         error.read()
         return error.code, error.headers
+
+
+def preflight(ip: str) -> tuple[int, Any]:
+    """A browser's CORS preflight for a chat request with a key: status and headers."""
+    request = urllib.request.Request(
+        f"http://{ip}:8080/v1/chat/completions",
+        method="OPTIONS",
+        headers={
+            "Origin": ORIGIN,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization,content-type",
+        },
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+        response.read()
+        return response.status, response.headers
+
+
+def check_browser_access(ip: str, key: str) -> None:
+    """A browser at ORIGIN may call the router: preflight, then the call, 401s readable."""
+    code, headers = preflight(ip)
+    assert code == 204
+    assert headers["Access-Control-Allow-Origin"] == ORIGIN
+    allowed = {name.strip().lower() for name in headers["Access-Control-Allow-Headers"].split(",")}
+    assert {"authorization", "content-type"} <= allowed
+    assert "POST" in headers["Access-Control-Allow-Methods"]
+    for with_key, status in ((key, 200), (None, 401)):
+        code, headers = status_of(ip, with_key, origin=ORIGIN)
+        assert code == status
+        assert headers["Access-Control-Allow-Origin"] == ORIGIN
+        assert "X-Request-ID" in headers["Access-Control-Expose-Headers"]
+    code, headers = status_of(ip, key, origin="https://elsewhere.example")
+    assert code == 200
+    assert headers["Access-Control-Allow-Origin"] is None
 
 
 def metric(ip: str, name: str) -> float | None:
@@ -130,7 +173,11 @@ def test_rotated_keys_apply_without_a_restart_and_a_broken_update_is_shown(
     namespace: str,
 ) -> None:
     put_keys(core, namespace, EXAMPLE_KEYS)
-    router = {"replicas": 2, "apiKeysSecretRef": {"name": SECRET, "key": FILE}}
+    router = {
+        "replicas": 2,
+        "apiKeysSecretRef": {"name": SECRET, "key": FILE},
+        "cors": {"allowedOrigins": [ORIGIN]},
+    }
     create_llms(custom, namespace, minimal(router=router))
     wait_ready(custom, namespace, "chat")
     ips = serving_ips(core, namespace, 2)
@@ -142,6 +189,7 @@ def test_rotated_keys_apply_without_a_restart_and_a_broken_update_is_shown(
         code, headers = status_of(ip, None)
         assert (code, headers["WWW-Authenticate"]) == (401, "Bearer")
         assert metric(ip, "llmservice_router_api_keys") == 2.0
+        check_browser_access(ip, OLD_KEY)
 
     # Rotation: the new key works and the old one stops, on every router, within a minute.
     put_keys(core, namespace, ROTATED_KEYS)

@@ -130,6 +130,11 @@ OPENAI_MODEL_NAME_PATTERN = described(
 HEADER_NAME_PATTERN = described(
     r"^[A-Za-z0-9][A-Za-z0-9-]*$", "an HTTP header name such as X-Session-ID"
 )
+# A browser origin (scheme, host, optional port; no path) or * for any.
+CORS_ORIGIN_PATTERN = described(
+    r"^(\*|https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?)$",
+    "an origin such as https://chat.example.com or http://localhost:3000, or * for any",
+)
 ENV_NAME_PATTERN = described(
     r"^[-._a-zA-Z][-._a-zA-Z0-9]*$", "an environment variable name such as LOG_LEVEL"
 )
@@ -655,6 +660,36 @@ class AdmissionSpec(CamelModel):
     )
 
 
+class CorsSpec(CamelModel):
+    """Cross-origin requests from browser front ends; off without allowedOrigins."""
+
+    allowed_origins: Annotated[
+        list[Annotated[str, Field(max_length=253, pattern=CORS_ORIGIN_PATTERN)]],
+        Field(max_length=64, json_schema_extra={"x-kubernetes-list-type": "set"}),
+    ] = Field(
+        default_factory=list,
+        description="Origins whose scripts may call the router, or `*` for any. Their"
+        " preflights (OPTIONS) are answered 204 without an API key, and every response,"
+        " errors and streams included, carries Access-Control-Allow-Origin and exposes the"
+        " session and request id headers, Retry-After and the x-ratelimit-* headers. Empty:"
+        " no CORS headers at all, and browsers refuse cross-origin calls.",
+    )
+    allowed_headers: Annotated[
+        list[Annotated[str, Field(max_length=64, pattern=HEADER_NAME_PATTERN)]],
+        Field(min_length=1, max_length=32, json_schema_extra={"x-kubernetes-list-type": "set"}),
+    ] = Field(
+        default_factory=lambda: ["Authorization", "Content-Type", DEFAULT_SESSION_HEADER,
+                                 "X-Request-ID"],
+        description="Request headers a browser may send (Access-Control-Allow-Headers); list"
+        " `sessionHeader` here when it is not the default.",
+    )  # fmt: skip
+    max_age_seconds: Annotated[int, Field(ge=0, le=86_400)] | None = Field(
+        default=None,
+        description="How long a browser may cache a preflight's answer (Access-Control-Max-Age)."
+        " Unset: the browser's default (5 seconds by the Fetch standard).",
+    )
+
+
 class RouterSpec(CamelModel):
     """The session-affinity router in front of the engine replicas."""
 
@@ -724,6 +759,9 @@ class RouterSpec(CamelModel):
     )
     resources: ResourceRequirements | None = Field(
         default=None, description="CPU and memory of the router container."
+    )
+    cors: CorsSpec = Field(
+        default_factory=CorsSpec, description="CORS for browser front ends; off by default."
     )
 
 

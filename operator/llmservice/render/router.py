@@ -89,6 +89,12 @@ def router_args(service: LLMService) -> list[str]:
         args.append("--engine-priority")
     if router.forward_authorization:
         args.append("--forward-authorization")
+    cors = router.cors
+    if cors.allowed_origins:
+        args += ["--cors-allowed-origins", ",".join(cors.allowed_origins)]
+        args += ["--cors-allowed-headers", ",".join(cors.allowed_headers)]
+        if cors.max_age_seconds is not None:
+            args += ["--cors-max-age", str(cors.max_age_seconds)]
     tracing = service.spec.monitoring.tracing
     if tracing.otlp_endpoint is not None:
         args += ["--otlp-traces-endpoint", tracing.otlp_endpoint]

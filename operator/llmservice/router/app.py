@@ -21,6 +21,9 @@ Routes:
 ``/metrics``                          GET   Prometheus text format
 ====================================  ====  ================================================
 
+With ``config.cors`` on (`llmservice.router.cors`), preflights are answered 204 before
+authentication and every response carries the CORS headers of its origin.
+
 With API keys, the proxied routes and ``/v1/models`` need ``Authorization: Bearer <key>``
 (401 with ``WWW-Authenticate: Bearer`` otherwise). The keys are read from ``api_keys`` on
 every request; with a keys file the app watches it (`keys_reload`) and replaces them there.
@@ -71,6 +74,7 @@ from llmservice.router.auth import ApiKeys
 from llmservice.router.balancer import Balancer, make_balancer, routing_key
 from llmservice.router.clients import Client
 from llmservice.router.config import RouterConfig
+from llmservice.router.cors import Cors
 from llmservice.router.discovery import Discovery, Replica
 from llmservice.router.errors import (
     GlobalRateLimited,
@@ -194,6 +198,12 @@ class RouterApp:
             self.admission.closed = lambda: (
                 (name, int(name in dispatcher.closed)) for name in sorted(dispatcher.replicas)
             )
+        # None when CORS is off: the request path then looks at no CORS header.
+        self.cors = (
+            Cors(config.cors, config.session_header, config.request_id_header)
+            if config.cors.enabled
+            else None
+        )
         self.draining = False
         self._flusher: asyncio.Task[None] | None = None
         self._keys_watch: asyncio.Task[None] | None = None
@@ -303,6 +313,11 @@ class RouterApp:
         if self.tracing is not None and route != "other":
             exchange.span = self.tracing.start(scope["headers"], route)
         try:
+            if self.cors is not None and self.cors.apply(
+                scope["method"], scope["headers"], exchange.extra_headers
+            ):
+                await self._preflight(send, exchange)
+                return
             if self.api_keys is not None and (path in PROXIED or path in (API_CHAT, "/v1/models")):
                 exchange.client = self._authenticate(self.api_keys, scope, exchange)
             if path in PROXIED or path == API_CHAT:
@@ -386,6 +401,15 @@ class RouterApp:
         exchange.response_started = True
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body, "more_body": False})
+        exchange.response_finished = True
+
+    async def _preflight(self, send: Send, exchange: Exchange) -> None:
+        """A CORS preflight's answer: 204 with the headers `Cors.apply` chose, no body."""
+        headers = [(b"x-request-id", exchange.request_id.encode()), *exchange.extra_headers]
+        exchange.status = 204
+        exchange.response_started = True
+        await send({"type": "http.response.start", "status": 204, "headers": headers})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
         exchange.response_finished = True
 
     # -- local endpoints ----------------------------------------------------------------
@@ -487,7 +511,9 @@ class RouterApp:
         trace_lines = None
         if exchange.span is not None and self.tracing is not None:
             trace_lines = self.tracing.upstream_lines(exchange.span)
-        headers = self.proxy.upstream_headers(scope["headers"], exchange.request_id, trace_lines)
+        headers = self.proxy.upstream_headers(
+            scope["headers"], exchange.request_id, trace_lines, scope["client"], scope["scheme"]
+        )
         target = path + (
             "?" + scope["query_string"].decode("latin-1") if scope["query_string"] else ""
         )

@@ -35,6 +35,17 @@ where it has the same knob)::
       --max-body-bytes 8388608
       --max-connections 1024             upstream connection pool size
       --forward-authorization            pass the client's Authorization header upstream
+      # clients (see llmservice.router.config.ClientLimits for the reasons)
+      --max-header-count 100             headers per request at most, else 431
+      --max-header-bytes 65536           request line and headers at most, else 431
+      --header-timeout 10                seconds to send a request's headers, else closed
+      --keep-alive-timeout 75            seconds an idle client connection stays open
+      --max-client-connections 4096      open client connections; more are closed at once
+      --trusted-proxies CIDR,...         peers whose X-Forwarded-* pass on (default: none)
+      # CORS (unset: off)
+      --cors-allowed-origins ORIGIN,...  origins whose scripts may call the router, or *
+      --cors-allowed-headers Authorization,Content-Type,X-Session-ID,X-Request-ID
+      --cors-max-age SECONDS             how long a browser may cache a preflight
       --api-keys-file PATH               API keys (YAML), enforced: Bearer <key> or 401;
                                          reloaded when the file changes
       # admission (unset: no such limit)
@@ -74,6 +85,8 @@ from llmservice.router.app import create_app
 from llmservice.router.config import (
     AdmissionConfig,
     BalancerConfig,
+    ClientLimits,
+    CorsConfig,
     DiscoveryConfig,
     OutlierConfig,
     RetryPolicy,
@@ -249,6 +262,68 @@ def parser() -> argparse.ArgumentParser:
         help="seconds for the GET /health that readmits an ejected replica",
     )
     p.add_argument(
+        "--max-header-count",
+        type=int,
+        default=defaults.DEFAULT_MAX_HEADER_COUNT,
+        help="headers a request may carry; more get 431 and the connection is closed",
+    )
+    p.add_argument(
+        "--max-header-bytes",
+        type=int,
+        default=defaults.DEFAULT_MAX_HEADER_BYTES,
+        help="bytes of request line and headers a request may carry; more get 431",
+    )
+    p.add_argument(
+        "--header-timeout",
+        type=float,
+        default=defaults.DEFAULT_HEADER_TIMEOUT,
+        help="seconds a client has to send a request's headers, from its first byte or the"
+        " connect; the connection is closed after that",
+    )
+    p.add_argument(
+        "--keep-alive-timeout",
+        type=float,
+        default=defaults.DEFAULT_KEEP_ALIVE_TIMEOUT,
+        help="seconds an idle client connection is kept open; keep it above the idle timeout"
+        " of the load balancer in front (60 s on AWS ALB, 600 s on GCP)",
+    )
+    p.add_argument(
+        "--max-client-connections",
+        type=int,
+        default=defaults.DEFAULT_MAX_CLIENT_CONNECTIONS,
+        help="client connections open at once; one more is closed as soon as it is accepted",
+    )
+    p.add_argument(
+        "--trusted-proxies",
+        default="",
+        metavar="CIDR,...",
+        help="comma-separated networks of the proxies in front (for example 10.0.0.0/8):"
+        " their X-Forwarded-For, -Proto, -Host, -Port and Forwarded headers pass on to the"
+        " engine, with the peer's address appended to X-Forwarded-For; any other client's are"
+        " replaced by its own address and scheme (default: trust none)",
+    )
+    p.add_argument(
+        "--cors-allowed-origins",
+        default="",
+        metavar="ORIGIN,...",
+        help="comma-separated origins (https://chat.example) whose scripts may call the router,"
+        " or * for any: their preflights get 204 without a key and every response carries"
+        " the CORS headers (default: CORS off, no such header at all)",
+    )
+    p.add_argument(
+        "--cors-allowed-headers",
+        default=",".join(defaults.DEFAULT_CORS_ALLOWED_HEADERS),
+        metavar="NAME,...",
+        help="request headers a browser may send, answered to preflights",
+    )
+    p.add_argument(
+        "--cors-max-age",
+        type=int,
+        default=None,
+        metavar="SECONDS",
+        help="how long a browser may cache a preflight's answer (default: the browser's)",
+    )
+    p.add_argument(
         "--forward-authorization",
         action="store_true",
         help="pass the client's Authorization header upstream",
@@ -357,6 +432,10 @@ def parse_strategy(value: str) -> Strategy:
         raise argparse.ArgumentTypeError(f"unknown strategy {value!r} (one of {names})") from None
 
 
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in value.split(",") if item.strip())
+
+
 def build_config(args: argparse.Namespace) -> RouterConfig:
     """The `RouterConfig` for parsed arguments; raises ValueError when they are inconsistent."""
     static = tuple(url.strip() for url in args.static_backends.split(",") if url.strip())
@@ -405,6 +484,19 @@ def build_config(args: argparse.Namespace) -> RouterConfig:
         api_keys_file=args.api_keys_file,
         tracing=TracingConfig(
             otlp_endpoint=args.otlp_traces_endpoint, sampling_ratio=args.trace_sampling_ratio
+        ),
+        trusted_proxies=_csv(args.trusted_proxies),
+        cors=CorsConfig(
+            allowed_origins=_csv(args.cors_allowed_origins),
+            allowed_headers=_csv(args.cors_allowed_headers),
+            max_age=args.cors_max_age,
+        ),
+        client_limits=ClientLimits(
+            max_header_count=args.max_header_count,
+            max_header_bytes=args.max_header_bytes,
+            header_timeout=args.header_timeout,
+            keep_alive_timeout=args.keep_alive_timeout,
+            max_connections=args.max_client_connections,
         ),
     )
 

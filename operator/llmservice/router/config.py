@@ -11,6 +11,7 @@ building an app from them performs no I/O.
 from __future__ import annotations
 
 import enum
+import ipaddress
 from dataclasses import dataclass, field
 
 from llmservice.api import spec as api
@@ -59,6 +60,15 @@ DEFAULT_GATE_INTERVAL = 1.0
 DEFAULT_TRACE_SAMPLING_RATIO = _API_TRACING.sampling_ratio
 
 DEFAULT_MAX_CONNECTIONS = 1024
+
+# Client connections (`ClientLimits`; the reasons for each value are in its docstring).
+DEFAULT_MAX_HEADER_COUNT = 100
+DEFAULT_MAX_HEADER_BYTES = 65_536
+DEFAULT_HEADER_TIMEOUT = 10.0
+DEFAULT_KEEP_ALIVE_TIMEOUT = 75.0
+DEFAULT_MAX_CLIENT_CONNECTIONS = 4096
+
+DEFAULT_CORS_ALLOWED_HEADERS = tuple(_API_ROUTER.cors.allowed_headers)
 DEFAULT_DRAIN_DELAY = 5.0
 DEFAULT_GRACE_PERIOD = 60.0
 
@@ -250,6 +260,69 @@ class TracingConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ClientLimits:
+    """What one client connection may hold, enforced by `llmservice.router.http_limits`.
+
+    ``max_header_count`` headers and ``max_header_bytes`` bytes of request line plus headers
+    at most, else 431 (Envoy's defaults are 100 headers and 60 KiB; an API request carries a
+    dozen headers and well under 4 KiB). The whole head must arrive within
+    ``header_timeout`` seconds of its first byte (or of the connect), else the connection is
+    closed: a client that trickles its headers holds nothing for long, while any real
+    client, even on a slow link, sends 64 KiB well within 10 s. An idle keep-alive
+    connection is closed after ``keep_alive_timeout`` seconds: longer than the idle timeout
+    of the usual proxies in front (AWS ALB and NGINX upstream keep-alive 60 s), so it is
+    they, not the router, that close an idle connection, and a client reusing one never
+    races the router's close; as with NGINX and Envoy, 75 s (behind GCP's load balancer,
+    whose idle timeout is 600 s, raise it above that). At most ``max_connections`` client
+    connections are open at once; one more is closed as soon as it is accepted, before
+    anything is read, so that a flood of connections costs the router no memory and a
+    client sees a connection error it can retry elsewhere (a 503 would need its request
+    read first, which is the very cost the cap is there to refuse).
+    """
+
+    max_header_count: int = DEFAULT_MAX_HEADER_COUNT
+    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT
+    keep_alive_timeout: float = DEFAULT_KEEP_ALIVE_TIMEOUT
+    max_connections: int = DEFAULT_MAX_CLIENT_CONNECTIONS
+
+    def __post_init__(self) -> None:
+        if self.max_header_count < 1 or self.max_header_bytes < 1024:
+            raise ValueError("max header count must be >= 1 and max header bytes >= 1024")
+        if not self.header_timeout > 0 or not self.keep_alive_timeout > 0:
+            raise ValueError("the header and keep-alive timeouts must be positive")
+        if self.max_connections < 1:
+            raise ValueError("max client connections must be >= 1")
+
+
+@dataclass(frozen=True, slots=True)
+class CorsConfig:
+    """CORS for browser front ends (`llmservice.router.cors`); off without origins.
+
+    ``allowed_origins`` are exact origins (``https://app.example``), or ``*`` for any;
+    ``allowed_headers`` the request headers a browser may send; ``max_age`` how long, in
+    seconds, a browser may cache a preflight's answer (None: the browser's default).
+    """
+
+    allowed_origins: tuple[str, ...] = ()
+    allowed_headers: tuple[str, ...] = DEFAULT_CORS_ALLOWED_HEADERS
+    max_age: int | None = None
+
+    def __post_init__(self) -> None:
+        for origin in self.allowed_origins:
+            if origin != "*" and (
+                not origin.startswith(("http://", "https://")) or origin.endswith("/")
+            ):
+                raise ValueError(f"CORS origin {origin!r} must be * or scheme://host[:port]")
+        if self.max_age is not None and self.max_age < 0:
+            raise ValueError("CORS max age must be >= 0")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.allowed_origins)
+
+
+@dataclass(frozen=True, slots=True)
 class RouterConfig:
     """Everything `create_app` needs besides its injected collaborators."""
 
@@ -269,6 +342,10 @@ class RouterConfig:
     forward_authorization: bool = False
     api_keys_file: str | None = None
     tracing: TracingConfig = field(default_factory=TracingConfig)
+    client_limits: ClientLimits = field(default_factory=ClientLimits)
+    # Peers (CIDRs) whose X-Forwarded-* headers are passed on; others' are replaced.
+    trusted_proxies: tuple[str, ...] = ()
+    cors: CorsConfig = field(default_factory=CorsConfig)
 
     def __post_init__(self) -> None:
         if not self.served_model_name:
@@ -277,6 +354,11 @@ class RouterConfig:
             raise ValueError("max body bytes and max connections must be >= 1")
         if not self.upstream_keepalive > 0:
             raise ValueError("the upstream keep-alive must be positive")
+        for cidr in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ValueError(f"trusted proxy {cidr!r} is not an IP network") from None
 
     @property
     def model_names(self) -> tuple[str, ...]:

@@ -45,12 +45,16 @@ Headers: hop-by-hop headers (RFC 9110 section 7.6.1) are dropped both ways, the 
 ``Authorization`` is dropped unless ``forward_authorization`` is set, and the request id
 travels upstream in ``X-Request-ID``. With tracing on, the client's ``traceparent`` and
 ``tracestate`` are replaced by ones naming the router's span (`llmservice.router.tracing`);
-with it off they pass through like any other header.
+with it off they pass through like any other header. The engine gets the client's address
+in ``X-Forwarded-For`` and its scheme in ``X-Forwarded-Proto`` (a client's own are passed on
+only from a trusted proxy); the engine's ``Date``, ``Server`` and CORS headers are not passed
+back: the server adds the one ``Date``, and CORS is the router's policy.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import math
 import time
@@ -105,8 +109,13 @@ HOP_BY_HOP = frozenset(
         b"upgrade",
     }
 )
+# The proxy headers a client may send; passed on only from a trusted proxy.
+_FORWARDED = frozenset(
+    {b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"x-forwarded-port",
+     b"forwarded"}
+)  # fmt: skip
 # Request headers the router sets itself or never forwards.
-_DROP_REQUEST = HOP_BY_HOP | {
+_DROP_REQUEST = HOP_BY_HOP | _FORWARDED | {
     b"host", b"content-length", b"content-type", b"expect", b"x-request-id",
 }  # fmt: skip
 _DROP_REQUEST_AUTH = _DROP_REQUEST | {b"authorization"}
@@ -118,6 +127,14 @@ _DROP_REQUEST_AUTH_TRACED = _DROP_REQUEST_AUTH | _TRACE_CONTEXT
 _USAGE_BODY_LIMIT = 1 << 20
 # Answers that say the replica could not take the request, not what the engine thinks of it.
 RETRY_STATUSES = frozenset({502, 503, 504})
+# Response headers that are the router's own: one Date (the server's), no engine Server
+# banner, the router's request id and CORS policy (`llmservice.router.cors`).
+_DROP_RESPONSE = HOP_BY_HOP | {
+    b"x-request-id", b"date", b"server",
+    b"access-control-allow-origin", b"access-control-allow-credentials",
+    b"access-control-expose-headers", b"access-control-allow-methods",
+    b"access-control-allow-headers", b"access-control-max-age", b"vary",
+}  # fmt: skip
 
 
 def make_pool(config: RouterConfig) -> Pool:
@@ -209,6 +226,7 @@ class Proxy:
         self.outliers = OutlierDetector(
             config.outliers, self.dispatcher.set_ejected, self.probe, metrics.registry, clock
         )
+        self._trusted = tuple(ipaddress.ip_network(c, strict=False) for c in config.trusted_proxies)
         self._gone: set[str] = set()
         self._targets: dict[str, tuple[str, int, bytes, bytes]] = {}
 
@@ -250,17 +268,25 @@ class Proxy:
         headers: Iterable[tuple[bytes, bytes]],
         request_id: str,
         trace_lines: list[bytes] | None = None,
+        client: tuple[str, int] | None = None,
+        scheme: str = "http",
     ) -> bytes:
         """The request's header lines for the engine, ``\\r\\n``-joined (no Host, no length).
 
         ``trace_lines`` (tracing on) replace the client's ``traceparent`` and ``tracestate``;
-        without them the client's pass through like any other header.
+        without them the client's pass through like any other header. The ``client``
+        address is appended to ``X-Forwarded-For`` and ``X-Forwarded-Proto`` is ``scheme``;
+        the client's own ``X-Forwarded-*`` and ``Forwarded`` are dropped, unless it is a
+        trusted proxy (``config.trusted_proxies``): then they pass on, its address appended.
         """
         forward_authorization = self.config.forward_authorization
         if trace_lines is None:
             drop = _DROP_REQUEST if forward_authorization else _DROP_REQUEST_AUTH
         else:
             drop = _DROP_REQUEST_TRACED if forward_authorization else _DROP_REQUEST_AUTH_TRACED
+        trusted = bool(self._trusted) and client is not None and self._trusted_proxy(client[0])
+        chain: list[bytes] = []
+        proto = scheme.encode()
         lines: list[bytes] = []
         for name, value in headers:
             if name in drop:
@@ -268,14 +294,33 @@ class Proxy:
                     named = {t.strip().lower() for t in value.split(b",")}
                     drop = drop | (named - {b"close", b"keep-alive"})
                     lines = [line for line in lines if line.split(b":", 1)[0] not in drop]
+                elif trusted and name in _FORWARDED:
+                    if name == b"x-forwarded-for":
+                        chain.append(value)
+                    elif name == b"x-forwarded-proto":
+                        proto = value
+                    else:
+                        lines.append(name + b": " + value)
                 continue
             if name not in drop:
                 lines.append(name + b": " + value)
+        if client is not None:
+            chain.append(client[0].encode())
+        if chain:
+            lines.append(b"x-forwarded-for: " + b", ".join(chain))
+        lines.append(b"x-forwarded-proto: " + proto)
         lines.append(b"content-type: application/json")
         lines.append(b"x-request-id: " + request_id.encode())
         if trace_lines is not None:
             lines.extend(trace_lines)
         return b"\r\n".join(lines)
+
+    def _trusted_proxy(self, address: str) -> bool:
+        try:
+            peer = ipaddress.ip_address(address)
+        except ValueError:  # not an IP address (a Unix socket's path)
+            return False
+        return any(peer in network for network in self._trusted)
 
     async def forward(
         self,
@@ -488,7 +533,7 @@ class Proxy:
         out_headers = [
             (name.lower(), value)
             for name, value in response.headers
-            if name.lower() not in HOP_BY_HOP and name.lower() != b"x-request-id"
+            if name.lower() not in _DROP_RESPONSE
         ]
         out_headers.append((b"x-request-id", exchange.request_id.encode()))
         out_headers.extend(exchange.extra_headers)

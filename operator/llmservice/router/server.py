@@ -5,6 +5,10 @@ the Service stops sending it traffic, then stops accepting connections and lets 
 streams in flight finish for up to ``grace_period`` seconds before it exits. A second
 SIGTERM, or a SIGINT, skips the delay. ``grace_period`` plus ``drain_delay`` should fit in
 the Pod's terminationGracePeriodSeconds.
+
+Client connections are bounded by the app's `ClientLimits` (header count and size, header
+and keep-alive timeouts, open connections), enforced by the protocol class of
+`llmservice.router.http_limits`; `server_config` is the one place uvicorn is configured.
 """
 
 from __future__ import annotations
@@ -17,8 +21,9 @@ from types import FrameType
 import uvicorn
 
 from llmservice.router.app import RouterApp
+from llmservice.router.http_limits import bounded_protocol
 
-__all__ = ["GC_THRESHOLD", "DrainingServer", "serve"]
+__all__ = ["GC_THRESHOLD", "DrainingServer", "serve", "server_config"]
 
 GC_THRESHOLD = 20_000
 
@@ -49,6 +54,35 @@ class DrainingServer(uvicorn.Server):
         return await super().on_tick(counter)
 
 
+def server_config(
+    app: RouterApp,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    log_level: str = "info",
+    grace_period: float = 60.0,
+    loop: str = "uvloop",
+) -> uvicorn.Config:
+    """uvicorn's configuration for `app`: httptools within the app's client limits."""
+    limits = app.config.client_limits
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        loop=loop,
+        http=bounded_protocol(limits),
+        lifespan="on",
+        access_log=False,
+        log_config=None,
+        log_level=log_level,
+        proxy_headers=False,
+        timeout_graceful_shutdown=int(grace_period),
+        server_header=False,
+        # The keep-alive timeout is the protocol's own (a float); this is uvicorn's copy.
+        timeout_keep_alive=int(limits.keep_alive_timeout),
+    )
+
+
 def serve(
     app: RouterApp,
     *,
@@ -59,21 +93,10 @@ def serve(
     grace_period: float,
 ) -> None:
     """Serve `app` until a signal stops it, draining first (see the module docstring)."""
-    server_config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        loop="uvloop",
-        http="httptools",
-        lifespan="on",
-        access_log=False,
-        log_config=None,
-        log_level=log_level,
-        proxy_headers=False,
-        timeout_graceful_shutdown=int(grace_period),
-        server_header=False,
+    config = server_config(
+        app, host=host, port=port, log_level=log_level, grace_period=grace_period
     )
-    server = DrainingServer(server_config, app, drain_delay)
+    server = DrainingServer(config, app, drain_delay)
     # Requests allocate many short-lived containers; collecting the young generation less
     # often, with everything loaded at startup frozen out of the scans, saves CPU per request.
     gc.freeze()

@@ -96,6 +96,11 @@ BASE: dict[str, Any] = {
             "apiKeysSecretRef": {"name": "keys", "key": "keys.yaml"},
             "forwardAuthorization": False,
             "resources": {"limits": {"memory": "1Gi"}},
+            "cors": {
+                "allowedOrigins": ["https://chat.example.com", "http://localhost:3000"],
+                "allowedHeaders": ["Authorization", "Content-Type", "X-Session"],
+                "maxAgeSeconds": 600,
+            },
         },
         "ingress": {
             "enabled": True,

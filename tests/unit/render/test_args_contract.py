@@ -108,3 +108,38 @@ def test_without_an_endpoint_nothing_is_traced() -> None:
         (deployment,) = engine.render(service)
         env = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
         assert not [e for e in env if e["name"].startswith("OTEL_")]
+
+
+def _with_cors(cors: dict[str, object] | None) -> LLMService:
+    document = yaml.safe_load(EXAMPLES[0].read_text(encoding="utf-8"))
+    if cors is not None:
+        document["spec"].setdefault("router", {})["cors"] = cors
+    return parse_llmservice(document)
+
+
+def test_cors_reaches_the_router() -> None:
+    service = _with_cors(
+        {
+            "allowedOrigins": ["https://chat.example.com", "http://localhost:3000"],
+            "allowedHeaders": ["Authorization", "Content-Type", "X-Conversation"],
+            "maxAgeSeconds": 600,
+        }
+    )
+    cors = build_config(parser().parse_args(router.router_args(service)[1:])).cors
+    assert cors.allowed_origins == ("https://chat.example.com", "http://localhost:3000")
+    assert cors.allowed_headers == ("Authorization", "Content-Type", "X-Conversation")
+    assert cors.max_age == 600
+
+
+def test_without_origins_cors_is_off_with_the_api_defaults() -> None:
+    for service in (_with_cors(None), _with_cors({"allowedOrigins": []})):
+        args = router.router_args(service)
+        assert not [arg for arg in args if arg.startswith("--cors")]
+        cors = build_config(parser().parse_args(args[1:])).cors
+        assert not cors.enabled
+        assert list(cors.allowed_headers) == service.spec.router.cors.allowed_headers
+    wildcard = build_config(
+        parser().parse_args(router.router_args(_with_cors({"allowedOrigins": ["*"]}))[1:])
+    )
+    assert wildcard.cors.allowed_origins == ("*",)
+    assert wildcard.cors.max_age is None

@@ -24,6 +24,7 @@ from llmservice.router import (
     create_app,
 )
 from llmservice.router.discovery import Listener
+from llmservice.router.server import server_config
 
 T = TypeVar("T")
 
@@ -98,17 +99,8 @@ class RouterServer:
         self._sock = socket.socket()
         self._sock.bind(("127.0.0.1", 0))
         self.port: int = self._sock.getsockname()[1]
-        self._server = uvicorn.Server(
-            uvicorn.Config(
-                self.app,
-                http="httptools",
-                loop="none",
-                lifespan="on",
-                log_config=None,
-                access_log=False,
-                timeout_graceful_shutdown=5,
-            )
-        )
+        # The router's own uvicorn configuration (its protocol and client limits).
+        self._server = uvicorn.Server(server_config(self.app, grace_period=5, loop="none"))
         self._task: asyncio.Task[None] | None = None
 
     @property

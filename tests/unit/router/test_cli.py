@@ -13,6 +13,7 @@ import pytest
 
 from llmservice.router import Strategy
 from llmservice.router.cli import build_config, main, parser
+from llmservice.router.config import ClientLimits
 
 from .backends import FakeBackend, Mode
 from .conftest import run, until
@@ -221,3 +222,44 @@ def test_bad_tracing_arguments_exit_2(flags: list[str], capsys: pytest.CaptureFi
     argv = ["--served-model-name", "m", "--static-backends", "http://127.0.0.1:9", *flags]
     assert main(argv) == 2
     assert "llmservice router:" in capsys.readouterr().err
+
+
+def test_client_limit_arguments_map_to_the_config() -> None:
+    base = ["--served-model-name", "m", "--static-backends", "http://127.0.0.1:9"]
+    assert build_config(parser().parse_args(base)).client_limits == ClientLimits()
+    args = [
+        *base,
+        "--max-header-count", "50",
+        "--max-header-bytes", "8192",
+        "--header-timeout", "2.5",
+        "--keep-alive-timeout", "620",
+        "--max-client-connections", "100",
+    ]  # fmt: skip
+    limits = build_config(parser().parse_args(args)).client_limits
+    assert limits == ClientLimits(
+        max_header_count=50,
+        max_header_bytes=8192,
+        header_timeout=2.5,
+        keep_alive_timeout=620,
+        max_connections=100,
+    )
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [["--max-header-bytes", "10"], ["--header-timeout", "0"], ["--max-client-connections", "0"]],
+)
+def test_bad_client_limit_arguments_exit_2(
+    flags: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--served-model-name", "m", "--static-backends", "http://127.0.0.1:9", *flags]
+    assert main(argv) == 2
+    assert "llmservice router:" in capsys.readouterr().err
+
+
+def test_trusted_proxies_argument_maps_to_the_config() -> None:
+    base = ["--served-model-name", "m", "--static-backends", "http://127.0.0.1:9"]
+    assert build_config(parser().parse_args(base)).trusted_proxies == ()
+    args = [*base, "--trusted-proxies", "10.0.0.0/8, fd00::/8"]
+    assert build_config(parser().parse_args(args)).trusted_proxies == ("10.0.0.0/8", "fd00::/8")
+    assert main([*base, "--trusted-proxies", "not-a-network"]) == 2

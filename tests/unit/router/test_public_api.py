@@ -61,7 +61,9 @@ def test_public_names_are_pinned() -> None:
 # Each module's own public names: the server lifecycle, the per-request deadlines and the
 # retry budget each live in a module named for what it holds.
 MODULES = {
-    "llmservice.router.server": ["DrainingServer", "GC_THRESHOLD", "serve"],
+    "llmservice.router.server": ["DrainingServer", "GC_THRESHOLD", "serve", "server_config"],
+    "llmservice.router.http_limits": ["BoundedHttpToolsProtocol", "bounded_protocol"],
+    "llmservice.router.cors": ["ALLOWED_METHODS", "RATE_LIMIT_HEADERS", "Cors"],
     "llmservice.router.deadlines": ["TIMEOUT_MESSAGES", "Watchdog"],
     "llmservice.router.retry_budget": ["RetryBudget"],
 }
