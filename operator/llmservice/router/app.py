@@ -268,6 +268,10 @@ class RouterApp:
         if not self.discovery.synced:
             return False, "replica discovery has not synced yet"
         if not self.proxy.replicas:
+            if self.config.admission.cold_start_timeout > 0:
+                # Scaled to zero: stay in the Service so that requests reach the router,
+                # which holds them while the engine starts.
+                return True, "no engine replica yet; requests are held for one"
             return False, "no engine replica is ready"
         return True, "ok"
 
@@ -330,6 +334,8 @@ class RouterApp:
             exchange.cause = error.cause
             if isinstance(error, TooManyRequests):
                 self._refused(error, exchange)
+            else:
+                exchange.extra_headers.extend(error.headers)
             if not exchange.response_started:
                 exchange.status = error.status
                 await self._send(send, error.status, error_body(error, request_id), exchange)

@@ -56,6 +56,7 @@ where it has the same knob)::
       --min-tokens-per-second-per-request R   throughput gate on the engines' decode rate
       --gate-interval 1                  seconds between scrapes of the engines' metrics
       --engine-priority                  set each request's vLLM priority from its key's
+      --cold-start-timeout 0             with no replica, hold requests this long (0: 503)
       # tracing (unset: off)
       --otlp-traces-endpoint URL         export a span per request to this OTLP/HTTP URL
       --trace-sampling-ratio 1.0         share of new traces kept
@@ -357,6 +358,13 @@ def parser() -> argparse.ArgumentParser:
         help="seconds a request may wait for a slot before it gets 429 (queue_timeout)",
     )
     p.add_argument(
+        "--cold-start-timeout",
+        type=float,
+        default=defaults.DEFAULT_COLD_START_TIMEOUT,
+        help="seconds a request that arrives while no engine replica is ready is held for one"
+        " (an engine scaling from zero) before it gets 503; 0: 503 at once",
+    )
+    p.add_argument(
         "--requests-per-minute",
         type=int,
         default=None,
@@ -469,6 +477,7 @@ def build_config(args: argparse.Namespace) -> RouterConfig:
             min_tokens_per_second_per_request=args.min_tokens_per_second_per_request,
             gate_interval=args.gate_interval,
             engine_priority=args.engine_priority,
+            cold_start_timeout=args.cold_start_timeout,
         ),
         max_body_bytes=args.max_body_bytes,
         outliers=OutlierConfig(

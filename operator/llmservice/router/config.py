@@ -57,6 +57,7 @@ DEFAULT_UPSTREAM_KEEPALIVE = 4.0
 DEFAULT_MAX_QUEUED = _API_ADMISSION.max_queued
 DEFAULT_QUEUE_TIMEOUT = float(_API_ADMISSION.queue_timeout_seconds)
 DEFAULT_GATE_INTERVAL = 1.0
+DEFAULT_COLD_START_TIMEOUT = 0.0  # no hold: with no replica, 503 at once
 DEFAULT_TRACE_SAMPLING_RATIO = _API_TRACING.sampling_ratio
 
 DEFAULT_MAX_CONNECTIONS = 1024
@@ -215,7 +216,10 @@ class AdmissionConfig:
     ``requests_per_minute`` is the global request limit. ``min_tokens_per_second_per_request``
     turns on the throughput gate, which scrapes the engines every ``gate_interval`` seconds.
     ``engine_priority`` sets each request's vLLM ``priority`` from its key's (the engines run
-    ``--scheduling-policy priority``).
+    ``--scheduling-policy priority``). ``cold_start_timeout`` (seconds, 0: off) holds requests
+    that arrive while no replica is routable, in the same queue, until one is or the timeout
+    passes: an engine scaled to zero is woken by the held requests (the operator sees them in
+    ``llmservice_router_queued``) rather than refused.
     """
 
     max_in_flight_per_replica: int | None = None
@@ -225,6 +229,7 @@ class AdmissionConfig:
     min_tokens_per_second_per_request: float | None = None
     gate_interval: float = DEFAULT_GATE_INTERVAL
     engine_priority: bool = False
+    cold_start_timeout: float = DEFAULT_COLD_START_TIMEOUT
 
     def __post_init__(self) -> None:
         if self.max_in_flight_per_replica is not None and self.max_in_flight_per_replica < 1:
@@ -235,6 +240,8 @@ class AdmissionConfig:
             raise ValueError("the queue timeout and the gate interval must be positive")
         if self.requests_per_minute is not None and self.requests_per_minute < 1:
             raise ValueError("requests per minute must be >= 1")
+        if not self.cold_start_timeout >= 0:
+            raise ValueError("the cold start timeout must be >= 0")
         floor = self.min_tokens_per_second_per_request
         if floor is not None and not floor > 0:
             raise ValueError("min tokens per second per request must be positive")

@@ -23,6 +23,7 @@ id, so a user can quote it when asking for help::
     │       └── QueueTimeout            waited the queue timeout without a free slot
     └── ServiceError                5xx: the router or the engine could not serve it
         ├── NoReadyReplica          503 nothing to route to (or the router is draining)
+        │   └── ColdStartTimeout        held for a replica (scaling from zero) in vain
         ├── UpstreamConnectError    502 every attempt failed before the first byte
         ├── UpstreamTimeout         504 connect, first-byte, idle or total timeout
         └── UpstreamProtocolError   502 the engine broke the connection mid-response
@@ -43,6 +44,7 @@ from typing import ClassVar
 
 __all__ = [
     "ClientError",
+    "ColdStartTimeout",
     "GlobalRateLimited",
     "InvalidRequest",
     "KeyQueueFull",
@@ -192,6 +194,18 @@ class NoReadyReplica(ServiceError):
     status = 503
     code = "no_ready_replica"
     cause = "no_ready_replica"
+
+
+class ColdStartTimeout(NoReadyReplica):
+    """No replica became ready while the request was held; ``Retry-After`` says when to
+    try again (an engine that is starting may need longer than the hold)."""
+
+    code = "cold_start_timeout"
+    cause = "cold_start_timeout"
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        self.retry_after = max(1, math.ceil(retry_after))
+        super().__init__(message, headers=((b"retry-after", str(self.retry_after).encode()),))
 
 
 class UpstreamConnectError(ServiceError):

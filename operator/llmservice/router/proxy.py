@@ -511,11 +511,15 @@ class Proxy:
             if self.on_wait is not None:
                 self.on_wait(exchange.client.name, 0.0)
             return choice
+        cold_start = 0.0
         if not self.replicas:
-            raise NoReadyReplica("No engine replica is ready to serve this request.")
+            # None yet (an engine scaling from zero): hold the request for one, if allowed.
+            cold_start = self.config.admission.cold_start_timeout
+            if cold_start <= 0:
+                raise NoReadyReplica("No engine replica is ready to serve this request.")
         queued_at = self.clock()
         try:
-            return await self.dispatcher.wait(exchange.key, exchange.client)
+            return await self.dispatcher.wait(exchange.key, exchange.client, cold_start)
         finally:
             exchange.queue_wait = self.clock() - queued_at
 

@@ -38,7 +38,7 @@ from llmservice.router.admission.fair_queue import FairQueue
 from llmservice.router.admission.rate import DecayingRate
 from llmservice.router.balancer import Balancer, Choice
 from llmservice.router.clients import Client
-from llmservice.router.errors import KeyQueueFull, QueueFull, QueueTimeout
+from llmservice.router.errors import ColdStartTimeout, KeyQueueFull, QueueFull, QueueTimeout
 
 __all__ = ["Dispatcher"]
 
@@ -215,8 +215,13 @@ class Dispatcher:
             share = weight / max(weights, weight)
         return min(self.queue_timeout, 1.0 / (per_second * share))
 
-    async def wait(self, key: str | None, client: Client) -> Choice:
-        """Wait in the queue for a slot; the refusals are `TooManyRequests` errors."""
+    async def wait(self, key: str | None, client: Client, cold_start: float = 0.0) -> Choice:
+        """Wait in the queue for a slot; the refusals are `TooManyRequests` errors.
+
+        ``cold_start`` > 0: there is no replica yet, and the request waits up to that many
+        seconds for one (in the same queue, so it counts in ``queued`` where an autoscaler
+        sees it), then fails with `ColdStartTimeout` (503) rather than `QueueTimeout`.
+        """
         name = client.name
         if client.max_queued is not None and self.queue.waiting(name) >= client.max_queued:
             raise KeyQueueFull(
@@ -233,7 +238,10 @@ class Dispatcher:
         waiter = _Waiter(loop.create_future(), key, name, weight, self.clock())
         self.queue.push(name, weight, waiter)
         self.waiting += 1
-        timer = loop.call_later(self.queue_timeout, self._expire, waiter, client)
+        if cold_start > 0:
+            timer = loop.call_later(cold_start, self._expire_cold, waiter, cold_start)
+        else:
+            timer = loop.call_later(self.queue_timeout, self._expire, waiter, client)
         try:
             return await waiter.future
         except asyncio.CancelledError:
@@ -254,5 +262,17 @@ class Dispatcher:
             QueueTimeout(
                 f"No engine replica had room within {self.queue_timeout:g} s.",
                 retry_after=self.expected_wait(client),
+            )
+        )
+
+    def _expire_cold(self, waiter: _Waiter, held: float) -> None:
+        if waiter.future.done() or not self.queue.remove(waiter.name, waiter):
+            return
+        self.waiting -= 1
+        waiter.future.set_exception(
+            ColdStartTimeout(
+                f"No engine replica became ready within {held:g} s; the engine may still be "
+                "starting.",
+                retry_after=min(held, 30.0),
             )
         )
