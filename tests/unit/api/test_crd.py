@@ -72,7 +72,15 @@ def test_printer_columns_and_short_name() -> None:
     columns = [column["name"] for column in version["additionalPrinterColumns"]]
     assert columns[:6] == ["Ready", "Model", "GPUs", "Replicas", "Tokens/s", "Age"]
     assert build_crd()["spec"]["names"]["shortNames"] == ["llms"]
-    assert version["subresources"] == {"status": {}}
+    # `kubectl scale`, an HPA or KEDA drive engine.replicas through the scale subresource.
+    assert version["subresources"] == {
+        "status": {},
+        "scale": {
+            "specReplicasPath": ".spec.engine.replicas",
+            "statusReplicasPath": ".status.replicas",
+            "labelSelectorPath": ".status.selector",
+        },
+    }
 
 
 def test_generated_crd_is_valid_yaml_round_trip() -> None:
