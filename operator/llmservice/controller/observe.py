@@ -120,7 +120,7 @@ def engine_observation(
     failed_mounts: Mapping[str, str] | None = None,
 ) -> Observation:
     if state.desired == 0:
-        return Observation(c.ENGINE_AVAILABLE, c.FALSE, c.SCALED_TO_ZERO, "engine.replicas is 0")
+        return Observation(c.ENGINE_AVAILABLE, c.FALSE, c.SCALED_TO_ZERO, "0 replicas desired")
     if state.rolled_out:
         return Observation(
             c.ENGINE_AVAILABLE, c.TRUE, c.AVAILABLE, f"{state.ready}/{state.desired} replicas ready"
@@ -215,13 +215,17 @@ def summary(
             Observation(c.RECONCILING, c.FALSE, c.RECONCILED, ""),
             Observation(c.STALLED, c.FALSE, c.RECONCILED, ""),
         )
-    if engine.reason == c.SCALED_TO_ZERO:
+    at_zero = engine.reason == c.SCALED_TO_ZERO
+    if at_zero and router.status == c.TRUE:
+        # What the spec (or the autoscaler, for an idle service) asks for: healthy, so
+        # kstatus, Flux and Argo CD show it as such; the router stays up to take requests.
+        message = "no engine replica runs (0 desired); the router is up"
         return (
-            Observation(c.READY, c.FALSE, c.SCALED_TO_ZERO, engine.message),
+            Observation(c.READY, c.TRUE, c.SCALED_TO_ZERO, message),
             Observation(c.RECONCILING, c.FALSE, c.SCALED_TO_ZERO, ""),
             Observation(c.STALLED, c.FALSE, c.SCALED_TO_ZERO, ""),
         )
-    waiting = engine if engine.status != c.TRUE else router
+    waiting = engine if engine.status != c.TRUE and not at_zero else router
     reason = c.WAITING_FOR_ENGINE if waiting is engine else c.WAITING_FOR_ROUTER
     message = f"{waiting.type}: {waiting.message}"
     return (
