@@ -215,17 +215,24 @@ def summary(
             Observation(c.RECONCILING, c.FALSE, c.RECONCILED, ""),
             Observation(c.STALLED, c.FALSE, c.RECONCILED, ""),
         )
-    at_zero = engine.reason == c.SCALED_TO_ZERO
-    if at_zero and router.status == c.TRUE:
-        # What the spec (or the autoscaler, for an idle service) asks for: healthy, so
-        # kstatus, Flux and Argo CD show it as such; the router stays up to take requests.
-        message = "no engine replica runs (0 desired); the router is up"
+    if engine.reason == c.SCALED_TO_ZERO:
+        # What the spec (or the autoscaler, for an idle service) asks for, never a fault.
+        # With a ready router the endpoint takes requests (and wakes the engine): Ready.
+        # A router that reports not ready while no engine replica exists stays
+        # ScaledToZero too, not Reconciling, which would hold GitOps health checks for ever.
+        if router.status == c.TRUE:
+            ready = Observation(
+                c.READY, c.TRUE, c.SCALED_TO_ZERO, "no engine replica runs; the router is up"
+            )
+        else:
+            message = f"no engine replica runs; {router.type}: {router.message}"
+            ready = Observation(c.READY, c.FALSE, c.SCALED_TO_ZERO, message)
         return (
-            Observation(c.READY, c.TRUE, c.SCALED_TO_ZERO, message),
+            ready,
             Observation(c.RECONCILING, c.FALSE, c.SCALED_TO_ZERO, ""),
             Observation(c.STALLED, c.FALSE, c.SCALED_TO_ZERO, ""),
         )
-    waiting = engine if engine.status != c.TRUE and not at_zero else router
+    waiting = engine if engine.status != c.TRUE else router
     reason = c.WAITING_FOR_ENGINE if waiting is engine else c.WAITING_FOR_ROUTER
     message = f"{waiting.type}: {waiting.message}"
     return (

@@ -304,6 +304,21 @@ def _metrics_targets(pods: list[dict[str, Any]], port: int) -> list[tuple[str, s
     ]
 
 
+def _running_targets(pods: list[dict[str, Any]], port: int) -> list[tuple[str, str]]:
+    """(name, /metrics URL) of the Pods that run, ready or not.
+
+    A router with no engine replica behind it fails its readiness probe, yet it is the one
+    that sees the requests arriving at zero: the autoscaler must hear from it.
+    """
+    return [
+        (p["metadata"]["name"], f"http://{p['status']['podIP']}:{port}/metrics")
+        for p in pods
+        if (p.get("status") or {}).get("phase") == "Running"
+        and (p.get("status") or {}).get("podIP")
+        and not p["metadata"].get("deletionTimestamp")
+    ]
+
+
 def _with_engine_replicas(
     desired: list[dict[str, Any]], engine: str, replicas: int
 ) -> list[dict[str, Any]]:
@@ -350,7 +365,7 @@ async def _autoscale(
         name,
         service.spec.engine.autoscaling,
         current,
-        _metrics_targets(router_pods, naming.ROUTER_PORT),
+        _running_targets(router_pods, naming.ROUTER_PORT),
         _metrics_targets(pods, naming.ENGINE_PORT),
         ctx.now,
     )
