@@ -544,7 +544,9 @@ class EngineSpec(CamelModel):
     )
     image_pull_policy: PullPolicy = Field(default="IfNotPresent", description="Image pull policy.")
     replicas: Annotated[int, Field(ge=0, le=64)] = Field(
-        default=1, description="Number of engine replicas; each holds a full copy of the model."
+        default=1,
+        description="Number of engine replicas; each holds a full copy of the model. The"
+        " scale subresource sets it (`kubectl scale`, a HorizontalPodAutoscaler, KEDA).",
     )
     gpus: Annotated[int, Field(ge=1, le=16)] = Field(
         default=1, description="GPUs per replica (the GPU resource limit of each engine Pod)."
