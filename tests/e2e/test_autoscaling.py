@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from kubernetes import client
+from prometheus_client.parser import text_string_to_metric_families
 
 from llmservice.sandbox import audit
 from llmservice.sandbox.cluster import Sandbox
@@ -31,7 +32,7 @@ from tests.e2e.llmservices import (
     minimal,
     wait_ready,
 )
-from tests.e2e.operator_fixture import OperatorProcess, running_operator
+from tests.e2e.operator_fixture import OperatorProcess, free_port, running_operator
 from tests.e2e.waiting import eventually, holds_for
 
 pytestmark = pytest.mark.e2e
@@ -39,16 +40,31 @@ pytestmark = pytest.mark.e2e
 MODEL = "Qwen/Qwen2.5-0.5B-Instruct"
 SLOW_ENGINE = ["--sim-time-scale=50"]  # about 0.4 s per generated token
 ROUTER_PORT = 8080
+METRICS_PORT = free_port()
 
 
 @pytest.fixture(scope="module")
 def operator(
     sandbox: Sandbox, llmservice_crd: dict[str, Any], product: Product
 ) -> Iterator[OperatorProcess]:
-    with running_operator(
-        sandbox, product, "operator-autoscaling.log", ["--autoscale-interval", "1"]
-    ) as process:
+    args = ["--autoscale-interval", "1", "--metrics-host", "127.0.0.1",
+            "--metrics-port", str(METRICS_PORT)]  # fmt: skip
+    with running_operator(sandbox, product, "operator-autoscaling.log", args) as process:
         yield process
+
+
+def scaling_decisions(namespace: str) -> dict[str, float]:
+    """llmservice_operator_scaling_decisions_total of `namespace`, by reason."""
+    url = f"http://127.0.0.1:{METRICS_PORT}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    return {
+        sample.labels["reason"]: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "llmservice_operator_scaling_decisions_total"
+        and sample.labels["namespace"] == namespace
+    }
 
 
 def engine_deployment(apps: client.AppsV1Api, namespace: str, name: str) -> Any:
@@ -259,6 +275,8 @@ def test_autoscaler_scales_up_under_load_down_after_and_a_reapply_does_not_fight
     assert "ScaleUp" in steps
     assert "ScaleDown" in steps
     assert steps == sorted(steps, key=lambda reason: reason == "ScaleDown"), steps
+    counted = scaling_decisions(namespace)
+    assert counted == {reason: float(steps.count(reason)) for reason in set(steps)}, counted
     assert obj["spec"]["engine"]["replicas"] == 1
 
 
