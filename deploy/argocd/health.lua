@@ -10,9 +10,11 @@
 --   no status yet, or metadata.generation not yet observed  -> Progressing
 --   Stalled=True (Unschedulable, SecretNotFound, ...)        -> Degraded, with its message
 --   Reconciling=True (rolling out, waiting, API errors)      -> Progressing, with its message
---   Ready=True                                               -> Healthy
---   Ready=False, reason ScaledToZero (engine.replicas: 0)    -> Healthy: the spec asks for
---     no replica and got none, as Argo CD's own check says of a Deployment scaled to 0;
+--   Ready=True (reason ScaledToZero too: no engine replica,   -> Healthy
+--     the router up)
+--   Ready=False, reason ScaledToZero (no engine replica,     -> Healthy: the spec or the
+--     the router not ready)                                     autoscaler asks for no
+--     replica and got none, as Argo CD's own check says of a Deployment scaled to 0;
 --     Suspended would hold `argocd app wait --health` and sync waves for ever.
 --   Ready=Unknown or missing                                 -> Progressing
 --   Ready=False otherwise                                    -> Degraded, with its message

@@ -12,7 +12,7 @@ import os
 import socket
 import subprocess
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -31,10 +31,13 @@ def free_port() -> int:
 class OperatorProcess:
     """One operator process at a time, started and stopped on demand."""
 
-    def __init__(self, kubeconfig: Path, log_path: Path, product: Product) -> None:
+    def __init__(
+        self, kubeconfig: Path, log_path: Path, product: Product, args: Sequence[str] = ()
+    ) -> None:
         self.kubeconfig = kubeconfig
         self.log_path = log_path
         self.product = product
+        self.args = list(args)
         self.process: subprocess.Popen[bytes] | None = None
         self.port = 0
 
@@ -45,7 +48,8 @@ class OperatorProcess:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 self.product.command(
-                    "operator", "--liveness-host", "127.0.0.1", "--liveness-port", str(self.port)
+                    "operator", "--liveness-host", "127.0.0.1", "--liveness-port", str(self.port),
+                    *self.args,
                 ),
                 env=env, stdout=log, stderr=subprocess.STDOUT,
             )  # fmt: skip
@@ -82,10 +86,11 @@ class OperatorProcess:
 
 @contextmanager
 def running_operator(
-    sandbox: Sandbox, product: Product, log_name: str
+    sandbox: Sandbox, product: Product, log_name: str, args: Sequence[str] = ()
 ) -> Iterator[OperatorProcess]:
-    """An operator started for a test module, logging to `log_name` in the sandbox directory."""
-    process = OperatorProcess(sandbox.kubeconfig, sandbox.dir.root / log_name, product)
+    """An operator started for a test module, logging to `log_name` in the sandbox directory;
+    `args` are added to its command line."""
+    process = OperatorProcess(sandbox.kubeconfig, sandbox.dir.root / log_name, product, args)
     process.start()
     try:
         yield process

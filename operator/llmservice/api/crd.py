@@ -90,6 +90,15 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
 ]
 
 
+# `kubectl scale`, a HorizontalPodAutoscaler or KEDA set engine.replicas; the status says
+# how many replicas the engine has and which Pods they are.
+SCALE_SUBRESOURCE = {
+    "specReplicasPath": ".spec.engine.replicas",
+    "statusReplicasPath": ".status.replicas",
+    "labelSelectorPath": ".status.selector",
+}
+
+
 class _DefaultFactorySchema(GenerateJsonSchema):
     """Emit defaults that come from `default_factory` in full (pydantic may write `{}`)."""
 
@@ -242,7 +251,7 @@ def build_crd() -> dict[str, Any]:
                     "name": VERSION,
                     "served": True,
                     "storage": True,
-                    "subresources": {"status": {}},
+                    "subresources": {"status": {}, "scale": SCALE_SUBRESOURCE},
                     "additionalPrinterColumns": PRINTER_COLUMNS,
                     "schema": {"openAPIV3Schema": openapi_schema()},
                 }

@@ -434,6 +434,74 @@ class ResourceRequirements(CamelModel):
     )
 
 
+AutoscalingMetric = Literal["InFlightRequests", "KVCacheUsage"]
+MAX_STABILIZATION_SECONDS = 3600  # as the HorizontalPodAutoscaler allows
+MAX_IDLE_SECONDS = 7 * 24 * 3600
+
+
+class AutoscalingSpec(CamelModel):
+    """The operator's own autoscaler of the engine replicas (HorizontalPodAutoscaler rules)."""
+
+    model_config = CamelModel.model_config | {
+        "json_schema_extra": cel_rules(
+            cel(
+                "self.minReplicas <= self.maxReplicas",
+                "engine.autoscaling.minReplicas must not exceed engine.autoscaling.maxReplicas",
+                ".minReplicas",
+            ),
+            cel(
+                "self.metric != 'KVCacheUsage' || self.targetPerReplica <= 1.0",
+                "engine.autoscaling.targetPerReplica must be at most 1 with metric KVCacheUsage"
+                " (a fraction of the KV cache, such as 0.7)",
+                ".targetPerReplica",
+            ),
+        )
+    }
+
+    enabled: bool = Field(
+        default=False,
+        description="Let the operator set the engine replicas from the load; engine.replicas"
+        " is then only the starting count.",
+    )
+    min_replicas: Annotated[int, Field(ge=0, le=64)] = Field(
+        default=1,
+        description="Fewest engine replicas. 0 lets an idle service scale to zero after"
+        " scaleToZeroAfterIdleSeconds; load never scales below 1 otherwise.",
+    )
+    max_replicas: Annotated[int, Field(ge=1, le=64)] = Field(
+        default=4, description="Most engine replicas."
+    )
+    metric: AutoscalingMetric = Field(
+        default="InFlightRequests",
+        description="Load per replica: InFlightRequests (requests the routers have on the"
+        " engines plus those waiting in their queues, from the router Pods' metrics) or"
+        " KVCacheUsage (the engines' mean KV-cache usage, 0 to 1: follows long contexts that"
+        " request counts miss).",
+    )
+    target_per_replica: Annotated[float, Field(gt=0, le=100000)] = Field(
+        default=8.0,
+        description="Target value of the metric per replica; replicas = ceil(current x"
+        " value / target), unchanged within 10% of the target.",
+    )
+    scale_up_stabilization_seconds: Annotated[int, Field(ge=0, le=MAX_STABILIZATION_SECONDS)] = (
+        Field(
+            default=0,
+            description="Scale up only to the lowest count recommended within this window.",
+        )
+    )
+    scale_down_stabilization_seconds: Annotated[int, Field(ge=0, le=MAX_STABILIZATION_SECONDS)] = (
+        Field(
+            default=300,
+            description="Scale down only to the highest count recommended within this window.",
+        )
+    )
+    scale_to_zero_after_idle_seconds: Annotated[int, Field(ge=10, le=MAX_IDLE_SECONDS)] = Field(
+        default=600,
+        description="With minReplicas 0: seconds without any request (none arriving, in"
+        " flight or queued at the routers) before the engine goes to zero replicas.",
+    )
+
+
 class EngineSpec(CamelModel):
     """The vLLM engine replicas."""
 
@@ -481,7 +549,9 @@ class EngineSpec(CamelModel):
     )
     image_pull_policy: PullPolicy = Field(default="IfNotPresent", description="Image pull policy.")
     replicas: Annotated[int, Field(ge=0, le=64)] = Field(
-        default=1, description="Number of engine replicas; each holds a full copy of the model."
+        default=1,
+        description="Number of engine replicas; each holds a full copy of the model. The"
+        " scale subresource sets it (`kubectl scale`, a HorizontalPodAutoscaler, KEDA).",
     )
     gpus: Annotated[int, Field(ge=1, le=16)] = Field(
         default=1, description="GPUs per replica (the GPU resource limit of each engine Pod)."
@@ -533,6 +603,11 @@ class EngineSpec(CamelModel):
     )
     shm_size: QuantityString = Field(
         default="16Gi", description="Size of the memory-backed /dev/shm (NCCL needs it)."
+    )
+    autoscaling: AutoscalingSpec = Field(
+        default_factory=AutoscalingSpec,
+        description="Set the replicas from the load; `kubectl scale` and external"
+        " autoscalers drive engine.replicas while this is disabled.",
     )
 
 
@@ -956,6 +1031,15 @@ class LLMServiceSpec(CamelModel):
                 "storage.accessModes must include ReadWriteMany when engine.replicas > 1:"
                 " a ReadWriteOnce claim cannot be shared by replicas on different nodes",
                 ".storage.accessModes",
+            ),
+            cel(
+                "!has(self.storage) || !has(self.engine) || !self.storage.enabled"
+                " || !self.engine.autoscaling.enabled || self.engine.autoscaling.maxReplicas <= 1"
+                " || 'ReadWriteMany' in self.storage.accessModes",
+                "engine.autoscaling.maxReplicas must be 1 unless storage.accessModes includes"
+                " ReadWriteMany: a ReadWriteOnce claim cannot be shared by replicas on"
+                " different nodes",
+                ".engine.autoscaling.maxReplicas",
             ),
             cel(
                 "!has(self.storage) || !self.model.name.startsWith('pvc://')"

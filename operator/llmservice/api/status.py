@@ -51,6 +51,43 @@ class Throughput(CamelModel):
     observed_at: datetime | None = Field(default=None, description="End of the window.")
 
 
+class ScalingDecision(CamelModel):
+    """One step the autoscaler took, with what it saw."""
+
+    time: datetime = Field(description="When the step was taken.")
+    from_replicas: Annotated[int, Field(ge=0)] = Field(
+        alias="from", description="Engine replicas before the step."
+    )
+    to_replicas: Annotated[int, Field(ge=0)] = Field(
+        alias="to", description="Engine replicas after the step."
+    )
+    reason: Annotated[str, Field(max_length=64, pattern=r"^[A-Za-z][A-Za-z0-9]*$")] = Field(
+        description="ScaleUp, ScaleDown, ScaleToZero or WakeUp."
+    )
+    message: Annotated[str, Field(max_length=1024)] = Field(
+        default="", description="The inputs of the decision, in words."
+    )
+    metric: Annotated[str, Field(max_length=64)] = Field(
+        default="", description="The metric the decision followed."
+    )
+    value: float = Field(default=0.0, description="The metric's value, over all replicas.")
+    target_per_replica: float = Field(default=0.0, description="The target per replica.")
+
+
+class AutoscalingStatus(CamelModel):
+    """What the operator's autoscaler decided (absent while it is disabled)."""
+
+    current_replicas: Annotated[int, Field(ge=0)] = Field(
+        description="Engine replicas the Deployment has now."
+    )
+    desired_replicas: Annotated[int, Field(ge=0)] = Field(
+        description="Engine replicas the autoscaler wants."
+    )
+    last_decision: ScalingDecision | None = Field(
+        default=None, description="The last scaling step."
+    )
+
+
 class LLMServiceStatus(CamelModel):
     """Observed state, written only by the operator."""
 
@@ -71,7 +108,12 @@ class LLMServiceStatus(CamelModel):
         | None
     ) = Field(default=None, description="Ready, Reconciling, Stalled and component conditions.")
     replicas: Annotated[int, Field(ge=0)] | None = Field(
-        default=None, description="Engine replicas desired."
+        default=None,
+        description="Engine replicas desired: engine.replicas, or the autoscaler's count.",
+    )
+    selector: Annotated[str, Field(max_length=1024)] | None = Field(
+        default=None,
+        description="Label selector of the engine Pods, for the scale subresource.",
     )
     ready_replicas: Annotated[int, Field(ge=0)] | None = Field(
         default=None, description="Engine replicas ready to serve."
@@ -86,3 +128,6 @@ class LLMServiceStatus(CamelModel):
         default=None, description="OpenAI-compatible base URL of the router."
     )
     throughput: Throughput | None = Field(default=None, description="Recent served load.")
+    autoscaling: AutoscalingStatus | None = Field(
+        default=None, description="The autoscaler's replicas and last step."
+    )

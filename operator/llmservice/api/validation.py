@@ -10,7 +10,8 @@ a set, unique keys in a map list), then evaluates the CEL rules. Here:
    so the schema is the same one. One leniency is copied: the API server takes a float
    without fraction (2.0) for an integer field, but a CEL rule that reads the field then
    fails ("expected int, got float64"), so such values are integers for the schema and
-   unreadable for the rules;
+   unreadable for the rules; engine.replicas, which the scale subresource reads, must be
+   an integer outright;
 3. lists the CRD declares as sets or map lists are checked for duplicates;
 4. the CRD's CEL rules are evaluated with cel-python on the defaulted object, node by node,
    exactly where the CRD attaches them, with the Kubernetes quantity library added.
@@ -246,6 +247,10 @@ def cel_errors(schema: Mapping[str, Any], value: Any) -> Iterator[FieldError]:
                 yield FieldError(where, rule["message"])
 
 
+# The spec field the CRD's scale subresource reads (specReplicasPath, under .spec).
+SCALE_REPLICAS_PATH: Path = ("engine", "replicas")
+
+
 @cache
 def _crd_schema() -> Mapping[str, Any]:
     from llmservice.api.crd import openapi_schema  # imported late: crd imports the models
@@ -279,6 +284,12 @@ def parse_llmservice(document: Any) -> LLMService:
     schema = _crd_schema()
     spec_schema = schema["properties"]["spec"]
     floats = list(_integral_floats(spec_schema, body.get("spec")))
+    scaled = [path for path in floats if path == SCALE_REPLICAS_PATH]
+    if scaled:
+        # The scale subresource reads this field as an int64: the API server refuses 2.0.
+        raise InvalidLLMService(
+            [FieldError("spec.engine.replicas", "must be an integer, not a float (2, not 2.0)")]
+        )
     for path in floats:
         _replace(body["spec"], path, int(_get(body["spec"], path)))
     try:

@@ -23,6 +23,7 @@ from kubernetes import client, config
 from prometheus_client import CollectorRegistry
 
 from llmservice import logs
+from llmservice.controller.autoscaler import Autoscaler
 from llmservice.controller.handlers import OperatorState, configure, register
 from llmservice.controller.kube import ClusterAPI
 from llmservice.controller.metrics import OperatorMetrics, serve_metrics
@@ -46,6 +47,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--scrape-interval", type=float, default=10.0,
                         help="seconds between scrapes of the engine Pods (throughput) and of"
                              " the router Pods (API keys file accepted)")  # fmt: skip
+    parser.add_argument("--autoscale-interval", type=float, default=3.0,
+                        help="seconds between autoscaler evaluations (scrapes of the router"
+                             " Pods) of each LLMService with engine.autoscaling; short, so"
+                             " a request at zero replicas wakes the engine quickly")  # fmt: skip
     parser.add_argument("--status-interval", type=float, default=30.0,
                         help="minimum seconds between throughput writes to the status")  # fmt: skip
     parser.add_argument("--liveness-host", default="0.0.0.0")  # noqa: S104 - probed by kubelet
@@ -87,6 +92,9 @@ async def run(args: argparse.Namespace) -> None:
                 http, args.scrape_interval, args.status_interval, on_scrape=metrics.scraped
             ),
             router_keys=RouterKeysTracker(http, args.scrape_interval),
+            # A little under the tick, so a tick that comes early by a few milliseconds
+            # still scrapes.
+            autoscaler=Autoscaler(http, 0.8 * args.autoscale_interval),
             store=store,
             metrics=metrics,
         )
@@ -100,7 +108,9 @@ async def run(args: argparse.Namespace) -> None:
         periodic = PeriodicReconciler(
             state.store.llmservices, state.reconcile, args.resync_interval
         )
+        autoscale = PeriodicReconciler(state.autoscaled, state.reconcile, args.autoscale_interval)
         resync = asyncio.create_task(periodic.run())
+        autoscaling = asyncio.create_task(autoscale.run())
         runner = None
         if args.metrics_port:
             runner = await serve_metrics(metrics.registry, args.metrics_host, args.metrics_port)
@@ -115,7 +125,8 @@ async def run(args: argparse.Namespace) -> None:
             )
         finally:
             resync.cancel()
-            await asyncio.gather(resync, return_exceptions=True)
+            autoscaling.cancel()
+            await asyncio.gather(resync, autoscaling, return_exceptions=True)
             if runner is not None:
                 await runner.cleanup()
 

@@ -26,6 +26,7 @@ from typing import Any
 
 import kopf
 
+from llmservice.controller.autoscaler import Autoscaler
 from llmservice.controller.kinds import (
     CHILD_KINDS,
     LLMSERVICE,
@@ -68,6 +69,7 @@ class OperatorState:
     api: ClusterAPI
     throughput: ThroughputTracker
     router_keys: RouterKeysTracker | None = None
+    autoscaler: Autoscaler | None = None
     store: ClusterStore = field(default_factory=ClusterStore)
     renders: RenderCache = field(default_factory=RenderCache)
     refused: RefusedChildren = field(default_factory=RefusedChildren)
@@ -94,6 +96,10 @@ class OperatorState:
                 self.crd_checked_at = now
         return self.installed_crds
 
+    def autoscaled(self) -> list[dict[str, Any]]:
+        """The LLMServices whose engine the operator's autoscaler sizes."""
+        return [body for body in self.store.llmservices() if autoscaling_enabled(body)]
+
     async def reconcile(self, body: Mapping[str, Any]) -> None:
         meta = body["metadata"]
         key = (meta["namespace"], meta["name"])
@@ -112,6 +118,8 @@ class OperatorState:
                 refused=self.refused,
                 mounts=self.mounts,
                 router_keys=self.router_keys,
+                autoscaler=self.autoscaler,
+                on_scaling=self.metrics.scaled if self.metrics is not None else None,
             )
             started = time.monotonic()
             ok = False
@@ -160,6 +168,11 @@ class OperatorState:
             self.retries.pop(key, None)
 
 
+def autoscaling_enabled(body: Mapping[str, Any]) -> bool:
+    engine = (body.get("spec") or {}).get("engine") or {}
+    return bool((engine.get("autoscaling") or {}).get("enabled"))
+
+
 def backoff(retry: int) -> float:
     """Seconds before retry number `retry` (from 0): 1, 2, 4, ... up to a minute."""
     return float(min(MAX_BACKOFF_SECONDS, 2 ** max(retry, 0)))
@@ -178,6 +191,8 @@ def register(registry: kopf.OperatorRegistry, state: OperatorState) -> None:
             state.throughput.forget(*key)
             if state.router_keys is not None:
                 state.router_keys.forget(*key)
+            if state.autoscaler is not None:
+                state.autoscaler.forget(*key)
             state.renders.forget(*key)
             state.refused.forget(key)
         else:

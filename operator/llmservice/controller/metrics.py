@@ -6,6 +6,8 @@
 ``llmservice_operator_api_errors_total{verb,code}``                    API requests that failed
 ``llmservice_operator_scrapes_total{namespace,llmservice}``            engine /metrics scrapes
 ``llmservice_operator_scrape_failures_total{namespace,llmservice}``    ... that failed
+``llmservice_operator_scaling_decisions_total{namespace,llmservice,``  autoscaler steps, by reason
+``reason}``                                                            (ScaleUp, ScaleDown, ...)
 ``llmservice_operator_llmservices{type,status}``                       LLMServices by condition
 ``llmservice_operator_llmservice_condition{namespace,llmservice,``     1 for each condition's
 ``type,status,reason}``                                                current status and reason
@@ -121,6 +123,12 @@ class OperatorMetrics:
             ["namespace", "llmservice"],
             registry=registry,
         )
+        self.scaling_decisions = Counter(
+            f"{PREFIX}_scaling_decisions",
+            "Steps of the autoscaler: ScaleUp, ScaleDown, ScaleToZero, WakeUp.",
+            ["namespace", "llmservice", "reason"],
+            registry=registry,
+        )
         registry.register(_StatusCollector(llmservices))
 
     def reconciled(self, seconds: float, ok: bool) -> None:
@@ -130,6 +138,9 @@ class OperatorMetrics:
     def api_error(self, verb: str, code: int) -> None:
         if code != NOT_AN_ERROR:
             self.api_errors.labels(verb, str(code)).inc()
+
+    def scaled(self, namespace: str, name: str, reason: str) -> None:
+        self.scaling_decisions.labels(namespace, name, reason).inc()
 
     def scraped(self, namespace: str, name: str, attempted: int, failed: int) -> None:
         self.scrapes.labels(namespace, name).inc(attempted)

@@ -120,7 +120,7 @@ def engine_observation(
     failed_mounts: Mapping[str, str] | None = None,
 ) -> Observation:
     if state.desired == 0:
-        return Observation(c.ENGINE_AVAILABLE, c.FALSE, c.SCALED_TO_ZERO, "engine.replicas is 0")
+        return Observation(c.ENGINE_AVAILABLE, c.FALSE, c.SCALED_TO_ZERO, "0 replicas desired")
     if state.rolled_out:
         return Observation(
             c.ENGINE_AVAILABLE, c.TRUE, c.AVAILABLE, f"{state.ready}/{state.desired} replicas ready"
@@ -216,8 +216,19 @@ def summary(
             Observation(c.STALLED, c.FALSE, c.RECONCILED, ""),
         )
     if engine.reason == c.SCALED_TO_ZERO:
+        # What the spec (or the autoscaler, for an idle service) asks for, never a fault.
+        # With a ready router the endpoint takes requests (and wakes the engine): Ready.
+        # A router that reports not ready while no engine replica exists stays
+        # ScaledToZero too, not Reconciling, which would hold GitOps health checks for ever.
+        if router.status == c.TRUE:
+            ready = Observation(
+                c.READY, c.TRUE, c.SCALED_TO_ZERO, "no engine replica runs; the router is up"
+            )
+        else:
+            message = f"no engine replica runs; {router.type}: {router.message}"
+            ready = Observation(c.READY, c.FALSE, c.SCALED_TO_ZERO, message)
         return (
-            Observation(c.READY, c.FALSE, c.SCALED_TO_ZERO, engine.message),
+            ready,
             Observation(c.RECONCILING, c.FALSE, c.SCALED_TO_ZERO, ""),
             Observation(c.STALLED, c.FALSE, c.SCALED_TO_ZERO, ""),
         )

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -27,9 +27,11 @@ from kubernetes import client
 from pydantic import ValidationError
 
 from llmservice.api import Condition, LLMService, LLMServiceStatus, Throughput
+from llmservice.api.status import AutoscalingStatus, ScalingDecision
 from llmservice.api.validation import InvalidLLMService
 from llmservice.controller import conditions as c
 from llmservice.controller import observe
+from llmservice.controller.autoscaler import Autoscaler, Evaluation
 from llmservice.controller.compare import is_subset
 from llmservice.controller.conditions import Observation
 from llmservice.controller.fieldpaths import describe
@@ -50,6 +52,7 @@ from llmservice.controller.throughput import Rates, ThroughputTracker
 from llmservice.logs import about
 from llmservice.pods import is_serving
 from llmservice.render import naming
+from llmservice.render.engine import engine_replicas as rendered_engine_replicas
 from llmservice.render.services import endpoint_url
 
 log = logging.getLogger(__name__)
@@ -70,6 +73,10 @@ class Context:
     now: float = field(default_factory=time.monotonic)
     # None: router Pods are not asked about their API keys file.
     router_keys: RouterKeysTracker | None = None
+    # None: engine.autoscaling is not acted on (the rendered engine.replicas is applied).
+    autoscaler: Autoscaler | None = None
+    # Hears of every scaling step: (namespace, name, reason).
+    on_scaling: Callable[[str, str, str], None] | None = None
 
 
 @dataclass
@@ -284,12 +291,117 @@ async def _rejected_keys(
     if ctx.router_keys is None or service.spec.router.api_keys_secret_ref is None:
         return 0
     namespace, name = service.metadata.namespace or "", service.metadata.name or ""
-    targets = [
-        (p["metadata"]["name"], f"http://{p['status']['podIP']}:{naming.ROUTER_PORT}/metrics")
-        for p in router_pods
+    targets = _metrics_targets(router_pods, naming.ROUTER_PORT)
+    return await ctx.router_keys.rejecting(namespace, name, targets, ctx.now)
+
+
+def _metrics_targets(pods: list[dict[str, Any]], port: int) -> list[tuple[str, str]]:
+    """(name, /metrics URL) of the Pods that serve."""
+    return [
+        (p["metadata"]["name"], f"http://{p['status']['podIP']}:{port}/metrics")
+        for p in pods
         if is_serving(p)
     ]
-    return await ctx.router_keys.rejecting(namespace, name, targets, ctx.now)
+
+
+def _running_targets(pods: list[dict[str, Any]], port: int) -> list[tuple[str, str]]:
+    """(name, /metrics URL) of the Pods that run, ready or not.
+
+    A router with no engine replica behind it fails its readiness probe, yet it is the one
+    that sees the requests arriving at zero: the autoscaler must hear from it.
+    """
+    return [
+        (p["metadata"]["name"], f"http://{p['status']['podIP']}:{port}/metrics")
+        for p in pods
+        if (p.get("status") or {}).get("phase") == "Running"
+        and (p.get("status") or {}).get("podIP")
+        and not p["metadata"].get("deletionTimestamp")
+    ]
+
+
+def _with_engine_replicas(
+    desired: list[dict[str, Any]], engine: str, replicas: int
+) -> list[dict[str, Any]]:
+    """`desired` with the engine Deployment's replicas set (copies; the cached render stays)."""
+    result = []
+    for obj in desired:
+        if obj["kind"] == "Deployment" and obj["metadata"]["name"] == engine:
+            obj = {**obj, "spec": {**obj["spec"], "replicas": replicas}}
+        result.append(obj)
+    return result
+
+
+@dataclass(frozen=True)
+class Scaling:
+    """The engine replicas to apply, and the step taken now (if any)."""
+
+    replicas: int
+    step: ScalingDecision | None = None
+
+
+async def _autoscale(
+    ctx: Context,
+    body: Mapping[str, Any],
+    service: LLMService,
+    rendered_replicas: int,
+    pods: list[dict[str, Any]],
+    router_pods: list[dict[str, Any]],
+) -> Scaling:
+    """The autoscaler's count for the engine Deployment, with an Event for each step.
+
+    The count starts from the live Deployment's replicas (the autoscaler's last step, kept
+    in the cluster rather than in memory), or the rendered ones when there is none yet.
+    """
+    meta = body["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    live = ctx.store.get("Deployment", namespace, naming.engine_name(service))
+    current = rendered_replicas
+    if live is not None:
+        current = int((live.get("spec") or {}).get("replicas", rendered_replicas))
+    if ctx.autoscaler is None:
+        return Scaling(current)
+    evaluation: Evaluation | None = await ctx.autoscaler.evaluate(
+        namespace,
+        name,
+        service.spec.engine.autoscaling,
+        current,
+        _running_targets(router_pods, naming.ROUTER_PORT),
+        _metrics_targets(pods, naming.ENGINE_PORT),
+        ctx.now,
+    )
+    if evaluation is None or evaluation.decision.replicas == current:
+        return Scaling(current)
+    decision = evaluation.decision
+    message = evaluation.describe(current)
+    step = ScalingDecision(
+        time=_now(),
+        from_replicas=current,
+        to_replicas=decision.replicas,
+        reason=decision.reason,
+        message=message,
+        metric=evaluation.metric,
+        value=round(evaluation.load.value, 3),
+        target_per_replica=evaluation.target_per_replica,
+    )
+    log.info("Autoscaler: %s", message, extra=about(namespace, name))
+    await ctx.api.emit_event(body, "Normal", decision.reason, message)
+    if ctx.on_scaling is not None:
+        ctx.on_scaling(namespace, name, decision.reason)
+    return Scaling(decision.replicas, step)
+
+
+def _autoscaling_status(
+    current: LLMServiceStatus,
+    scaling: Scaling,
+    live_engine: Mapping[str, Any] | None,
+) -> AutoscalingStatus:
+    previous = current.autoscaling.last_decision if current.autoscaling else None
+    running = int(((live_engine or {}).get("status") or {}).get("replicas", 0))
+    return AutoscalingStatus(
+        current_replicas=running,
+        desired_replicas=scaling.replicas,
+        last_decision=scaling.step or previous,
+    )
 
 
 async def reconcile(body: Mapping[str, Any], ctx: Context) -> Outcome:
@@ -323,18 +435,25 @@ async def reconcile(body: Mapping[str, Any], ctx: Context) -> Outcome:
     )
     desired, monitoring = monitoring_children(service, desired, installed)
 
+    pods = ctx.store.pods(namespace, name, naming.ENGINE)
+    router_pods = ctx.store.pods(namespace, name, naming.ROUTER)
+    engine_replicas = rendered_engine_replicas(service)
+    scaling: Scaling | None = None
+    if service.spec.engine.autoscaling.enabled:
+        scaling = await _autoscale(ctx, body, service, engine_replicas, pods, router_pods)
+        engine_replicas = scaling.replicas
+        desired = _with_engine_replicas(desired, naming.engine_name(service), engine_replicas)
+    elif ctx.autoscaler is not None:
+        ctx.autoscaler.forget(namespace, name)
+
     applied = await _apply_children(ctx, body, service, desired, current, outcome)
 
-    engine_state = observe.deployment_state(
-        ctx.store.get("Deployment", namespace, naming.engine_name(service)),
-        service.spec.engine.replicas,
-    )
+    live_engine = ctx.store.get("Deployment", namespace, naming.engine_name(service))
+    engine_state = observe.deployment_state(live_engine, engine_replicas)
     router_state = observe.deployment_state(
         ctx.store.get("Deployment", namespace, naming.router_name(service)),
         service.spec.router.replicas,
     )
-    pods = ctx.store.pods(namespace, name, naming.ENGINE)
-    router_pods = ctx.store.pods(namespace, name, naming.ROUTER)
     failed_mounts = await _failed_mounts(ctx, namespace, [*pods, *router_pods])
     engine = observe.engine_observation(engine_state, pods, failed_mounts)
     rejected_keys = await _rejected_keys(ctx, service, router_pods)
@@ -345,11 +464,7 @@ async def reconcile(body: Mapping[str, Any], ctx: Context) -> Outcome:
         summary = list(observe.summary(engine, router, applied.error))
     observations = [*summary, engine, router, monitoring]
 
-    targets = [
-        (p["metadata"]["name"], f"http://{p['status']['podIP']}:{naming.ENGINE_PORT}/metrics")
-        for p in pods
-        if is_serving(p)
-    ]
+    targets = _metrics_targets(pods, naming.ENGINE_PORT)
     rates = await ctx.throughput.observe(namespace, name, targets, ctx.now)
 
     status = LLMServiceStatus(
@@ -358,9 +473,13 @@ async def reconcile(body: Mapping[str, Any], ctx: Context) -> Outcome:
         replicas=engine_state.desired,
         ready_replicas=engine_state.ready,
         replica_summary=f"{engine_state.ready}/{engine_state.desired}",
+        selector=naming.selector_string(service, naming.ENGINE),
         router_ready_replicas=router_state.ready,
         endpoint=endpoint_url(service),
         throughput=_throughput_status(rates) if rates is not None else current.throughput,
+        autoscaling=(
+            _autoscaling_status(current, scaling, live_engine) if scaling is not None else None
+        ),
     )
     await _write_status(ctx, body, current, status, outcome)
     return outcome

@@ -193,6 +193,16 @@ def _affinity(service: LLMService) -> dict[str, Any] | None:
     return None
 
 
+def engine_replicas(service: LLMService) -> int:
+    """The replicas to render: engine.replicas, kept within the autoscaler's bounds when it
+    is enabled (the operator then applies the autoscaler's own count in its place)."""
+    engine = service.spec.engine
+    autoscaling = engine.autoscaling
+    if not autoscaling.enabled:
+        return engine.replicas
+    return min(max(engine.replicas, autoscaling.min_replicas), autoscaling.max_replicas)
+
+
 def _strategy(service: LLMService) -> dict[str, Any]:
     storage = service.spec.storage
     single_node_volume = storage.enabled and not set(storage.access_modes) & {
@@ -213,7 +223,7 @@ def render(service: LLMService) -> list[dict[str, Any]]:
         metadata=naming.object_meta(service, naming.engine_name(service), naming.ENGINE),
         labels=naming.labels(service, naming.ENGINE),
         selector=naming.selector_labels(service, naming.ENGINE),
-        replicas=engine.replicas,
+        replicas=engine_replicas(service),
         strategy=_strategy(service),
         termination_grace_period_seconds=engine.termination_grace_period_seconds,
         priority_class_name=engine.priority_class_name,

@@ -48,6 +48,11 @@ def selector_labels(service: LLMService, component: str) -> dict[str, str]:
     }
 
 
+def selector_string(service: LLMService, component: str) -> str:
+    """`selector_labels` as a label selector string, as the scale subresource reports it."""
+    return ",".join(f"{k}={v}" for k, v in sorted(selector_labels(service, component).items()))
+
+
 def labels(service: LLMService, component: str) -> dict[str, str]:
     """Standard labels of one child."""
     return {

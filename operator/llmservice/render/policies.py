@@ -21,8 +21,12 @@ def _budget(service: LLMService, name: str, component: str) -> dict[str, Any]:
 
 def render(service: LLMService) -> list[dict[str, Any]]:
     budgets = [_budget(service, naming.router_name(service), naming.ROUTER)]
-    if service.spec.engine.replicas > 1:
-        # One replica cannot be protected without blocking drains forever.
+    engine = service.spec.engine
+    most = engine.autoscaling.max_replicas if engine.autoscaling.enabled else engine.replicas
+    if most > 1:
+        # One replica cannot be protected without blocking drains forever. With the
+        # autoscaler the budget exists whenever it may add replicas: maxUnavailable 1 never
+        # blocks a drain, at one replica or at zero (it then selects no Pod).
         budgets.insert(0, _budget(service, naming.engine_name(service), naming.ENGINE))
     network_policy = None
     if service.spec.network_policy.enabled:

@@ -58,6 +58,16 @@ BASE: dict[str, Any] = {
                 "requests": {"cpu": "4", "memory": "32Gi"},
                 "limits": {"cpu": 8, "memory": "64Gi"},
             },
+            "autoscaling": {
+                "enabled": True,
+                "minReplicas": 0,
+                "maxReplicas": 4,
+                "metric": "InFlightRequests",
+                "targetPerReplica": 4.5,
+                "scaleUpStabilizationSeconds": 0,
+                "scaleDownStabilizationSeconds": 120,
+                "scaleToZeroAfterIdleSeconds": 600,
+            },
             "nodeSelector": {"gpu.example.com/class": "a100"},
             "tolerations": [
                 {"key": "dedicated", "operator": "Equal", "value": "llm", "effect": "NoSchedule"},

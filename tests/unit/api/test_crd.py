@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from llmservice.api.crd import build_crd, crd_yaml, openapi_schema
+from llmservice.api.validation import SCALE_REPLICAS_PATH
 
 REPO = Path(__file__).resolve().parents[3]
 COMMITTED = REPO / "crds" / "llmservices.serving.llmservice.dev.yaml"
@@ -72,7 +73,17 @@ def test_printer_columns_and_short_name() -> None:
     columns = [column["name"] for column in version["additionalPrinterColumns"]]
     assert columns[:6] == ["Ready", "Model", "GPUs", "Replicas", "Tokens/s", "Age"]
     assert build_crd()["spec"]["names"]["shortNames"] == ["llms"]
-    assert version["subresources"] == {"status": {}}
+    # `kubectl scale`, an HPA or KEDA drive engine.replicas through the scale subresource;
+    # offline validation knows which field it reads.
+    assert ".spec." + ".".join(map(str, SCALE_REPLICAS_PATH)) == ".spec.engine.replicas"
+    assert version["subresources"] == {
+        "status": {},
+        "scale": {
+            "specReplicasPath": ".spec.engine.replicas",
+            "statusReplicasPath": ".status.replicas",
+            "labelSelectorPath": ".status.selector",
+        },
+    }
 
 
 def test_generated_crd_is_valid_yaml_round_trip() -> None:

@@ -168,8 +168,14 @@ def test_null_list_item_is_refused() -> None:
 
 
 def test_integral_float_is_an_integer() -> None:
+    document = deep_merge(MINIMAL, {"spec": {"engine": {"maxNumSeqs": 128.0}}})
+    assert parse_llmservice(document).spec.engine.max_num_seqs == 128
+
+
+def test_integral_float_is_refused_where_the_scale_subresource_reads() -> None:
     document = deep_merge(MINIMAL, {"spec": {"engine": {"replicas": 3.0}}})
-    assert parse_llmservice(document).spec.engine.replicas == 3
+    with pytest.raises(InvalidLLMService, match=r"spec\.engine\.replicas: must be an integer"):
+        parse_llmservice(document)
 
 
 def test_status_is_not_judged() -> None:

@@ -128,6 +128,23 @@ def test_rollout_in_progress_is_reconciling() -> None:
     assert "1/3" in reconciling.message
 
 
+def test_zero_replicas_behind_a_ready_router_is_ready_and_says_why() -> None:
+    engine = observe.engine_observation(observe.DeploymentState(0, 0, 0, 0, True), [])
+    router = Observation(c.ROUTER_AVAILABLE, c.TRUE, c.AVAILABLE)
+    ready, reconciling, stalled = observe.summary(engine, router, None)
+    assert (ready.status, ready.reason) == (c.TRUE, c.SCALED_TO_ZERO)
+    assert (reconciling.status, stalled.status) == (c.FALSE, c.FALSE)
+
+
+def test_zero_replicas_without_a_ready_router_is_still_scaled_to_zero_not_reconciling() -> None:
+    engine = observe.engine_observation(observe.DeploymentState(0, 0, 0, 0, True), [])
+    router = Observation(c.ROUTER_AVAILABLE, c.FALSE, c.PROGRESSING, "0/2 replicas ready")
+    ready, reconciling, stalled = observe.summary(engine, router, None)
+    assert (ready.status, ready.reason) == (c.FALSE, c.SCALED_TO_ZERO)
+    assert ready.message == "no engine replica runs; RouterAvailable: 0/2 replicas ready"
+    assert (reconciling.status, stalled.status) == (c.FALSE, c.FALSE)
+
+
 METRICS = """# TYPE vllm:request_success counter
 vllm:request_success_total{finished_reason="stop",model_name="m"} 10
 vllm:request_success_total{finished_reason="length",model_name="m"} 5

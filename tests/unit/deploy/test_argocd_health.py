@@ -91,7 +91,12 @@ ROLLING = summary(
     ("False", "WaitingForEngine", ""),
 )
 SCALED_TO_ZERO = summary(
-    ("False", "ScaledToZero", "engine.replicas is 0"),
+    ("False", "ScaledToZero", "no engine replica runs; RouterAvailable: 0/2 replicas ready"),
+    ("False", "ScaledToZero", ""),
+    ("False", "ScaledToZero", ""),
+)
+SCALED_TO_ZERO_ROUTER_UP = summary(
+    ("True", "ScaledToZero", "no engine replica runs; the router is up"),
     ("False", "ScaledToZero", ""),
     ("False", "ScaledToZero", ""),
 )
@@ -139,6 +144,12 @@ SCALED_TO_ZERO = summary(
             "Healthy",
             "No engine replica serves requests: ScaledToZero",
             id="scaled-to-zero",
+        ),
+        pytest.param(
+            llmservice(status={"observedGeneration": 2, "conditions": SCALED_TO_ZERO_ROUTER_UP}),
+            "Healthy",
+            "ScaledToZero: no engine replica runs; the router is up",
+            id="scaled-to-zero-router-up",
         ),
         pytest.param(
             llmservice(

@@ -162,3 +162,42 @@ def test_children_carry_standard_labels_and_owner() -> None:
         (owner,) = obj["metadata"]["ownerReferences"]
         assert owner["controller"] is True
         assert owner["uid"] == "1234"
+
+
+def _autoscaled(replicas: int, low: int, high: int) -> list[dict[str, Any]]:
+    autoscaling = {"enabled": True, "minReplicas": low, "maxReplicas": high}
+    patch = {"engine": {"replicas": replicas, "autoscaling": autoscaling}}
+    return render_all(parse_llmservice(deep_merge(MINIMAL, {"spec": patch})))
+
+
+def _named(objects: list[dict[str, Any]], kind: str, suffix: str) -> dict[str, Any] | None:
+    return next(
+        (o for o in objects if o["kind"] == kind and o["metadata"]["name"].endswith(suffix)),
+        None,
+    )
+
+
+def test_autoscaled_engine_has_a_budget_and_no_surge_whatever_its_count() -> None:
+    objects = _autoscaled(1, 0, 3)
+    deployment = _named(objects, "Deployment", "-engine")
+    assert deployment is not None
+    assert deployment["spec"]["replicas"] == 1
+    # A surge Pod would need GPUs a full cluster lacks; the budget never blocks a drain.
+    assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
+    budget = _named(objects, "PodDisruptionBudget", "-engine")
+    assert budget is not None
+    assert budget["spec"]["maxUnavailable"] == 1
+    assert budget["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+    # An autoscaler that may never add a replica protects nothing.
+    assert _named(_autoscaled(1, 0, 1), "PodDisruptionBudget", "-engine") is None
+
+
+def test_autoscaled_starting_count_is_engine_replicas_within_the_bounds() -> None:
+    def count(replicas: int, low: int, high: int) -> int:
+        deployment = _named(_autoscaled(replicas, low, high), "Deployment", "-engine")
+        assert deployment is not None
+        return int(deployment["spec"]["replicas"])
+
+    assert count(1, 0, 3) == 1
+    assert count(0, 2, 3) == 2
+    assert count(9, 1, 3) == 3
