@@ -308,13 +308,24 @@ def test_idle_service_goes_to_zero_and_a_request_wakes_it(
         "zero engine replicas while idle",
     )
 
-    # A request at zero: today's router answers 503 at once; the operator sees it counted
-    # in the router's metrics and wakes the engine.
-    assert chat(ips[0]) == 503
+    # At zero the routers stay ready (they hold requests), so the LLMService is Ready.
+    obj = get_llms(custom, namespace, "chat")
+    assert (condition(obj, "Ready")["status"], condition(obj, "Ready")["reason"]) == (
+        "True",
+        "ScaledToZero",
+    )
+    # Requests at zero: the routers hold them, the operator sees them queued and wakes the
+    # engine, and every one is answered once a replica is ready.
+    statuses: list[int] = []
+    senders = [threading.Thread(target=lambda ip=ip: statuses.append(chat(ip))) for ip in ips * 3]
+    for sender in senders:
+        sender.start()
     engine_replicas_become(apps, namespace, "chat", 1, 30)
+    for sender in senders:
+        sender.join(timeout=180)
+    assert statuses == [200] * len(senders)
     obj = wait_ready(custom, namespace, "chat")
     assert condition(obj, "Ready")["reason"] == "Available"
     assert obj["status"]["autoscaling"]["lastDecision"]["reason"] == "WakeUp"
     steps = scaling_steps(kube, namespace, "chat")
     assert steps[-2:] == ["ScaleToZero", "WakeUp"], steps
-    eventually(lambda: chat(ips[0]) == 200, 60, "a request to succeed once the engine is up")

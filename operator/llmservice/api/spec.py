@@ -500,6 +500,12 @@ class AutoscalingSpec(CamelModel):
         description="With minReplicas 0: seconds without any request (none arriving, in"
         " flight or queued at the routers) before the engine goes to zero replicas.",
     )
+    cold_start_timeout_seconds: Annotated[int, Field(ge=1, le=3600)] = Field(
+        default=300,
+        description="With minReplicas 0: how long the routers hold a request that arrives"
+        " while no engine replica is ready (at zero, the operator scales to one on seeing it)"
+        " before answering 503 with Retry-After. Counts within router.timeouts.totalSeconds.",
+    )
 
 
 class EngineSpec(CamelModel):

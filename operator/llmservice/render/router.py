@@ -83,6 +83,10 @@ def router_args(service: LLMService) -> list[str]:
         "--grace-period", str(drain_grace_seconds(service)),
     ]  # fmt: skip
     args += admission_args(service)
+    autoscaling = service.spec.engine.autoscaling
+    if autoscaling.enabled and autoscaling.min_replicas == 0:
+        # At zero the routers hold requests while the engine starts, and stay ready.
+        args += ["--cold-start-timeout", str(autoscaling.cold_start_timeout_seconds)]
     if router.api_keys_secret_ref is not None:
         args += ["--api-keys-file", f"{API_KEYS_DIR}/{router.api_keys_secret_ref.key}"]
         # The engines run priority scheduling (see engine.scheduling_policy).
