@@ -59,7 +59,9 @@ def test_lower_priority_values_are_served_first_and_equals_in_arrival_order() ->
         def waiting() -> float:
             return sample(scrape(client), "vllm:num_requests_waiting")
 
-        blocker = pool.submit(complete, "blocker", 0, 50)
+        # Three seconds of decoding: the four others must all be queued before it ends,
+        # which takes a few client threads and scrapes, slow on a loaded machine.
+        blocker = pool.submit(complete, "blocker", 0, 300)
         deadline = time.monotonic() + 10
         while sample(scrape(client), "vllm:num_requests_running") < 1:
             assert time.monotonic() < deadline
