@@ -291,7 +291,9 @@ def test_forty_concurrent_requests_on_one_slot_are_served_one_at_a_time_by_prior
     async def scenario() -> None:
         keys = api_keys(Client("high", priority=10), Client("low", priority=1))
         cfg = admitting("", max_in_flight_per_replica=1, engine_priority=True)
-        async with FakeBackend(Mode.STREAM, chunks=2, delay=0.01) as backend:
+        # 0.1 s a request: the 20 "high" ones must be queued while the "low" ones are still
+        # waiting, which takes the test's client a while on a loaded machine.
+        async with FakeBackend(Mode.STREAM, chunks=2, delay=0.05) as backend:
             cfg = replace(cfg, discovery=replace(cfg.discovery, static_backends=(backend.url,)))
             async with (
                 RouterServer(cfg, api_keys=keys) as router,
