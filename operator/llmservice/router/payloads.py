@@ -18,8 +18,11 @@ bounded number of small objects:
   thousands of digits costs a scan and is left to the engine, and a field the router reads
   must have its JSON type (a number where ``model`` should be is a 400);
 - bytes that are not UTF-8, and escapes of lone surrogates (``"\\ud800"``), are refused;
-- only the first `HEAD_ITEMS` messages (and content parts) are ever decoded, so a body of
-  millions of tiny elements costs no more than its scan.
+- only the first `HEAD_ITEMS` messages (and content parts) are ever decoded, and a body of
+  more than `MAX_ELEMENTS` elements (counted by its commas, before parsing: a byte count,
+  well under a millisecond for the largest body) is refused with a 413, so the scan of the
+  densest body allowed stays within milliseconds (a million elements is more than any
+  model's context holds as a prompt).
 """
 
 from __future__ import annotations
@@ -34,12 +37,14 @@ from msgspec import Raw
 from llmservice.router.errors import (
     InvalidRequest,
     ModelNotFound,
+    PayloadTooLarge,
     UnsupportedMediaType,
 )
 from llmservice.router.routes import Prompt, Route
 
 __all__ = [
     "HEAD_ITEMS",
+    "MAX_ELEMENTS",
     "Fields",
     "api_chat_body",
     "check_content_type",
@@ -51,6 +56,10 @@ __all__ = [
     "usage_from_json",
     "usage_from_sse_tail",
 ]
+
+# The most JSON values a body may hold, counted as its commas (an upper bound: commas in
+# strings count too). Dense bodies of tiny elements are what makes a scan slow.
+MAX_ELEMENTS = 1 << 20
 
 # How many leading messages (and content parts of each) are decoded for the prefix key
 # and the shape check; the rest are only scanned.
@@ -136,6 +145,8 @@ def check_content_type(value: bytes | None) -> None:
 
 def parse_body(raw: bytes) -> Fields:
     """The fields the router reads from the JSON object in ``raw``, the rest validated."""
+    if raw.count(b",") >= MAX_ELEMENTS:
+        raise PayloadTooLarge(f"The request body holds more than {MAX_ELEMENTS} JSON values.")
     if not raw.isascii():
         try:
             raw.decode()

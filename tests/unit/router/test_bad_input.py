@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 
 import aiohttp
 import pytest
+
+from llmservice.router.config import DEFAULT_MAX_BODY_BYTES
+from llmservice.router.payloads import MAX_ELEMENTS
 
 from .backends import FakeBackend, Mode
 from .conftest import CHAT, MutableDiscovery, RouterServer, config, run
@@ -155,5 +159,60 @@ def test_invalid_request_id_is_replaced() -> None:
             given = response.headers["X-Request-ID"]
             assert given != "bad id with spaces"
             assert (await response.json())["error"]["request_id"] == given
+
+    run(scenario())
+
+
+def _dense(unit: bytes, count: int) -> bytes:
+    return b'{"model": "llama", "messages": [{"role": "user", "content": "x"}], "x": [' + (
+        unit * count + b"0]}"
+    )
+
+
+def test_largest_worst_case_bodies_in_parallel_leave_the_router_answering() -> None:
+    """Correctness only: the bound on /healthz latency is measured in bench/ (README)."""
+    size = DEFAULT_MAX_BODY_BYTES
+    bodies = [
+        _dense(b"0,", MAX_ELEMENTS - 10),  # as dense as allowed: parsed and forwarded
+        _dense(b"{},", MAX_ELEMENTS - 10),
+        _dense(b"0,", (size - 100) // 2),  # full size and denser: 413
+        b'{"model": "llama", "messages": [{"role": "user", "content": "'
+        + b"a" * (size - 100)
+        + b'"}]}',
+    ]
+
+    async def scenario() -> None:
+        async with (
+            FakeBackend(Mode.STATUS, status=200) as backend,
+            RouterServer(config(backend.url)) as router,
+            aiohttp.ClientSession() as client,
+        ):
+            done = asyncio.Event()
+            probes: list[int] = []
+
+            async def probe() -> None:
+                async with aiohttp.ClientSession() as own:
+                    while not done.is_set():
+                        async with own.get(router.url + "/healthz") as response:
+                            probes.append(response.status)
+                        await asyncio.sleep(0.01)
+
+            async def upload(body: bytes) -> int:
+                headers = {"Content-Type": "application/json", "X-Request-ID": "big-1"}
+                async with client.post(
+                    router.url + "/v1/chat/completions", data=io.BytesIO(body), headers=headers
+                ) as response:
+                    if response.status >= 400:
+                        error = (await response.json())["error"]
+                        assert error["request_id"] == "big-1"
+                    return response.status
+
+            prober = asyncio.create_task(probe())
+            statuses = await asyncio.gather(*(upload(body) for body in bodies * 2))
+            done.set()
+            await prober
+            assert statuses == [200, 200, 413, 200] * 2
+            assert probes
+            assert set(probes) == {200}
 
     run(scenario())
