@@ -202,6 +202,7 @@ def main() -> None:
     print("| worst-case body | uploaders | bodies parsed | probes | p50 ms | p99 ms | max ms |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for kind in (
+        "chat, 0.5 KB",  # the baseline: no large body at all
         "one long string",
         "small integers, at the element limit",
         "empty objects as messages, at the element limit",

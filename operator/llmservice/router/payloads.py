@@ -45,6 +45,7 @@ from llmservice.router.routes import Prompt, Route
 __all__ = [
     "HEAD_ITEMS",
     "MAX_ELEMENTS",
+    "TEXT_HEAD_BYTES",
     "Fields",
     "api_chat_body",
     "check_content_type",
@@ -61,6 +62,10 @@ __all__ = [
 # strings count too). Dense bodies of tiny elements are what makes a scan slow.
 MAX_ELEMENTS = 1 << 20
 
+# How much of a long message text is decoded for the prefix key: far more than any prefix
+# needs, far less than the largest body.
+TEXT_HEAD_BYTES = 64 * 1024
+
 # How many leading messages (and content parts of each) are decoded for the prefix key
 # and the shape check; the rest are only scanned.
 HEAD_ITEMS = 16
@@ -68,22 +73,6 @@ HEAD_ITEMS = 16
 
 # The value of a field a body does not have: an empty slice (a JSON null is ``null``).
 _ABSENT = Raw()
-
-
-class Fields(msgspec.Struct):
-    """The top-level fields the router reads, as raw JSON; empty when absent."""
-
-    model: Raw = _ABSENT
-    stream: Raw = _ABSENT
-    user: Raw = _ABSENT
-    priority: Raw = _ABSENT
-    messages: Raw = _ABSENT
-    prompt: Raw = _ABSENT
-    input: Raw = _ABSENT
-    instructions: Raw = _ABSENT
-    system: Raw = _ABSENT
-    tokens: Raw = _ABSENT
-    query: Raw = _ABSENT
 
 
 class _Head(msgspec.Struct, array_like=True):
@@ -107,6 +96,23 @@ class _Head(msgspec.Struct, array_like=True):
     i15: Raw = _ABSENT
 
 
+class Fields(msgspec.Struct):
+    """The top-level fields the router reads, as raw JSON; empty when absent."""
+
+    model: Raw = _ABSENT
+    stream: Raw = _ABSENT
+    user: Raw = _ABSENT
+    priority: Raw = _ABSENT
+    # Decoded in the same pass: a list's first items (any other type is a 400).
+    messages: _Head | None = None
+    prompt: Raw = _ABSENT
+    input: Raw = _ABSENT
+    instructions: Raw = _ABSENT
+    system: Raw = _ABSENT
+    tokens: Raw = _ABSENT
+    query: Raw = _ABSENT
+
+
 class _Item(msgspec.Struct):
     """A message or a content part: the members the prefix key reads."""
 
@@ -127,6 +133,7 @@ _MEMBERS = msgspec.json.Decoder(dict[str, Raw])
 _STR = msgspec.json.Decoder(str)
 _ENCODE = msgspec.json.encode
 _EMPTY = (b"null", b'""', b"[]", b"{}")
+_AT = re.compile(r"at `\$\.(\w+)")
 
 
 def check_content_type(value: bytes | None) -> None:
@@ -159,7 +166,10 @@ def parse_body(raw: bytes) -> Fields:
     except msgspec.ValidationError as error:
         if str(error).startswith("Expected `object`"):
             raise InvalidRequest("The request body must be a JSON object.") from None
-        raise InvalidRequest(f"The request body is not valid: {error}") from None
+        field = _AT.search(str(error))
+        raise InvalidRequest(
+            f"The request body is not valid: {error}", param=field[1] if field else None
+        ) from None
     except msgspec.DecodeError as error:
         raise InvalidRequest(f"The request body is not valid JSON: {error}") from None
 
@@ -215,50 +225,70 @@ def resolve_model(
     return model
 
 
-def _items(raw: Raw) -> list[Raw]:
-    head = _HEAD.decode(raw)
+def _head_items(head: _Head | None) -> list[Raw]:
+    if head is None:
+        return []
     return [item for item in (getattr(head, f"i{i}") for i in range(HEAD_ITEMS)) if item]
+
+
+def _items(raw: Raw) -> list[Raw]:
+    return _head_items(_HEAD.decode(raw))
 
 
 def check_required(route: Route, fields: Fields) -> None:
     """Raise when none of the route's essential fields is there (or it is empty)."""
     if not route.required:
         return
+    messages: list[Raw] = []
     for name in route.required:
+        if name == "messages":
+            messages = _head_items(fields.messages)
+            if messages:
+                break
+            continue
         value: Raw = getattr(fields, name)
         if value and (len(value) > 4 or bytes(value) not in _EMPTY):
             break
     else:
         name = route.required[0]
         raise InvalidRequest(f"Missing required parameter: {name!r}.", param=name)
-    if (
-        route.messages
-        and name == "messages"
-        and not (_is(value, b"[") and all(_is(m, b"{") for m in _items(value)))
-    ):
+    if route.messages and name == "messages" and not all(_is(m, b"{") for m in messages):
         raise InvalidRequest("'messages' must be a list of message objects.", param=name)
+
+
+def _string_head(raw: Raw) -> str:
+    """The start of a JSON string value: all of it, or its first `TEXT_HEAD_BYTES` bytes."""
+    if len(raw) <= TEXT_HEAD_BYTES:
+        return _STR.decode(raw)
+    view = memoryview(raw)
+    # Close the string early; a cut inside an escape or a UTF-8 sequence is not valid
+    # JSON, and stepping back by at most the longest of those (12 bytes) finds a cut that is.
+    for cut in range(TEXT_HEAD_BYTES, TEXT_HEAD_BYTES - 16, -1):
+        try:
+            return _STR.decode(bytes(view[:cut]) + b'"')
+        except msgspec.DecodeError:
+            continue
+    return ""
 
 
 def _text(raw: Raw) -> str:
     """The text of a content value: a string, or the text parts of its first parts."""
     if _is(raw, b'"'):
-        return _STR.decode(raw)
+        return _string_head(raw)
     if not _is(raw, b"["):
         return ""
     texts = []
     for part in _items(raw):
         if _is(part, b"{"):
-            text = string_or_none(_ITEM.decode(part).text)
-            if text is not None:
-                texts.append(text)
+            text = _ITEM.decode(part).text
+            if _is(text, b'"'):
+                texts.append(_string_head(text))
     return "".join(texts)
 
 
-def _messages(raw: Raw) -> list[dict[str, Any]]:
-    if not _is(raw, b"["):
-        return []
+def _messages(items: list[Raw]) -> list[dict[str, Any]]:
     out = []
-    for item in _items(raw):
+    for item in items:
         if _is(item, b"{"):
             message = _ITEM.decode(item)
             out.append({"role": string_or_none(message.role), "content": _text(message.content)})
@@ -273,23 +303,27 @@ def prompt_view(kind: Prompt, fields: Fields) -> dict[str, Any]:
     """
     view: dict[str, Any] = {"user": string_or_none(fields.user)}
     if kind is Prompt.CHAT:
-        view["messages"] = _messages(fields.messages)
+        view["messages"] = _messages(_head_items(fields.messages))
     elif kind is Prompt.ANTHROPIC:
         system = _text(fields.system)
         head = [{"role": "system", "content": system}] if system else []
-        view["messages"] = head + _messages(fields.messages)
+        view["messages"] = head + _messages(_head_items(fields.messages))
     elif kind is Prompt.RESPONSES:
         instructions = string_or_none(fields.instructions)
         head = [{"role": "system", "content": instructions}] if instructions else []
-        given = string_or_none(fields.input)
-        items = [{"role": "user", "content": given}] if given else _messages(fields.input)
+        given = _string_head(fields.input) if _is(fields.input, b'"') else None
+        items = (
+            [{"role": "user", "content": given}]
+            if given
+            else _messages(_items(fields.input) if _is(fields.input, b"[") else [])
+        )
         view["messages"] = head + items
     elif kind is Prompt.COMPLETION:
         prompt = fields.prompt
         if _is(prompt, b"["):
             first = _items(prompt)
             prompt = first[0] if first else _ABSENT
-        view["prompt"] = string_or_none(prompt)
+        view["prompt"] = _string_head(prompt) if _is(prompt, b'"') else None
     return view
 
 

@@ -7,8 +7,10 @@ import json
 import pytest
 
 from llmservice.router import InvalidRequest, ModelNotFound, UnsupportedMediaType, error_body
+from llmservice.router.balancer import routing_key
 from llmservice.router.errors import ClientError, RouterError, ServiceError, UpstreamTimeout
 from llmservice.router.payloads import (
+    TEXT_HEAD_BYTES,
     api_chat_body,
     check_content_type,
     check_required,
@@ -224,3 +226,17 @@ def test_model_is_rewritten_only_at_the_top_level(raw: bytes) -> None:
     out = set_fields(raw, parse_body(raw), {"model": b'"llama"'})
     original = json.loads(raw)
     assert json.loads(out) == {**original, "model": "llama"}
+
+
+@pytest.mark.parametrize("tail", ["a", "é", "😀", "\\", '"', "\n"])
+def test_a_long_text_gives_the_same_prefix_key_as_its_head(tail: str) -> None:
+    # Every cut position near the decoding limit, across escapes and multi-byte characters.
+    for pad in range(16):
+        text = "x" * (TEXT_HEAD_BYTES - 40 + pad) + tail * 60
+        raw = json.dumps({"messages": [{"role": "user", "content": text}]}).encode()
+        view = prompt_view(Prompt.CHAT, parse_body(raw))
+        head = view["messages"][0]["content"]
+        assert text.startswith(head)
+        assert len(head) >= TEXT_HEAD_BYTES // 4 - 16
+        key = routing_key(None, view, 1000)
+        assert key == routing_key(None, {"messages": [{"role": "user", "content": text}]}, 1000)
