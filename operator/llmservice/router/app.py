@@ -129,6 +129,12 @@ MODEL_PREFIX = "/v1/models/"
 # to tens of milliseconds (bench/README.md), and this way other requests wait for at most
 # one of them rather than for every one that arrived together.
 LARGE_BODY = 1 << 20
+# Set in the scope once the request body has been read (or given up on).
+BODY_READ = "llmservice.body_read"
+# An error answered before the request body was read first reads and drops the body (within
+# this time and the body limit): closing a connection with unread data makes the kernel
+# send a reset, which can destroy the answer before the client reads it.
+DISCARD_TIMEOUT = 1.0
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
 _JSON = [(b"content-type", b"application/json")]
 # RFC 6750: a 401 names the scheme the client should authenticate with.
@@ -337,11 +343,30 @@ class RouterApp:
                 self._refused(error, exchange)
             if not exchange.response_started:
                 exchange.status = error.status
+                if BODY_READ not in scope and self._has_body(scope):
+                    await self._discard_body(receive)
                 await self._send(send, error.status, error_body(error, request_id), exchange)
         except _ClientGone:
             exchange.status, exchange.cause = 499, "client_disconnect"
         finally:
             self._record(exchange, started, path, scope["method"])
+
+    def _has_body(self, scope: Scope) -> bool:
+        length = self._header(scope, b"content-length")
+        if length is not None:
+            return length not in (b"0", b"")
+        return self._header(scope, b"transfer-encoding") is not None
+
+    async def _discard_body(self, receive: Receive) -> None:
+        """Read and drop the request body, up to the body limit and `DISCARD_TIMEOUT`."""
+        left = self.config.max_body_bytes
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(DISCARD_TIMEOUT):
+                while left > 0:
+                    message = await receive()
+                    if message["type"] == "http.disconnect" or not message.get("more_body"):
+                        return
+                    left -= len(message.get("body", b""))
 
     def _rate_limit(self, exchange: Exchange) -> None:
         """Take the request from its buckets, or refuse it with a 429."""
@@ -453,6 +478,7 @@ class RouterApp:
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
         limit = self.config.max_body_bytes
+        scope[BODY_READ] = True  # from here on, read to the end or given up on
         declared = self._header(scope, b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise PayloadTooLarge(f"The request body exceeds {limit} bytes.")

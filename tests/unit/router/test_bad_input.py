@@ -216,3 +216,33 @@ def test_largest_worst_case_bodies_in_parallel_leave_the_router_answering() -> N
             assert set(probes) == {200}
 
     run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [("GET", "/v1/chat/completions", 405), ("POST", "/nothing", 404), ("POST", "/healthz", 405)],
+)
+def test_an_error_before_the_body_is_read_still_reaches_a_client_that_sends_it_all(
+    method: str, path: str, status: int
+) -> None:
+    # The client writes its whole body before reading: the router must read it (within its
+    # limit) before answering and closing, or the reset can destroy the answer.
+    body = b'{"model": "llama", "x": "' + b"a" * 200_000 + b'"}'
+
+    async def scenario() -> None:
+        async with RouterServer(config(max_body_bytes=1 << 20)) as router:
+            reader, writer = await asyncio.open_connection("127.0.0.1", router.port)
+            writer.write(
+                f"{method} {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n"
+                f"content-type: application/json\r\ncontent-length: {len(body)}\r\n"
+                f"x-request-id: early-1\r\n\r\n".encode()
+                + body
+            )
+            await writer.drain()
+            answer = await reader.read()
+            writer.close()
+            head, _, payload = answer.partition(b"\r\n\r\n")
+            assert head.startswith(f"HTTP/1.1 {status}".encode())
+            assert json.loads(payload)["error"]["request_id"] == "early-1"
+
+    run(scenario())

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import selectors
 import socket
 import string
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -91,13 +93,44 @@ def _dechunk(body: bytes) -> bytes:
     return out
 
 
+def _send_and_read(sock: socket.socket, request: bytes) -> bytes:
+    """Everything the server sends until it closes, read while the request is still going
+    out: a server may answer (a 405, a 413) and close before the whole body was sent, and
+    a client that only reads once it has sent everything can lose that answer to the reset.
+    """
+    data, left = b"", memoryview(request)
+    deadline = time.monotonic() + REQUEST_TIMEOUT
+    with selectors.DefaultSelector() as selector:
+        selector.register(sock, selectors.EVENT_READ | selectors.EVENT_WRITE)
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"no full answer in {REQUEST_TIMEOUT} s")
+            for _, events in selector.select(remaining):
+                if events & selectors.EVENT_READ:
+                    try:
+                        chunk = sock.recv(65536)
+                    except ConnectionResetError:
+                        if not data:
+                            raise
+                        return data
+                    if not chunk:
+                        return data
+                    data += chunk
+                if events & selectors.EVENT_WRITE and left:
+                    try:
+                        left = left[sock.send(left) :]
+                    except (BrokenPipeError, ConnectionResetError):
+                        left = left[:0]  # the server stopped reading; its answer follows
+                    if not left:
+                        selector.modify(sock, selectors.EVENT_READ)
+
+
 def exchange(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
     """Send one request with ``Connection: close``; the status, headers and body."""
     with socket.create_connection(("127.0.0.1", port), timeout=REQUEST_TIMEOUT) as sock:
-        sock.sendall(request)
-        data = b""
-        while chunk := sock.recv(65536):  # raises TimeoutError on a hang
-            data += chunk
+        sock.setblocking(False)
+        data = _send_and_read(sock, request)
     head, _, body = data.partition(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     assert lines[0].startswith("HTTP/1.1 "), data[:200]
@@ -223,8 +256,22 @@ HEADERS = st.dictionaries(
 )
 
 
+class Request:
+    """The bytes of one request; shown cut short, so a failing example prints readably."""
+
+    def __init__(self, raw: bytes) -> None:
+        self.raw = raw
+
+    def __repr__(self) -> str:
+        shown = self.raw if len(self.raw) <= 600 else self.raw[:600] + b"..."
+        return f"Request({len(self.raw)} bytes: {shown!r})"
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(repr(self))
+
+
 @st.composite
-def requests(draw: st.DrawFn) -> bytes:
+def requests(draw: st.DrawFn) -> Request:
     method, path = draw(METHODS), draw(PATHS) + draw(QUERY)
     body = draw(BODY)
     lines = [f"{method} {path} HTTP/1.1", "Host: router", "Connection: close"]
@@ -233,7 +280,7 @@ def requests(draw: st.DrawFn) -> bytes:
         lines.append(f"Content-Type: {content_type}")
     lines += [f"{name}: {value}" for name, value in draw(HEADERS).items()]
     lines.append(f"Content-Length: {len(body)}")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+    return Request(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
 
 
 def check_answer(request: bytes, status: int, headers: dict[str, str], body: bytes) -> None:
@@ -258,9 +305,9 @@ def check_answer(request: bytes, status: int, headers: dict[str, str], body: byt
     ],
 )
 @given(request=requests())
-def test_no_request_gets_a_5xx_or_a_bare_error(router: RouterThread, request: bytes) -> None:
-    status, headers, body = exchange(router.port, request)
-    check_answer(request, status, headers, body)
+def test_no_request_gets_a_5xx_or_a_bare_error(router: RouterThread, request: Request) -> None:
+    status, headers, body = exchange(router.port, request.raw)
+    check_answer(request.raw, status, headers, body)
 
 
 def test_the_router_is_alive_after_the_fuzzing(router: RouterThread) -> None:
