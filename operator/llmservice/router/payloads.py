@@ -110,6 +110,7 @@ class Fields(msgspec.Struct):
     instructions: Raw = _ABSENT
     system: Raw = _ABSENT
     tokens: Raw = _ABSENT
+    token_ids: Raw = _ABSENT
     query: Raw = _ABSENT
 
 

@@ -52,6 +52,10 @@ API_CHAT = "/api/chat"
 _TABLE = (
     Route("/v1/chat/completions", ("messages",), prompt=Prompt.CHAT, messages=True),
     Route("/v1/completions", ("prompt",), prompt=Prompt.COMPLETION),
+    # Several conversations in one request (lists of messages, not messages).
+    Route("/v1/chat/completions/batch", ("messages",)),
+    # Token ids in, token ids out.
+    Route("/inference/v1/generate", ("token_ids",)),
     # vLLM embeds either an input or a conversation.
     Route("/v1/embeddings", ("input", "messages")),
     Route("/v1/responses", ("input",), prompt=Prompt.RESPONSES),
@@ -74,6 +78,7 @@ _TABLE = (
     Route("/rerank", ("query",)),
     Route("/v1/rerank", ("query",)),
     Route("/v2/rerank", ("query",)),
+    Route("/generative_scoring", ("query",)),
     # /api/chat is sent upstream as a chat completion; its body is rebuilt (see app.py).
     Route(API_CHAT, ("messages",), prompt=Prompt.CHAT, messages=True),
 )

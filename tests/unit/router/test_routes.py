@@ -17,6 +17,11 @@ from .conftest import RouterServer, config, run
 BODIES: dict[str, dict[str, Any]] = {
     "/v1/chat/completions": {"messages": [{"role": "user", "content": "hi"}]},
     "/v1/completions": {"prompt": "Once upon"},
+    "/v1/chat/completions/batch": {
+        "messages": [[{"role": "user", "content": "hi"}], [{"role": "user", "content": "yo"}]]
+    },
+    "/inference/v1/generate": {"token_ids": [1, 2, 3], "sampling_params": {"max_tokens": 4}},
+    "/generative_scoring": {"query": "q", "items": ["a"], "label_token_ids": [1, 2]},
     "/v1/embeddings": {"input": ["a", "b"], "encoding_format": "float"},
     "/v1/responses": {"input": "hi", "instructions": "be brief", "reasoning": {"effort": "low"}},
     "/v1/messages": {"max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]},
