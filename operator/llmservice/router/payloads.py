@@ -33,6 +33,7 @@ from typing import Any
 
 import msgspec
 from msgspec import Raw
+from msgspec.structs import astuple
 
 from llmservice.router.errors import (
     InvalidRequest,
@@ -229,7 +230,7 @@ def resolve_model(
 def _head_items(head: _Head | None) -> list[Raw]:
     if head is None:
         return []
-    return [item for item in (getattr(head, f"i{i}") for i in range(HEAD_ITEMS)) if item]
+    return [item for item in astuple(head) if item]
 
 
 def _items(raw: Raw) -> list[Raw]:
