@@ -287,6 +287,13 @@ class ModelSpec(CamelModel):
         description="Extra model names the router accepts and rewrites to the served name"
         " (for example `gpt-3.5-turbo` for clients that hard-code it).",
     )
+    accept_any_model_name: bool = Field(
+        default=False,
+        description="Whether the router takes any model name a request sends as the served"
+        " model's and rewrites it to the served name, for clients that hard-code model names"
+        " they cannot change; off, a name that is neither the served name nor an alias is a"
+        " 404 `model_not_found`.",
+    )
     quantization: Quantization = Field(
         default="none", description="Weight quantization method (`--quantization`)."
     )

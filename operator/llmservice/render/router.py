@@ -65,6 +65,8 @@ def router_args(service: LLMService) -> list[str]:
     ]  # fmt: skip
     for alias in model.aliases or []:
         args += ["--alias", alias]
+    if model.accept_any_model_name:
+        args.append("--accept-any-model-name")
     args += [
         "--namespace", service.namespace,
         "--selector", selector_string(naming.selector_labels(service, naming.ENGINE)),

@@ -8,15 +8,21 @@ path.
 Routes:
 
 ====================================  ====  ================================================
-``/v1/chat/completions``              POST  proxied (model aliases rewritten)
-``/v1/completions``                   POST  proxied
-``/v1/embeddings``                    POST  proxied
-``/api/chat``                         POST  simple chat: ``messages`` + sampling parameters,
-                                            sent as /v1/chat/completions; the session id is
+``/v1/chat/completions`` and every    POST  proxied: the inference routes vLLM serves, in
+other route in `routes.ROUTES`              `llmservice.router.routes` (completions,
+                                            embeddings, responses, Anthropic messages,
+                                            tokenize, pooling, score, rerank...); the body
+                                            passes through as it came, but for a model
+                                            alias (or, with ``accept_any_model_name``, any
+                                            name), which is rewritten to the served name
+``/api/chat``                         POST  simple chat: ``messages`` plus any chat
+                                            completion parameter (null ones dropped), sent
+                                            as /v1/chat/completions; the session id is
                                             returned in the session header (made up when
                                             the client sent none) so the client can stick
 ``/v1/models``                        GET   the served name and the aliases
-``/healthz``                          GET   alive, and each replica's breaker state
+``/v1/models/{id}``                   GET   one of them (404 ``model_not_found`` otherwise)
+``/healthz``, ``/health``             GET   alive, and each replica's breaker state
 ``/readyz``                           GET   discovery synced, a replica routable, not draining
 ``/metrics``                          GET   Prometheus text format
 ====================================  ====  ================================================
@@ -24,9 +30,10 @@ Routes:
 With ``config.cors`` on (`llmservice.router.cors`), preflights are answered 204 before
 authentication and every response carries the CORS headers of its origin.
 
-With API keys, the proxied routes and ``/v1/models`` need ``Authorization: Bearer <key>``
-(401 with ``WWW-Authenticate: Bearer`` otherwise). The keys are read from ``api_keys`` on
-every request; with a keys file the app watches it (`keys_reload`) and replaces them there.
+With API keys, the proxied routes and ``/v1/models`` (and ``/v1/models/{id}``) need
+``Authorization: Bearer <key>`` (401 with ``WWW-Authenticate: Bearer`` otherwise). The keys
+are read from ``api_keys`` on every request; with a keys file the app watches it
+(`keys_reload`) and replaces them there.
 
 Admission (`llmservice.router.admission`): after authentication a proxied request passes the
 rate limits of its key and the router (429 at once otherwise), then takes a replica slot or
@@ -80,6 +87,7 @@ from llmservice.router.errors import (
     GlobalRateLimited,
     KeyQueueFull,
     MethodNotAllowed,
+    ModelNotFound,
     NotFound,
     PayloadTooLarge,
     QueueFull,
@@ -94,15 +102,19 @@ from llmservice.router.keys_metrics import ApiKeysMetrics
 from llmservice.router.keys_reload import ApiKeysFile
 from llmservice.router.metrics import RouterMetrics
 from llmservice.router.payloads import (
-    api_chat_request,
+    Fields,
+    api_chat_body,
     check_content_type,
     check_required,
+    is_true,
     parse_body,
+    prompt_view,
     resolve_model,
-    with_priority,
+    set_fields,
 )
 from llmservice.router.proxy import Exchange, Proxy, make_pool
 from llmservice.router.retry_budget import RetryBudget
+from llmservice.router.routes import API_CHAT, ROUTES, Route
 
 if TYPE_CHECKING:
     from llmservice.router.tracing import Tracing
@@ -114,8 +126,19 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
-PROXIED = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/embeddings"})
-API_CHAT = "/api/chat"
+MODELS = "/v1/models"
+MODEL_PREFIX = "/v1/models/"
+# A body at least this large is parsed under `RouterApp._parse_lock`, one at a time, with
+# a turn of the event loop in between: each parse of a large body holds the loop for up
+# to tens of milliseconds (bench/README.md), and this way other requests wait for at most
+# one of them rather than for every one that arrived together.
+LARGE_BODY = 1 << 20
+# Set in the scope once the request body has been read (or given up on).
+BODY_READ = "llmservice.body_read"
+# An error answered before the request body was read first reads and drops the body (within
+# this time and the body limit): closing a connection with unread data makes the kernel
+# send a reset, which can destroy the answer before the client reads it.
+DISCARD_TIMEOUT = 1.0
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
 _JSON = [(b"content-type", b"application/json")]
 # RFC 6750: a 401 names the scheme the client should authenticate with.
@@ -211,6 +234,8 @@ class RouterApp:
         self._request_id_header = config.request_id_header.lower().encode()
         self._models = self._models_body()
         self._names = config.model_names
+        self._any_name = config.accept_any_model_name
+        self._parse_lock = asyncio.Lock()
         # Request ids: a random per-process prefix and a counter, unique without a syscall.
         self._id_prefix = secrets.token_hex(8)
         self._ids = itertools.count()
@@ -312,22 +337,24 @@ class RouterApp:
         request_id = given.decode("latin-1") if given else ""
         if not _REQUEST_ID.match(request_id):
             request_id = f"{self._id_prefix}{next(self._ids):08x}"
-        route = path if path in PROXIED or path == API_CHAT else "other"
-        exchange = Exchange(request_id=request_id, route=route, model="")
-        if self.tracing is not None and route != "other":
-            exchange.span = self.tracing.start(scope["headers"], route)
+        proxied = ROUTES.get(path)
+        exchange = Exchange(request_id=request_id, route=path if proxied else "other", model="")
+        if self.tracing is not None and proxied is not None:
+            exchange.span = self.tracing.start(scope["headers"], path)
         try:
             if self.cors is not None and self.cors.apply(
                 scope["method"], scope["headers"], exchange.extra_headers
             ):
                 await self._preflight(send, exchange)
                 return
-            if self.api_keys is not None and (path in PROXIED or path in (API_CHAT, "/v1/models")):
+            if self.api_keys is not None and (
+                proxied is not None or path == MODELS or path.startswith(MODEL_PREFIX)
+            ):
                 exchange.client = self._authenticate(self.api_keys, scope, exchange)
-            if path in PROXIED or path == API_CHAT:
+            if proxied is not None:
                 if self.limiter.limited(exchange.client):
                     self._rate_limit(exchange)
-                await self._proxied(scope, receive, send, exchange, started)
+                await self._proxied(scope, receive, send, exchange, started, proxied)
             else:
                 await self._local(scope, send, exchange)
         except RouterError as error:
@@ -338,11 +365,30 @@ class RouterApp:
                 exchange.extra_headers.extend(error.headers)
             if not exchange.response_started:
                 exchange.status = error.status
+                if BODY_READ not in scope and self._has_body(scope):
+                    await self._discard_body(receive)
                 await self._send(send, error.status, error_body(error, request_id), exchange)
         except _ClientGone:
             exchange.status, exchange.cause = 499, "client_disconnect"
         finally:
             self._record(exchange, started, path, scope["method"])
+
+    def _has_body(self, scope: Scope) -> bool:
+        length = self._header(scope, b"content-length")
+        if length is not None:
+            return length not in (b"0", b"")
+        return self._header(scope, b"transfer-encoding") is not None
+
+    async def _discard_body(self, receive: Receive) -> None:
+        """Read and drop the request body, up to the body limit and `DISCARD_TIMEOUT`."""
+        left = self.config.max_body_bytes
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(DISCARD_TIMEOUT):
+                while left > 0:
+                    message = await receive()
+                    if message["type"] == "http.disconnect" or not message.get("more_body"):
+                        return
+                    left -= len(message.get("body", b""))
 
     def _rate_limit(self, exchange: Exchange) -> None:
         """Take the request from its buckets, or refuse it with a 429."""
@@ -420,27 +466,37 @@ class RouterApp:
 
     # -- local endpoints ----------------------------------------------------------------
 
+    def _model_card(self, name: str) -> dict[str, Any]:
+        return {"id": name, "object": "model", "created": 0, "owned_by": "llmservice",
+                "root": self.config.served_model_name}  # fmt: skip
+
     def _models_body(self) -> bytes:
-        data = [
-            {"id": name, "object": "model", "created": 0, "owned_by": "llmservice",
-             "root": self.config.served_model_name}
-            for name in self.config.model_names
-        ]  # fmt: skip
+        data = [self._model_card(name) for name in self.config.model_names]
         return json.dumps({"object": "list", "data": data}).encode()
 
-    def _health_body(self) -> bytes:
-        """Alive, and each replica's breaker (`llmservice.router.outliers`)."""
-        return json.dumps({"status": "ok", "replicas": self.proxy.outliers.snapshot()}).encode()
+    async def _model(self, send: Send, exchange: Exchange, name: str) -> None:
+        """One model as the OpenAI API's ``GET /v1/models/{model}`` answers it."""
+        if name not in self._names and not (self._any_name and name):
+            raise ModelNotFound(f"The model {name!r} does not exist.", param="model")
+        await self._send(send, 200, json.dumps(self._model_card(name)).encode(), exchange)
+
+    async def _healthz(self, send: Send, exchange: Exchange) -> None:
+        """Liveness, and each replica's breaker (`llmservice.router.outliers`): the one
+        handler of /healthz and its alias /health."""
+        body = {"status": "ok", "replicas": self.proxy.outliers.snapshot()}
+        await self._send(send, 200, json.dumps(body).encode(), exchange)
 
     async def _local(self, scope: Scope, send: Send, exchange: Exchange) -> None:
         path = scope["path"]
-        handlers = {"/healthz", "/readyz", "/metrics", "/v1/models"}
-        if path not in handlers:
+        handlers = {"/healthz", "/health", "/readyz", "/metrics", MODELS}
+        if path not in handlers and not path.startswith(MODEL_PREFIX):
             raise NotFound(f"Unknown path {path!r}.")
         if scope["method"] not in ("GET", "HEAD"):
             raise MethodNotAllowed(f"Use GET for {path}.")
-        if path == "/healthz":
-            await self._send(send, 200, self._health_body(), exchange)
+        if path in ("/healthz", "/health"):
+            await self._healthz(send, exchange)
+        elif path.startswith(MODEL_PREFIX):
+            await self._model(send, exchange, path[len(MODEL_PREFIX) :])
         elif path == "/readyz":
             ready, reason = self.ready
             body = json.dumps({"status": "ok" if ready else "unavailable", "reason": reason})
@@ -455,6 +511,7 @@ class RouterApp:
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
         limit = self.config.max_body_bytes
+        scope[BODY_READ] = True  # from here on, read to the end or given up on
         declared = self._header(scope, b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise PayloadTooLarge(f"The request body exceeds {limit} bytes.")
@@ -473,46 +530,57 @@ class RouterApp:
             if not message.get("more_body", False):
                 return parts[0] if len(parts) == 1 else b"".join(parts)
 
+    async def _parse(self, raw: bytes) -> Fields:
+        if len(raw) < LARGE_BODY:
+            return parse_body(raw)
+        async with self._parse_lock:
+            fields = parse_body(raw)
+            await asyncio.sleep(0)  # let what queued up during the parse run first
+            return fields
+
     async def _proxied(
-        self, scope: Scope, receive: Receive, send: Send, exchange: Exchange, started: float
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        exchange: Exchange,
+        started: float,
+        route: Route,
     ) -> None:
-        path: str = scope["path"]
+        path: str = route.path
         if scope["method"] != "POST":
             raise MethodNotAllowed(f"Use POST for {path}.")
         check_content_type(self._header(scope, b"content-type"))
         raw = await self._read_body(scope, receive)
-        body = parse_body(raw)
+        fields = await self._parse(raw)
         session_value = self._header(scope, self._session_header)
         session = session_value.decode("latin-1") if session_value else None
-        names = self._names
         served = self.config.served_model_name
+        changes: dict[str, bytes] = {}
+        if self._engine_priority:
+            # vLLM serves lower values first; the key's priority replaces the client's.
+            changes["priority"] = str(-exchange.client.priority).encode()
+        model = resolve_model(
+            fields, self._names, required=route.model_required, any_name=self._any_name
+        )
+        # Names outside the served ones (accept_any_model_name) are not metric labels.
+        exchange.model = model if model in self._names else served
+        check_required(route, fields)
         if path == API_CHAT:
-            exchange.model = resolve_model(body, names, required=False)
             if session is None:
                 session = uuid.uuid4().hex
             exchange.extra_headers.append((self._session_header, session.encode("latin-1")))
-            body = api_chat_request(body, served)
-            rewrite = True
+            raw = api_chat_body(raw, served, changes)
             path = "/v1/chat/completions"
         else:
-            exchange.model = resolve_model(body, names, required=True)
-            check_required(path, body)
-            rewrite = exchange.model != served
-            if rewrite:
-                body["model"] = served
-        if self._engine_priority:
-            # vLLM serves lower values first; the key's priority replaces the client's.
-            priority = -exchange.client.priority
-            if rewrite:
-                body["priority"] = priority
-            else:
-                raw = with_priority(raw, body, priority)
-        if rewrite:
-            raw = json.dumps(body).encode()
-        exchange.stream = body.get("stream") is True
+            if model is not None and model != served:
+                changes["model"] = json.dumps(served).encode()
+            if changes:
+                raw = set_fields(raw, fields, changes)
+        exchange.stream = is_true(fields.stream)
         exchange.session = session
         exchange.key, exchange.key_kind = routing_key(
-            session, body, self.config.balancer.prefix_chars
+            session, prompt_view(route.prompt, fields), self.config.balancer.prefix_chars
         )
         trace_lines = None
         if exchange.span is not None and self.tracing is not None:

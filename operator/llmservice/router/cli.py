@@ -7,6 +7,7 @@ where it has the same knob)::
     llmservice router
       --served-model-name NAME           the model name the engine serves (required)
       --alias NAME                       another accepted model name (repeatable)
+      --accept-any-model-name            any model name is taken as the served one
       --host 0.0.0.0  --port 8080        where to listen
       # replicas: either watch the engine Pods ...
       --namespace NS                     default: the Pod's own namespace ("default" outside)
@@ -120,6 +121,11 @@ def parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         help="another model name clients may send, rewritten to the served name (repeatable)",
+    )
+    p.add_argument(
+        "--accept-any-model-name",
+        action="store_true",
+        help="take any model name a request sends as the served model's, and rewrite it",
     )
     p.add_argument("--host", default=defaults.DEFAULT_HOST, help="address to listen on")
     p.add_argument("--port", type=int, default=defaults.DEFAULT_PORT, help="port to listen on")
@@ -450,6 +456,7 @@ def build_config(args: argparse.Namespace) -> RouterConfig:
     return RouterConfig(
         served_model_name=args.served_model_name,
         aliases=tuple(args.alias),
+        accept_any_model_name=args.accept_any_model_name,
         discovery=DiscoveryConfig(
             static_backends=static,
             namespace=args.namespace,

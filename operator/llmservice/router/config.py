@@ -336,6 +336,8 @@ class RouterConfig:
     served_model_name: str
     discovery: DiscoveryConfig
     aliases: tuple[str, ...] = ()
+    # Any requested model name is taken as the served model's (and rewritten to it).
+    accept_any_model_name: bool = False
     session_header: str = DEFAULT_SESSION_HEADER
     request_id_header: str = DEFAULT_REQUEST_ID_HEADER
     balancer: BalancerConfig = field(default_factory=BalancerConfig)

@@ -7,12 +7,13 @@ id, so a user can quote it when asking for help::
 
     RouterError
     ├── ClientError                 4xx: the request is wrong, retrying it will not help
-    │   ├── InvalidRequest          400 malformed JSON, missing field, wrong type
+    │   ├── InvalidRequest          400 malformed JSON (or not UTF-8, or nested too deeply),
+    │   │                           missing field, a field the router reads of the wrong type
     │   ├── Unauthorized            401 a missing or unknown API key
     │   ├── NotFound                404 unknown path
     │   ├── ModelNotFound           404 a model that is neither the served name nor an alias
     │   ├── MethodNotAllowed        405
-    │   ├── PayloadTooLarge         413 body over the configured limit
+    │   ├── PayloadTooLarge         413 body over the configured limit, or over a million values
     │   ├── UnsupportedMediaType    415 a body that is not application/json
     │   └── TooManyRequests         429 refused by admission; ``code`` says which limit:
     │       ├── RequestRateLimited      the key's requests per minute

@@ -41,6 +41,13 @@ def test_an_empty_router_section_renders_the_router_defaults() -> None:
     assert rendered.balancer == standalone.balancer
     assert rendered.session_header == standalone.session_header
     assert rendered.forward_authorization == standalone.forward_authorization
+    assert rendered.accept_any_model_name == standalone.accept_any_model_name is False
+
+
+def test_accept_any_model_name_reaches_the_router() -> None:
+    rendered = _rendered({"spec": {"model": {"acceptAnyModelName": True}}})
+    assert rendered.accept_any_model_name is True
+    assert _by_hand("--accept-any-model-name").accept_any_model_name is True
 
 
 def test_router_defaults_are_the_api_defaults() -> None:

@@ -7,16 +7,21 @@ import json
 import pytest
 
 from llmservice.router import InvalidRequest, ModelNotFound, UnsupportedMediaType, error_body
+from llmservice.router.balancer import routing_key
 from llmservice.router.errors import ClientError, RouterError, ServiceError, UpstreamTimeout
 from llmservice.router.payloads import (
-    api_chat_request,
+    TEXT_HEAD_BYTES,
+    api_chat_body,
     check_content_type,
+    check_required,
     parse_body,
+    prompt_view,
     resolve_model,
+    set_fields,
     usage_from_json,
     usage_from_sse_tail,
-    with_priority,
 )
+from llmservice.router.routes import ROUTES, Prompt
 
 
 @pytest.mark.parametrize(
@@ -33,36 +38,121 @@ def test_other_content_types_are_415(value: bytes) -> None:
 
 
 def test_parse_body_wants_a_json_object() -> None:
-    assert parse_body(b'{"a": 1}') == {"a": 1}
-    for raw in (b"", b"nul", b'"x"', b"\xff"):
+    fields = parse_body(b'{"model": "m", "other": [1, {"x": 2}]}')
+    assert bytes(fields.model) == b'"m"'
+    assert not fields.messages
+    for raw in (b"", b"nul", b'"x"', b"\xff", b"[1]", b'{"a": NaN}'):
         with pytest.raises(InvalidRequest):
             parse_body(raw)
 
 
+@pytest.mark.parametrize(
+    ("raw", "says"),
+    [
+        (b'{"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "nested too deeply"),
+        (b'{"messages": [{"content": "\\ud800"}]}', "not valid JSON"),
+        (b'{"a": "\xff\xfe"}', "not valid UTF-8"),
+        (b'{"model": ' + b"9" * 5000 + b"}", "'model' must be a string"),
+        (b'{"stream": true', "not valid JSON"),
+    ],
+)
+def test_hostile_bodies_are_client_errors(raw: bytes, says: str) -> None:
+    def parse_and_resolve() -> None:
+        resolve_model(parse_body(raw), ("llama",), required=False)
+
+    with pytest.raises(InvalidRequest, match=says):
+        parse_and_resolve()
+
+
+def test_numbers_the_router_does_not_read_are_left_to_the_engine() -> None:
+    parse_body(b'{"model": "m", "seed": ' + b"9" * 5000 + b"}")
+
+
 def test_resolve_model() -> None:
     names = ("llama", "gpt-4o")
-    assert resolve_model({"model": "gpt-4o"}, names, required=True) == "gpt-4o"
-    assert resolve_model({}, names, required=False) == "llama"
+
+    def resolve(raw: bytes, *, required: bool, any_name: bool = False) -> str | None:
+        return resolve_model(parse_body(raw), names, required=required, any_name=any_name)
+
+    assert resolve(b'{"model": "gpt-4o"}', required=True) == "gpt-4o"
+    assert resolve(b"{}", required=False) is None
+    assert resolve(b'{"model": null}', required=False) is None
     with pytest.raises(InvalidRequest):
-        resolve_model({}, names, required=True)
+        resolve(b"{}", required=True)
     with pytest.raises(InvalidRequest):
-        resolve_model({"model": 3}, names, required=True)
+        resolve(b'{"model": 3}', required=True)
     with pytest.raises(ModelNotFound) as caught:
-        resolve_model({"model": "mistral"}, names, required=False)
+        resolve(b'{"model": "mistral"}', required=False)
     assert caught.value.status == 404
+    assert resolve(b'{"model": "gpt-4"}', required=True, any_name=True) == "gpt-4"
 
 
-def test_api_chat_request_keeps_only_known_parameters() -> None:
-    body = {"messages": [{"role": "user", "content": "x"}], "temperature": 0, "stop": None}
-    assert api_chat_request(body, "llama") == {
-        "model": "llama",
-        "messages": body["messages"],
-        "temperature": 0,
+@pytest.mark.parametrize(
+    ("path", "raw", "param"),
+    [
+        ("/v1/chat/completions", b"{}", "messages"),
+        ("/v1/chat/completions", b'{"messages": []}', "messages"),
+        ("/v1/chat/completions", b'{"messages": ["hi"]}', "messages"),
+        ("/v1/chat/completions", b'{"messages": "hi"}', "messages"),
+        ("/v1/completions", b'{"prompt": ""}', "prompt"),
+        ("/v1/embeddings", b'{"input": null}', "input"),
+        ("/detokenize", b"{}", "tokens"),
+        ("/v1/rerank", b'{"documents": ["a"]}', "query"),
+    ],
+)
+def test_required_fields(path: str, raw: bytes, param: str) -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        check_required(ROUTES[path], parse_body(raw))
+    assert caught.value.param == param
+
+
+@pytest.mark.parametrize(
+    ("path", "raw"),
+    [
+        ("/v1/embeddings", b'{"messages": [{"role": "user", "content": "x"}]}'),
+        ("/tokenize", b'{"prompt": "x"}'),
+        ("/score", b'{"queries": "a", "documents": ["b"]}'),
+        # Only the head is checked; past it the engine decides.
+        ("/v1/chat/completions", b'{"messages": [' + b'{"role": "user"}, ' * 16 + b"3]}"),
+    ],
+)
+def test_required_fields_present(path: str, raw: bytes) -> None:
+    check_required(ROUTES[path], parse_body(raw))
+
+
+def test_prompt_view_decodes_only_the_head() -> None:
+    many = b",".join([b'{"role": "user", "content": "later"}'] * 100_000)
+    raw = (
+        b'{"messages": [{"role": "system", "content": [{"type": "text", "text": "be "},'
+        b' {"type": "text", "text": "brief"}]}, ' + many + b'], "user": 7}'
+    ).replace(b'\\"', b'"')
+    view = prompt_view(Prompt.CHAT, parse_body(raw))
+    assert view["user"] is None
+    assert view["messages"][0] == {"role": "system", "content": "be brief"}
+    assert len(view["messages"]) == 16
+    completion = prompt_view(Prompt.COMPLETION, parse_body(b'{"prompt": ["a", "b"]}'))
+    assert completion["prompt"] == "a"
+    responses = parse_body(b'{"instructions": "sys", "input": "hi", "user": "u"}')
+    assert prompt_view(Prompt.RESPONSES, responses) == {
+        "user": "u",
+        "messages": [{"role": "system", "content": "sys"}, {"role": "user", "content": "hi"}],
     }
-    with pytest.raises(InvalidRequest):
-        api_chat_request({**body, "max_tokens": True}, "llama")
-    with pytest.raises(InvalidRequest):
-        api_chat_request({"temperature": 1}, "llama")
+    anthropic = parse_body(b'{"system": "sys", "messages": [{"role": "user", "content": "x"}]}')
+    assert prompt_view(Prompt.ANTHROPIC, anthropic)["messages"][0]["content"] == "sys"
+
+
+def test_api_chat_body_passes_every_field_and_drops_nulls() -> None:
+    body = {
+        "messages": [{"role": "user", "content": "x"}],
+        "temperature": 0,
+        "min_p": 0.1,
+        "tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}],
+        "logprobs": None,
+        "model": "gpt-3.5-turbo",
+    }
+    out = json.loads(api_chat_body(json.dumps(body).encode(), "llama", {"priority": b"-3"}))
+    expected = {k: v for k, v in body.items() if v is not None}
+    assert out == {**expected, "model": "llama", "priority": -3}
 
 
 def test_usage_extraction() -> None:
@@ -107,14 +197,46 @@ def test_error_tree_statuses() -> None:
         b'  {"model":"m","messages":[]}\n ',
         b'{"model": "m", "priority": 7}',  # the client's own is replaced
         b'{"model": "m", "note": "\\"priority\\": 3"}',  # the word in a string
+        b'{"tools": [{"priority": 1}], "priority": 1}',  # nested first
+        b'{"priority": 1, "priority": 2}',  # repeated: rebuilt
+        b'{"pri\\u006frity": 4}',  # escaped name: rebuilt
         b"{}",
+        b"{ }",
     ],
 )
 def test_priority_is_set_on_the_top_level_object(raw: bytes) -> None:
-    body = json.loads(raw)
-    out = with_priority(raw, body, -10)
+    out = set_fields(raw, parse_body(raw), {"priority": b"-10"})
     decoded = json.loads(out)
     assert decoded["priority"] == -10
     assert {k: v for k, v in decoded.items() if k != "priority"} == {
         k: v for k, v in json.loads(raw).items() if k != "priority"
     }
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"model": "gpt-3.5-turbo", "messages": []}',
+        b'{"messages": [{"content": "\\"model\\": \\"gpt-3.5-turbo\\""}],'
+        b' "model" : "gpt-3.5-turbo"}',
+        b'{"tools": [{"model": "gpt-3.5-turbo"}], "model": "gpt-3.5-turbo"}',
+    ],
+)
+def test_model_is_rewritten_only_at_the_top_level(raw: bytes) -> None:
+    out = set_fields(raw, parse_body(raw), {"model": b'"llama"'})
+    original = json.loads(raw)
+    assert json.loads(out) == {**original, "model": "llama"}
+
+
+@pytest.mark.parametrize("tail", ["a", "é", "😀", "\\", '"', "\n"])
+def test_a_long_text_gives_the_same_prefix_key_as_its_head(tail: str) -> None:
+    # Every cut position near the decoding limit, across escapes and multi-byte characters.
+    for pad in range(16):
+        text = "x" * (TEXT_HEAD_BYTES - 40 + pad) + tail * 60
+        raw = json.dumps({"messages": [{"role": "user", "content": text}]}).encode()
+        view = prompt_view(Prompt.CHAT, parse_body(raw))
+        head = view["messages"][0]["content"]
+        assert text.startswith(head)
+        assert len(head) >= TEXT_HEAD_BYTES // 4 - 16
+        key = routing_key(None, view, 1000)
+        assert key == routing_key(None, {"messages": [{"role": "user", "content": text}]}, 1000)
