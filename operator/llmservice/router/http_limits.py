@@ -138,15 +138,15 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
                 self.logger.debug("Invalid HTTP request received: %s", error)
                 self.send_400_response("Invalid HTTP request received.")
             return
-        if self._in_head and self._head_bytes > self.limits.max_header_bytes:
-            self._refuse_head()
+        if self._in_head and self._head_bytes:
+            if self._head_bytes > self.limits.max_header_bytes:
+                self._refuse_head()
+            elif self._head_timer is None:
+                # A head that came in one read never needs the timer: it is armed only
+                # for one that is still incomplete when the read is parsed.
+                self._arm_head_timer()
 
     # -- parser callbacks ---------------------------------------------------------------
-
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        if self._head_timer is None:
-            self._arm_head_timer()
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if len(self.headers) >= self.limits.max_header_count:
