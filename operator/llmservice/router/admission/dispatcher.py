@@ -33,12 +33,19 @@ import asyncio
 import time
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
+from functools import partial
 
 from llmservice.router.admission.fair_queue import FairQueue
 from llmservice.router.admission.rate import DecayingRate
 from llmservice.router.balancer import Balancer, Choice
 from llmservice.router.clients import Client
-from llmservice.router.errors import ColdStartTimeout, KeyQueueFull, QueueFull, QueueTimeout
+from llmservice.router.errors import (
+    ColdStartTimeout,
+    KeyQueueFull,
+    QueueFull,
+    QueueTimeout,
+    RouterError,
+)
 
 __all__ = ["Dispatcher"]
 
@@ -239,9 +246,11 @@ class Dispatcher:
         self.queue.push(name, weight, waiter)
         self.waiting += 1
         if cold_start > 0:
-            timer = loop.call_later(cold_start, self._expire_cold, waiter, cold_start)
+            refusal = partial(self._cold_start_timeout, cold_start)
+            timer = loop.call_later(cold_start, self._expire, waiter, refusal)
         else:
-            timer = loop.call_later(self.queue_timeout, self._expire, waiter, client)
+            refusal = partial(self._queue_timeout, client)
+            timer = loop.call_later(self.queue_timeout, self._expire, waiter, refusal)
         try:
             return await waiter.future
         except asyncio.CancelledError:
@@ -254,25 +263,22 @@ class Dispatcher:
         finally:
             timer.cancel()
 
-    def _expire(self, waiter: _Waiter, client: Client) -> None:
+    def _expire(self, waiter: _Waiter, refusal: Callable[[], RouterError]) -> None:
+        """The waiter's time is up: it leaves the queue with ``refusal()``."""
         if waiter.future.done() or not self.queue.remove(waiter.name, waiter):
             return
         self.waiting -= 1
-        waiter.future.set_exception(
-            QueueTimeout(
-                f"No engine replica had room within {self.queue_timeout:g} s.",
-                retry_after=self.expected_wait(client),
-            )
+        waiter.future.set_exception(refusal())
+
+    def _queue_timeout(self, client: Client) -> RouterError:
+        return QueueTimeout(
+            f"No engine replica had room within {self.queue_timeout:g} s.",
+            retry_after=self.expected_wait(client),
         )
 
-    def _expire_cold(self, waiter: _Waiter, held: float) -> None:
-        if waiter.future.done() or not self.queue.remove(waiter.name, waiter):
-            return
-        self.waiting -= 1
-        waiter.future.set_exception(
-            ColdStartTimeout(
-                f"No engine replica became ready within {held:g} s; the engine may still be "
-                "starting.",
-                retry_after=min(held, 30.0),
-            )
+    @staticmethod
+    def _cold_start_timeout(held: float) -> RouterError:
+        return ColdStartTimeout(
+            f"No engine replica became ready within {held:g} s; the engine may still be starting.",
+            retry_after=min(held, 30.0),
         )
