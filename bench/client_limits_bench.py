@@ -35,7 +35,7 @@ from bench.router_bench import free_port, process, wait_http
 HEAD = b"POST /v1/chat/completions HTTP/1.1\r\nHost: router\r\nContent-Type: application/json\r\n"
 UNBOUNDED = [
     "--max-header-count", "10000000", "--max-header-bytes", "1000000000",
-    "--header-timeout", "100000",
+    "--header-timeout", "100000", "--max-buffered-body-bytes", "1000000000000",
 ]  # fmt: skip
 
 

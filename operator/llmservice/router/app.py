@@ -92,6 +92,7 @@ from llmservice.router.errors import (
     PayloadTooLarge,
     QueueFull,
     RequestRateLimited,
+    RouterBusy,
     RouterError,
     TokenRateLimited,
     TooManyRequests,
@@ -228,6 +229,7 @@ class RouterApp:
             else None
         )
         self.draining = False
+        self.body_bytes_held = 0  # request body bytes held by all requests (`_read_body`)
         self._flusher: asyncio.Task[None] | None = None
         self._keys_watch: asyncio.Task[None] | None = None
         self._session_header = config.session_header.lower().encode()
@@ -371,6 +373,7 @@ class RouterApp:
         except _ClientGone:
             exchange.status, exchange.cause = 499, "client_disconnect"
         finally:
+            self.body_bytes_held -= exchange.body_bytes
             self._record(exchange, started, path, scope["method"])
 
     def _has_body(self, scope: Scope) -> bool:
@@ -509,11 +512,19 @@ class RouterApp:
 
     # -- proxied endpoints --------------------------------------------------------------
 
-    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
+    async def _read_body(self, scope: Scope, receive: Receive, exchange: Exchange) -> bytes:
+        """The request body, within the body limit and the router's budget of bytes held.
+
+        Every byte read is charged to the budget (``body_bytes_held``) until the request ends
+        (`_http` gives them back): a flood of large bodies gets 503s, not the memory limit.
+        """
         limit = self.config.max_body_bytes
-        scope[BODY_READ] = True  # from here on, read to the end or given up on
         declared = self._header(scope, b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
+        length = int(declared) if declared is not None and declared.isdigit() else None
+        if length is not None and length <= limit:
+            self._check_budget(length, exchange)  # refused unread: the body is dropped
+        scope[BODY_READ] = True  # from here on, read to the end or given up on
+        if length is not None and length > limit:
             raise PayloadTooLarge(f"The request body exceeds {limit} bytes.")
         parts: list[bytes] = []
         size = 0
@@ -526,9 +537,20 @@ class RouterApp:
                 size += len(chunk)
                 if size > limit:
                     raise PayloadTooLarge(f"The request body exceeds {limit} bytes.")
+                self._check_budget(len(chunk), exchange)
+                self.body_bytes_held += len(chunk)
+                exchange.body_bytes += len(chunk)
                 parts.append(chunk)
             if not message.get("more_body", False):
                 return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def _check_budget(self, more: int, exchange: Exchange) -> None:
+        """Refuse ``more`` body bytes that would take the router over its budget."""
+        others = self.body_bytes_held - exchange.body_bytes
+        if others and self.body_bytes_held + more > self.config.body_budget:
+            raise RouterBusy(
+                "The router holds as many request bodies as it can; retry in a moment."
+            )
 
     async def _parse(self, raw: bytes) -> Fields:
         if len(raw) < LARGE_BODY:
@@ -551,7 +573,7 @@ class RouterApp:
         if scope["method"] != "POST":
             raise MethodNotAllowed(f"Use POST for {path}.")
         check_content_type(self._header(scope, b"content-type"))
-        raw = await self._read_body(scope, receive)
+        raw = await self._read_body(scope, receive, exchange)
         fields = await self._parse(raw)
         session_value = self._header(scope, self._session_header)
         session = session_value.decode("latin-1") if session_value else None

@@ -34,6 +34,7 @@ where it has the same knob)::
       --max-ejected-percent 50           of the replicas, at most (never the last one)
       --probe-timeout 5                  seconds for the GET /health that readmits a replica
       --max-body-bytes 8388608
+      --max-buffered-body-bytes 268435456  all requests' bodies at once; more get 503
       --max-connections 1024             upstream connection pool size
       --forward-authorization            pass the client's Authorization header upstream
       # clients (see llmservice.router.config.ClientLimits for the reasons)
@@ -223,6 +224,13 @@ def parser() -> argparse.ArgumentParser:
         type=int,
         default=defaults.DEFAULT_MAX_BODY_BYTES,
         help="largest accepted request body; larger ones get 413",
+    )
+    p.add_argument(
+        "--max-buffered-body-bytes",
+        type=int,
+        default=defaults.DEFAULT_MAX_BUFFERED_BODY_BYTES,
+        help="request body bytes all requests may hold at once (never less than one largest"
+        " body); a request that would go over gets 503 router_busy with Retry-After",
     )
     p.add_argument(
         "--max-connections",
@@ -487,6 +495,7 @@ def build_config(args: argparse.Namespace) -> RouterConfig:
             cold_start_timeout=args.cold_start_timeout,
         ),
         max_body_bytes=args.max_body_bytes,
+        max_buffered_body_bytes=args.max_buffered_body_bytes,
         outliers=OutlierConfig(
             consecutive_failures=args.eject_after_failures,
             base_ejection=args.base_ejection,

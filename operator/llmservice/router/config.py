@@ -31,6 +31,9 @@ DEFAULT_LOAD_BOUND = _API_ROUTER.load_bound
 DEFAULT_VIRTUAL_NODES = 1000
 DEFAULT_PREFIX_CHARS = 512
 DEFAULT_MAX_BODY_BYTES = _API_ROUTER.max_request_bytes
+# Request body bytes all requests may hold at once: a body costs about twice its size while
+# it is read and joined, so this keeps bodies under about half of the router's 1 GiB limit.
+DEFAULT_MAX_BUFFERED_BODY_BYTES = 256 << 20
 
 DEFAULT_CONNECT_TIMEOUT = float(_API_TIMEOUTS.connect_seconds)
 DEFAULT_FIRST_BYTE_TIMEOUT = float(_API_TIMEOUTS.first_byte_seconds)
@@ -346,6 +349,8 @@ class RouterConfig:
     admission: AdmissionConfig = field(default_factory=AdmissionConfig)
     outliers: OutlierConfig = field(default_factory=OutlierConfig)
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    # All requests' bodies together; never below max_body_bytes (see `body_budget`).
+    max_buffered_body_bytes: int = DEFAULT_MAX_BUFFERED_BODY_BYTES
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     upstream_keepalive: float = DEFAULT_UPSTREAM_KEEPALIVE
     forward_authorization: bool = False
@@ -361,6 +366,8 @@ class RouterConfig:
             raise ValueError("served model name is required")
         if self.max_body_bytes < 1 or self.max_connections < 1:
             raise ValueError("max body bytes and max connections must be >= 1")
+        if self.max_buffered_body_bytes < 1:
+            raise ValueError("max buffered body bytes must be >= 1")
         if not self.upstream_keepalive > 0:
             raise ValueError("the upstream keep-alive must be positive")
         for cidr in self.trusted_proxies:
@@ -368,6 +375,11 @@ class RouterConfig:
                 ipaddress.ip_network(cidr, strict=False)
             except ValueError:
                 raise ValueError(f"trusted proxy {cidr!r} is not an IP network") from None
+
+    @property
+    def body_budget(self) -> int:
+        """Body bytes all requests may hold at once; one largest body always fits."""
+        return max(self.max_buffered_body_bytes, self.max_body_bytes)
 
     @property
     def model_names(self) -> tuple[str, ...]:

@@ -25,6 +25,7 @@ id, so a user can quote it when asking for help::
     └── ServiceError                5xx: the router or the engine could not serve it
         ├── NoReadyReplica          503 nothing to route to (or the router is draining)
         │   └── ColdStartTimeout        held for a replica (scaling from zero) in vain
+        ├── RouterBusy              503 the bodies of requests in flight fill the router's budget
         ├── UpstreamConnectError    502 every attempt failed before the first byte
         ├── UpstreamTimeout         504 connect, first-byte, idle or total timeout
         └── UpstreamProtocolError   502 the engine broke the connection mid-response
@@ -57,6 +58,7 @@ __all__ = [
     "QueueFull",
     "QueueTimeout",
     "RequestRateLimited",
+    "RouterBusy",
     "RouterError",
     "ServiceError",
     "TokenRateLimited",
@@ -207,6 +209,16 @@ class ColdStartTimeout(NoReadyReplica):
     def __init__(self, message: str, *, retry_after: float) -> None:
         self.retry_after = max(1, math.ceil(retry_after))
         super().__init__(message, headers=((b"retry-after", str(self.retry_after).encode()),))
+
+
+class RouterBusy(ServiceError):
+    """The request bodies held at once would exceed the router's budget; try again soon."""
+
+    code = "router_busy"
+    cause = "router_busy"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers=((b"retry-after", b"1"),))
 
 
 class UpstreamConnectError(ServiceError):

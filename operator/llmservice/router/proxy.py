@@ -171,6 +171,7 @@ class Exchange:
     attempts: int = 0
     primary: bool = True
     queue_wait: float = 0.0
+    body_bytes: int = 0  # of the request body, charged to the router's budget while held
     status: int = 0
     cause: str | None = None
     first_byte_at: float | None = None
