@@ -6,7 +6,9 @@ keys: the runtime updates the mounted file atomically as a kubelet does, and eve
 applies it; a broken update is rejected by the routers, which keep the last good keys, and
 the operator says so in `RouterAvailable`. Every wait polls with a deadline. The service also
 allows a browser origin (`router.cors`): a browser's preflight reaches every router without a
-key, and the answers, 401s included, carry the CORS headers a script needs.
+key, and the answers, 401s included, carry the CORS headers a script needs. The examples users
+copy work through every router: the `/api/chat` body with its full sampling parameters, tools
+and trailing nulls, and the OpenAI SDK with and without streaming.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import openai
 import pytest
 import yaml
 from kubernetes import client
@@ -28,6 +31,7 @@ from llmservice.sandbox.product import Product
 from tests.e2e.llmservices import condition, create_llms, get_llms, minimal, wait_ready
 from tests.e2e.operator_fixture import OperatorProcess, running_operator
 from tests.e2e.waiting import eventually
+from tests.unit.router.test_routes import API_CHAT_BODY
 
 pytestmark = pytest.mark.e2e
 
@@ -131,6 +135,34 @@ def check_browser_access(ip: str, key: str) -> None:
     assert headers["Access-Control-Allow-Origin"] is None
 
 
+MODEL = "Qwen/Qwen2.5-0.5B-Instruct"
+
+
+def check_copied_examples(ip: str, key: str) -> None:
+    """The requests users copy from docs and SDKs, answered by the engine through `ip`."""
+    request = urllib.request.Request(
+        f"http://{ip}:8080/api/chat",
+        data=json.dumps(API_CHAT_BODY).encode(),
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {key}"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+        answer = json.loads(response.read())
+        assert response.status == 200
+        assert response.headers["X-Session-ID"]
+    assert answer["choices"][0]["message"]["role"] == "assistant"
+    sdk = openai.OpenAI(base_url=f"http://{ip}:8080/v1", api_key=key, max_retries=0)
+    messages: Any = [{"role": "user", "content": "Say hello."}]
+    completion = sdk.chat.completions.create(model=MODEL, messages=messages, max_tokens=8)
+    assert completion.choices[0].message.content
+    assert completion.usage is not None
+    assert completion.usage.completion_tokens > 0
+    stream = sdk.chat.completions.create(model=MODEL, messages=messages, max_tokens=8, stream=True)
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+    assert text
+    assert next(model.id for model in sdk.models.list()) == MODEL
+    assert sdk.models.retrieve(MODEL).id == MODEL
+
+
 def metric(ip: str, name: str) -> float | None:
     with urllib.request.urlopen(f"http://{ip}:8080/metrics", timeout=5) as response:
         for line in response.read().decode().splitlines():
@@ -190,6 +222,7 @@ def test_rotated_keys_apply_without_a_restart_and_a_broken_update_is_shown(
         assert (code, headers["WWW-Authenticate"]) == (401, "Bearer")
         assert metric(ip, "llmservice_router_api_keys") == 2.0
         check_browser_access(ip, OLD_KEY)
+        check_copied_examples(ip, OLD_KEY)
 
     # Rotation: the new key works and the old one stops, on every router, within a minute.
     put_keys(core, namespace, ROTATED_KEYS)
