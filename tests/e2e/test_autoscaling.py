@@ -265,11 +265,17 @@ def test_autoscaler_scales_up_under_load_down_after_and_a_reapply_does_not_fight
         for thread in threads:
             thread.join(timeout=120)
 
-    # Idle: after the 15 s down window, back to the minimum, in one step.
+    # Idle: after the 15 s down window, back to the minimum (in one step, or two when a
+    # scrape lands while the last requests finish). The status follows the Deployment.
     engine_replicas_become(apps, namespace, "chat", 1, 90)
+
+    def scaled_down() -> dict[str, Any] | None:
+        found = get_llms(custom, namespace, "chat")
+        last = found["status"]["autoscaling"]["lastDecision"]
+        return found if (last["reason"], last["to"]) == ("ScaleDown", 1) else None
+
+    eventually(scaled_down, 30, "the status to record the scale-down")
     obj = wait_ready(custom, namespace, "chat")
-    decision = obj["status"]["autoscaling"]["lastDecision"]
-    assert (decision["reason"], decision["from"], decision["to"]) == ("ScaleDown", 3, 1)
     # No flapping: every step up came before every step down.
     steps = scaling_steps(kube, namespace, "chat")
     assert "ScaleUp" in steps
