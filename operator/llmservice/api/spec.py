@@ -801,8 +801,10 @@ class RouterSpec(CamelModel):
     image_pull_policy: PullPolicy = Field(default="IfNotPresent", description="Image pull policy.")
     strategy: RoutingStrategy = Field(
         default="SessionAffinity",
-        description="SessionAffinity: consistent hashing with bounded loads on the session key,"
-        " falling back to a prompt-prefix hash; LeastLoad; RoundRobin.",
+        description="SessionAffinity: each session (the session header, else the `user`"
+        " field, else the conversation's system and first user messages) stays on the"
+        " replica that served it, and new sessions are placed on a hash ring so that session"
+        " counts stay even; LeastLoad; RoundRobin.",
     )
     session_header: Annotated[
         str, Field(min_length=1, max_length=64, pattern=HEADER_NAME_PATTERN)
@@ -810,7 +812,11 @@ class RouterSpec(CamelModel):
         default=DEFAULT_SESSION_HEADER, description="Request header carrying the session key."
     )
     load_bound: Annotated[float, Field(ge=1.0, le=4.0)] = Field(
-        default=1.25, description="No replica takes more than this multiple of the mean load."
+        default=2.0,
+        description="SessionAffinity: a session leaves the replica holding its cache only"
+        " while that replica has more than this multiple of the mean requests in flight (per"
+        " router replica), and no new session is placed there; a moved session stays where"
+        " it moved.",
     )
     retries: Annotated[int, Field(ge=0, le=5)] = Field(
         default=2, description="Attempts on other replicas for failures before the first byte."

@@ -4,7 +4,8 @@ Small modules with injected collaborators and no module-level state:
 
 - `config`: frozen value objects with named defaults
 - `errors`: the one exception tree and the OpenAI-style error body
-- `balancer`: pure replica choice (CHWBL, least-load, round-robin)
+- `balancer`: replica choice and the routing key; `sticky`: sticky sessions placed for
+  balance; `ring`: the hash ring and what every balancer shares
 - `discovery`: engine Pods from the API server, or a static list
 - `proxy`: forwarding to a replica, retries, streaming; `upstream`: the pooled HTTP client
 - `deadlines`: per-request timeouts; `retry_budget`: the retries all requests share
@@ -23,9 +24,9 @@ from llmservice.router.app import RouterApp, create_app
 from llmservice.router.balancer import (
     Balancer,
     Choice,
-    ConsistentHashBalancer,
     LeastLoadBalancer,
     RoundRobinBalancer,
+    StickyBalancer,
     make_balancer,
     prefix_key,
     routing_key,
@@ -71,7 +72,6 @@ __all__ = [
     "BalancerConfig",
     "Choice",
     "ClientError",
-    "ConsistentHashBalancer",
     "Discovery",
     "DiscoveryConfig",
     "InvalidRequest",
@@ -92,6 +92,7 @@ __all__ = [
     "RouterMetrics",
     "ServiceError",
     "StaticDiscovery",
+    "StickyBalancer",
     "Strategy",
     "Timeouts",
     "TracingConfig",

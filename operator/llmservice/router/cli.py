@@ -18,8 +18,13 @@ where it has the same knob)::
       # routing
       --strategy SessionAffinity|LeastLoad|RoundRobin   the API's router.strategy names
       --session-header X-Session-ID
-      --load-bound 1.25                  CHWBL bound, as a multiple of the mean load
-      --prefix-chars 512                 prompt prefix hashed without a session or user
+      --load-bound 2.0                   a session leaves its replica only above this multiple
+                                         of the mean requests in flight
+      --session-bound 1.1                new sessions keep every replica's session count
+                                         within this multiple of the mean
+      --max-sessions 65536  --session-idle-timeout 600   the session table's bounds
+      --prefix-chars 512                 text-completion prompt characters hashed without
+                                         a session or user
       # upstream
       --connect-timeout 5  --first-byte-timeout 120  --idle-timeout 60  --total-timeout 1800
       --retries 2                        retries on another replica before the response,
@@ -157,8 +162,9 @@ def parser() -> argparse.ArgumentParser:
         type=parse_strategy,
         choices=list(Strategy),
         default=defaults.DEFAULT_STRATEGY,
-        help="how a replica is picked: SessionAffinity (consistent hashing with bounded loads"
-        " on the session key), LeastLoad or RoundRobin; the older spellings session,"
+        help="how a replica is picked: SessionAffinity (a session stays on its replica; new"
+        " ones are placed for balance on a hash ring), LeastLoad or RoundRobin; the older"
+        " spellings session,"
         " least-load and round-robin are still accepted",
     )
     p.add_argument(
@@ -170,14 +176,34 @@ def parser() -> argparse.ArgumentParser:
         "--load-bound",
         type=float,
         default=defaults.DEFAULT_LOAD_BOUND,
-        help="CHWBL bound, as a multiple of the mean load",
+        help="a session moves off its replica only while that replica holds more than this"
+        " multiple of the mean requests in flight, and no new session goes there",
+    )
+    p.add_argument(
+        "--session-bound",
+        type=float,
+        default=defaults.DEFAULT_SESSION_BOUND,
+        help="new sessions are placed so that no replica holds more than this multiple of"
+        " the mean number of live sessions",
+    )
+    p.add_argument(
+        "--max-sessions",
+        type=int,
+        default=defaults.DEFAULT_MAX_SESSIONS,
+        help="sessions remembered (least recently used forgotten first); about 200 bytes each",
+    )
+    p.add_argument(
+        "--session-idle-timeout",
+        type=float,
+        default=defaults.DEFAULT_SESSION_IDLE_SECONDS,
+        help="seconds after its last request that a session is forgotten",
     )
     p.add_argument(
         "--prefix-chars",
         type=int,
         default=defaults.DEFAULT_PREFIX_CHARS,
-        help="characters of the prompt hashed when a request has no session header and no"
-        " `user` field",
+        help="characters of a text-completion prompt hashed when a request has no session"
+        " header and no `user` field (a chat is keyed by its system and first user messages)",
     )
     p.add_argument(
         "--connect-timeout",
@@ -475,6 +501,9 @@ def build_config(args: argparse.Namespace) -> RouterConfig:
         balancer=BalancerConfig(
             strategy=args.strategy,
             load_bound=args.load_bound,
+            session_bound=args.session_bound,
+            max_sessions=args.max_sessions,
+            session_idle_seconds=args.session_idle_timeout,
             prefix_chars=args.prefix_chars,
         ),
         timeouts=Timeouts(

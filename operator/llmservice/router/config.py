@@ -30,6 +30,9 @@ DEFAULT_REQUEST_ID_HEADER = "X-Request-ID"
 DEFAULT_LOAD_BOUND = _API_ROUTER.load_bound
 DEFAULT_VIRTUAL_NODES = 1000
 DEFAULT_PREFIX_CHARS = 512
+DEFAULT_SESSION_BOUND = 1.1
+DEFAULT_MAX_SESSIONS = 65_536
+DEFAULT_SESSION_IDLE_SECONDS = 600.0
 DEFAULT_MAX_BODY_BYTES = _API_ROUTER.max_request_bytes
 # Request body bytes all requests may hold at once: a body costs about twice its size while
 # it is read and joined, so this keeps bodies under about half of the router's 1 GiB limit.
@@ -85,7 +88,8 @@ class Strategy(enum.StrEnum):
     """
 
     SESSION = "SessionAffinity"
-    """CHWBL on the session key; a bounded prompt prefix when there is none."""
+    """Sticky sessions placed for balance (`llmservice.router.sticky`); the conversation's
+    head when there is no session."""
     LEAST_LOAD = "LeastLoad"
     """The replica with the fewest requests in flight."""
     ROUND_ROBIN = "RoundRobin"
@@ -177,18 +181,23 @@ class OutlierConfig:
 
 @dataclass(frozen=True, slots=True)
 class BalancerConfig:
-    """Routing: the strategy, the CHWBL load bound and the prefix used without a session."""
+    """Routing: the strategy, the sticky balancer's bounds and the prefix used without a key."""
 
     strategy: Strategy = DEFAULT_STRATEGY
     load_bound: float = DEFAULT_LOAD_BOUND
+    session_bound: float = DEFAULT_SESSION_BOUND
+    max_sessions: int = DEFAULT_MAX_SESSIONS
+    session_idle_seconds: float = DEFAULT_SESSION_IDLE_SECONDS
     virtual_nodes: int = DEFAULT_VIRTUAL_NODES
     prefix_chars: int = DEFAULT_PREFIX_CHARS
 
     def __post_init__(self) -> None:
-        if self.load_bound < 1.0:
-            raise ValueError("load bound must be >= 1.0")
-        if self.virtual_nodes < 1 or self.prefix_chars < 1:
-            raise ValueError("virtual nodes and prefix chars must be >= 1")
+        if self.load_bound < 1.0 or self.session_bound < 1.0:
+            raise ValueError("load and session bounds must be >= 1.0")
+        if self.virtual_nodes < 1 or self.prefix_chars < 1 or self.max_sessions < 1:
+            raise ValueError("virtual nodes, prefix chars and max sessions must be >= 1")
+        if self.session_idle_seconds <= 0:
+            raise ValueError("the session idle timeout must be positive")
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,9 +17,10 @@ Attributes, all known once the request is over:
 ``llmservice.replica``                the replica of the last attempt
 ``llmservice.routing.key``            ``session``, ``prefix`` or ``none``, as in the
                                       access log's ``key``
-``llmservice.routing.primary``        true when the replica is the key's first choice
-                                      (an affinity hit), false when the load bound
-                                      spilled the request over; absent for ``none``
+``llmservice.routing.primary``        true when the session stayed on its replica (an
+                                      affinity hit) or a new one went to its ring point,
+                                      false when it moved or was placed past it; absent
+                                      for ``none``
 ``llmservice.attempts``               attempts made (retries + 1)
 ``llmservice.queue_wait_seconds``     time spent in the router's queue for a slot
 ``error.type``                        the router's error cause, when there is one

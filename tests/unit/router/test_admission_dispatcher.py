@@ -8,8 +8,9 @@ import math
 import pytest
 
 from llmservice.router.admission import Dispatcher
-from llmservice.router.balancer import ConsistentHashBalancer, LeastLoadBalancer
+from llmservice.router.balancer import LeastLoadBalancer, make_balancer
 from llmservice.router.clients import Client
+from llmservice.router.config import BalancerConfig
 from llmservice.router.errors import KeyQueueFull, QueueFull, QueueTimeout
 
 from .conftest import run, until
@@ -33,7 +34,7 @@ def make(
 ) -> tuple[Dispatcher, dict[str, int], list[tuple[str, float]]]:
     loads: dict[str, int] = {}
     waits: list[tuple[str, float]] = []
-    balancer = ConsistentHashBalancer()
+    balancer = make_balancer(BalancerConfig())
 
     def release(name: str) -> None:
         loads[name] -= 1

@@ -11,9 +11,9 @@ key's name and priority, bounded per key (the key's ``max_queued``) and in total
 
 Whenever a slot frees, a replica opens or joins, the queue's next request (by weighted fair
 queuing) is dispatched: the balancer picks its replica with the blocked ones excluded. A
-queued request so goes to its session's replica when that one has room, and otherwise to the
-next replica on its ring with room, exactly as the CHWBL load bound moves requests off a
-busy replica. Waiting for the session's own replica instead would idle the free ones
+queued request so goes to its session's replica when that one has room, and otherwise to
+another replica with room, where the session then stays, as a session leaves an overloaded
+replica. Waiting for the session's own replica instead would idle the free ones
 (head-of-line blocking) while the queue grows, and the prefix cache a session would find there
 is worth less than a request that waits for no reason. Because any free replica takes the
 head of the queue, requests wait only while every replica is blocked.

@@ -1,0 +1,188 @@
+"""Sticky sessions placed for balance: each session stays where its KV cache is.
+
+Why not plain consistent hashing with bounded loads (CHWBL) on the session key: a bound on
+requests in flight is crossed by ordinary bursts (with 10-25 requests in flight over four
+replicas, 1.25 times the mean is 4-8), and every spilled turn re-prefills its whole
+conversation on a replica that holds none of it, evicting other sessions' blocks there.
+Without a bound, hashing leaves session counts as uneven as chance makes them (the busiest
+replica of four often gets 1.2-1.3 times the mean). So placement and stickiness are split:
+
+- **A new session is placed for balance**, on the hash ring: it starts at its key's point
+  and takes the first replica that has fewer than ``session_bound`` times the mean number of
+  sessions and fewer than ``load_bound`` times the mean requests in flight (CHWBL on session
+  counts). With equal counts that is the ring's own choice, so router replicas agree on it.
+- **A known session stays** on the replica that served its previous turn, whatever the
+  counts, unless that replica is excluded (failed, ejected, at its concurrency cap) or holds
+  more than ``load_bound`` times the mean requests in flight: moving costs a full re-prefill
+  of the conversation, so only an overload is worth it. A moved session stays where it moved.
+
+The table is bounded: at most ``max_sessions`` entries (least recently used first out) and
+sessions idle for ``idle_seconds`` are forgotten, so the counts are of live sessions. An entry
+is an 8-byte key hash and a reference to a replica name, about 200 bytes with the dict slot,
+so the default bound of 65,536 sessions holds under 15 MB whatever the session ids are.
+
+Fleet changes: a new replica takes new sessions until its count is even (no live session
+moves to it); a removed replica's sessions are placed again, and no other session moves.
+Several router replicas share no state: they agree on every session placed at its ring
+point (all of them while counts are even) and each follows the sessions it placed itself.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Collection, Mapping, Sequence
+
+from llmservice.router.config import (
+    DEFAULT_LOAD_BOUND,
+    DEFAULT_MAX_SESSIONS,
+    DEFAULT_SESSION_BOUND,
+    DEFAULT_SESSION_IDLE_SECONDS,
+)
+from llmservice.router.ring import Balancer, Choice, HashRing, hash64
+
+__all__ = ["SessionTable", "StickyBalancer"]
+
+
+class SessionTable:
+    """Key hash -> replica for live sessions: LRU order, idle expiry, counts per replica."""
+
+    def __init__(self, *, max_sessions: int, idle_seconds: float) -> None:
+        if max_sessions < 1 or idle_seconds <= 0:
+            raise ValueError("max sessions and idle seconds must be positive")
+        self.max_sessions = max_sessions
+        self.idle_seconds = idle_seconds
+        # Insertion order is recency order: a touched entry is re-inserted at the end.
+        self._entries: dict[int, tuple[str, float]] = {}
+        self.counts: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: int) -> str | None:
+        entry = self._entries.get(key)
+        return None if entry is None else entry[0]
+
+    def put(self, key: int, replica: str, now: float) -> None:
+        """Record that ``key`` was served by ``replica`` at ``now`` (a move or a touch)."""
+        old = self._entries.pop(key, None)
+        if old is not None:
+            self._uncount(old[0])
+        elif len(self._entries) >= self.max_sessions:
+            self._uncount(self._entries.pop(next(iter(self._entries)))[0])
+        self._entries[key] = (replica, now)
+        self.counts[replica] = self.counts.get(replica, 0) + 1
+
+    def expire(self, now: float) -> None:
+        """Forget sessions idle for longer than ``idle_seconds`` (the oldest come first)."""
+        entries, horizon = self._entries, now - self.idle_seconds
+        while entries:
+            key = next(iter(entries))
+            replica, seen = entries[key]
+            if seen >= horizon:
+                return
+            del entries[key]
+            self._uncount(replica)
+
+    def forget_replicas(self, gone: Collection[str]) -> None:
+        """Drop the sessions of replicas that left the fleet."""
+        if not gone:
+            return
+        self._entries = {k: v for k, v in self._entries.items() if v[0] not in gone}
+        for replica in gone:
+            self.counts.pop(replica, None)
+
+    def _uncount(self, replica: str) -> None:
+        left = self.counts.get(replica, 0) - 1
+        if left > 0:
+            self.counts[replica] = left
+        else:
+            self.counts.pop(replica, None)
+
+
+class StickyBalancer:
+    """Sessions stay on their replica; new ones are placed by session count on the ring."""
+
+    def __init__(
+        self,
+        *,
+        fallback: Balancer,
+        load_bound: float = DEFAULT_LOAD_BOUND,
+        session_bound: float = DEFAULT_SESSION_BOUND,
+        virtual_nodes: int = 1000,
+        max_sessions: int = DEFAULT_MAX_SESSIONS,
+        idle_seconds: float = DEFAULT_SESSION_IDLE_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if load_bound < 1.0 or session_bound < 1.0:
+            raise ValueError("load and session bounds must be >= 1.0")
+        self.load_bound = load_bound
+        self.session_bound = session_bound
+        self.ring = HashRing(virtual_nodes)
+        self.sessions = SessionTable(max_sessions=max_sessions, idle_seconds=idle_seconds)
+        self._fallback = fallback  # for requests without a key
+        self._clock = clock
+
+    @property
+    def replicas(self) -> tuple[str, ...]:
+        return self.ring.replicas
+
+    def update(self, replicas: Collection[str]) -> None:
+        before = set(self.ring.replicas)
+        self.ring.update(replicas)
+        self._fallback.update(replicas)
+        self.sessions.forget_replicas(before.difference(self.ring.replicas))
+
+    def pick(
+        self, key: str | None, loads: Mapping[str, int], exclude: Collection[str] = ()
+    ) -> Choice | None:
+        if key is None:
+            return self._fallback.pick(None, loads, exclude)
+        replicas = self.ring.replicas
+        eligible = [r for r in replicas if r not in exclude] if exclude else replicas
+        if not eligible:
+            return None
+        now = self._clock()
+        table = self.sessions
+        table.expire(now)
+        hashed = hash64(key)
+        load_cap = _cap(self.load_bound, loads, eligible)
+        home = table.get(hashed)
+        if home is not None and home not in exclude and loads.get(home, 0) < load_cap:
+            table.put(hashed, home, now)
+            return Choice(home, primary=True)
+        chosen = self._place(hashed, loads, eligible, exclude, load_cap)
+        table.put(hashed, chosen, now)
+        # "primary": the session's first turn went to its ring point; a later turn that
+        # had to leave its replica is a spill, as is a placement past the ring point.
+        return Choice(chosen, primary=home is None and chosen == self.ring.first(hashed))
+
+    def _place(
+        self,
+        hashed: int,
+        loads: Mapping[str, int],
+        eligible: Sequence[str],
+        exclude: Collection[str],
+        load_cap: int,
+    ) -> str:
+        counts = self.sessions.counts
+        session_cap = _cap(self.session_bound, counts, eligible)
+        fallback: str | None = None
+        for replica in self.ring.walk(hashed, exclude):
+            if loads.get(replica, 0) >= load_cap:
+                continue
+            if counts.get(replica, 0) < session_cap:
+                return replica
+            if fallback is None:
+                fallback = replica
+        # Every replica under the load cap is at the session cap too (possible only while
+        # the cap rounds down to the counts): the first of them on the ring. One always
+        # exists, since the least-loaded eligible replica is below a bound of at least 1.
+        return fallback if fallback is not None else eligible[0]
+
+
+def _cap(bound: float, counts: Mapping[str, int], eligible: Sequence[str]) -> int:
+    """The most a replica may hold after taking one more, at ``bound`` times the mean."""
+    total = sum([counts.get(replica, 0) for replica in eligible])
+    # Less a rounding error's worth, so 1.1 * 400 / 4 is 110 and not 110.00000000000001.
+    return math.ceil(bound * (total + 1) / len(eligible) - 1e-9)

@@ -1,0 +1,225 @@
+"""Sticky sessions placed for balance: properties of the table and the balancer."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from llmservice.router import LeastLoadBalancer, StickyBalancer
+from llmservice.router.ring import hash64
+from llmservice.router.sticky import SessionTable
+
+names = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-", min_size=1, max_size=20)
+fleets = st.lists(names, min_size=1, max_size=12, unique=True)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def sticky(fleet: list[str], clock: Clock | None = None, **kwargs: float) -> StickyBalancer:
+    balancer = StickyBalancer(
+        fallback=LeastLoadBalancer(),
+        clock=clock or Clock(),
+        **kwargs,  # type: ignore[arg-type]
+    )
+    balancer.update(fleet)
+    return balancer
+
+
+def place(balancer: StickyBalancer, sessions: range | list[str]) -> dict[str, str]:
+    out = {}
+    for n in sessions:
+        key = n if isinstance(n, str) else f"session:{n}"
+        choice = balancer.pick(key, {})
+        assert choice is not None
+        out[key] = choice.replica
+    return out
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(fleet=fleets, newcomer=names)
+def test_adding_a_replica_moves_no_live_session_and_fills_it(
+    fleet: list[str], newcomer: str
+) -> None:
+    if newcomer in fleet:
+        return
+    balancer = sticky(fleet)
+    before = place(balancer, range(400))
+    balancer.update([*fleet, newcomer])
+    assert place(balancer, list(before)) == before  # every live session stays
+    fresh = place(balancer, range(400, 400 + 400 // len(fleet)))
+    # New sessions fill the newcomer: the others take only what the session bound leaves
+    # (the last placement's cap; every earlier one was at most this).
+    cap = math.ceil(balancer.session_bound * (len(before) + len(fresh)) / (len(fleet) + 1))
+    room = sum(cap - n for n in Counter(before.values()).values())
+    assert Counter(fresh.values())[newcomer] >= len(fresh) - room
+    assert max(balancer.sessions.counts.values()) <= cap
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(fleet=fleets.filter(lambda f: len(f) >= 2), data=st.data())
+def test_removing_a_replica_moves_only_its_sessions(fleet: list[str], data: st.DataObject) -> None:
+    leaving = data.draw(st.sampled_from(fleet))
+    balancer = sticky(fleet)
+    before = place(balancer, range(400))
+    balancer.update([r for r in fleet if r != leaving])
+    after = place(balancer, list(before))
+    for key, replica in before.items():
+        if replica != leaving:
+            assert after[key] == replica
+        else:
+            assert after[key] != leaving
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(fleet=fleets, count=st.integers(1, 600), bound=st.floats(1.0, 2.0))
+def test_session_counts_stay_within_the_session_bound(
+    fleet: list[str], count: int, bound: float
+) -> None:
+    balancer = sticky(fleet, session_bound=bound)
+    placed = Counter(place(balancer, range(count)).values())
+    assert max(placed.values()) <= math.ceil(bound * count / len(fleet) - 1e-9)
+    assert sum(balancer.sessions.counts.values()) == count
+
+
+def test_four_replicas_get_even_sessions_where_hashing_alone_would_not() -> None:
+    fleet = ["a", "b", "c", "d"]
+    balanced = Counter(place(sticky(fleet), range(40)).values())
+    hashed = Counter(sticky(fleet).ring.first(hash64(f"session:{n}")) for n in range(40))
+    assert max(balanced.values()) <= 11  # ceil(1.1 * 40 / 4)
+    assert max(hashed.values()) > max(balanced.values())  # what the placement corrects
+
+
+def test_router_replicas_without_shared_state_make_the_same_choices() -> None:
+    fleet = ["a", "b", "c", "d"]
+    first, second = sticky(fleet), sticky(fleet)
+    assert place(first, range(300)) == place(second, range(300))
+
+
+def test_a_router_replica_that_never_saw_a_session_mostly_agrees_with_the_one_that_placed_it() -> (
+    None
+):
+    # Two router replicas, each having placed sessions of its own (25 per engine); a new
+    # session's first turn reaches one and its next turn the other. They agree whenever
+    # the session's ring point is under the session bound on both, which with counts kept
+    # even is most of the time; by chance alone it would be one in four.
+    agree = total = 0
+    for trial in range(20):
+        placer, other = sticky(["a", "b", "c", "d"]), sticky(["a", "b", "c", "d"])
+        place(placer, [f"{trial}:placer:{n}" for n in range(100)])
+        place(other, [f"{trial}:other:{n}" for n in range(100)])
+        for n in range(40):
+            key = f"{trial}:new:{n}"
+            agree += place(placer, [key]) == place(other, [key])
+            total += 1
+            place(placer, [f"{trial}:placer:more:{n}"])
+            place(other, [f"{trial}:other:more:{n}"])
+    assert agree / total >= 0.85
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    fleet=fleets,
+    bound=st.floats(min_value=1.0, max_value=3.0),
+    events=st.lists(st.tuples(st.integers(0, 50), st.booleans()), min_size=1, max_size=400),
+)
+def test_no_replica_exceeds_the_load_bound(
+    fleet: list[str], bound: float, events: list[tuple[int, bool]]
+) -> None:
+    balancer = sticky(fleet, load_bound=bound, virtual_nodes=50)
+    loads = dict.fromkeys(fleet, 0)
+    placed: list[str] = []
+    for session, finish in events:
+        if finish and placed:
+            loads[placed.pop(0)] -= 1
+            continue
+        choice = balancer.pick(f"session:{session}", loads)
+        assert choice is not None
+        loads[choice.replica] += 1
+        placed.append(choice.replica)
+        assert loads[choice.replica] <= math.ceil(bound * sum(loads.values()) / len(fleet))
+
+
+def test_a_session_stays_through_ordinary_load_and_moves_only_when_overloaded() -> None:
+    balancer = sticky(["a", "b", "c", "d"], load_bound=2.0)
+    home = balancer.pick("session:s", {})
+    assert home is not None
+    others = [r for r in "abcd" if r != home.replica]
+    busy = {home.replica: 5, **dict.fromkeys(others, 2)}  # 5 < ceil(2 * 12 / 4) = 6
+    stay = balancer.pick("session:s", busy)
+    assert stay == home
+    hot = {home.replica: 9, **dict.fromkeys(others, 1)}  # 9 >= ceil(2 * 13 / 4) = 7
+    moved = balancer.pick("session:s", hot)
+    assert moved is not None
+    assert moved.replica != home.replica
+    assert not moved.primary
+    # The moved session stays where it moved, even once its first replica is idle again.
+    assert balancer.pick("session:s", {}) == moved.__class__(moved.replica, primary=True)
+
+
+def test_an_excluded_home_is_left_and_the_session_rehomed() -> None:
+    balancer = sticky(["a", "b"])
+    first = balancer.pick("session:x", {})
+    assert first is not None
+    second = balancer.pick("session:x", {}, exclude={first.replica})
+    assert second is not None
+    assert second.replica != first.replica
+    assert balancer.pick("session:x", {}, exclude={"a", "b"}) is None
+    again = balancer.pick("session:x", {})
+    assert again is not None
+    assert again.replica == second.replica
+
+
+def test_keyless_requests_go_to_the_fallback() -> None:
+    balancer = sticky(["a", "b", "c"])
+    choice = balancer.pick(None, {"a": 3, "b": 1, "c": 2})
+    assert choice is not None
+    assert choice.replica == "b"
+    assert len(balancer.sessions) == 0
+
+
+def test_idle_sessions_are_forgotten_and_stop_counting() -> None:
+    clock = Clock()
+    balancer = sticky(["a", "b"], clock, idle_seconds=60.0)
+    place(balancer, range(10))
+    clock.now = 30.0
+    place(balancer, range(5))  # touched again: these stay live
+    clock.now = 75.0
+    balancer.pick("session:new", {})
+    assert len(balancer.sessions) == 6
+    assert sum(balancer.sessions.counts.values()) == 6
+
+
+def test_the_table_is_bounded_and_forgets_the_least_recently_used() -> None:
+    table = SessionTable(max_sessions=3, idle_seconds=60.0)
+    for key in (1, 2, 3):
+        table.put(key, "a", 0.0)
+    table.put(1, "b", 1.0)  # touched: 2 is now the oldest
+    table.put(4, "a", 2.0)
+    assert len(table) == 3
+    assert table.get(2) is None
+    assert (table.get(1), table.get(3), table.get(4)) == ("b", "a", "a")
+    assert table.counts == {"a": 2, "b": 1}
+
+
+def test_a_removed_replica_leaves_no_count_behind() -> None:
+    balancer = sticky(["a", "b", "c"])
+    place(balancer, range(30))
+    balancer.update(["a", "b"])
+    assert set(balancer.sessions.counts) <= {"a", "b"}
+    assert sum(balancer.sessions.counts.values()) == len(balancer.sessions)
+
+
+@pytest.mark.parametrize(("max_sessions", "idle"), [(0, 60.0), (10, 0.0)])
+def test_a_table_needs_positive_bounds(max_sessions: int, idle: float) -> None:
+    with pytest.raises(ValueError, match="positive"):
+        SessionTable(max_sessions=max_sessions, idle_seconds=idle)
