@@ -190,7 +190,7 @@ def parser() -> argparse.ArgumentParser:
         "--max-sessions",
         type=int,
         default=defaults.DEFAULT_MAX_SESSIONS,
-        help="sessions remembered (least recently used forgotten first); about 200 bytes each",
+        help="sessions remembered (least recently used forgotten first); about 260 bytes each",
     )
     p.add_argument(
         "--session-idle-timeout",
