@@ -98,6 +98,7 @@ def make_balancer(config: BalancerConfig) -> Balancer:
             virtual_nodes=config.virtual_nodes,
             max_sessions=config.max_sessions,
             idle_seconds=config.session_idle_seconds,
+            active_seconds=config.session_active_seconds,
         )
     if config.strategy is Strategy.LEAST_LOAD:
         return LeastLoadBalancer()

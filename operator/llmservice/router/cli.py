@@ -23,6 +23,8 @@ where it has the same knob)::
       --session-bound 1.1                new sessions keep every replica's session count
                                          within this multiple of the mean
       --max-sessions 65536  --session-idle-timeout 600   the session table's bounds
+      --session-active-seconds 60        a session counts for balance this long after a
+                                         request
       --prefix-chars 512                 text-completion prompt characters hashed without
                                          a session or user
       # upstream
@@ -197,6 +199,13 @@ def parser() -> argparse.ArgumentParser:
         type=float,
         default=defaults.DEFAULT_SESSION_IDLE_SECONDS,
         help="seconds after its last request that a session is forgotten",
+    )
+    p.add_argument(
+        "--session-active-seconds",
+        type=float,
+        default=defaults.DEFAULT_SESSION_ACTIVE_SECONDS,
+        help="seconds after its last request that a session still counts towards its"
+        " replica's share when new sessions are placed",
     )
     p.add_argument(
         "--prefix-chars",
@@ -504,6 +513,7 @@ def build_config(args: argparse.Namespace) -> RouterConfig:
             session_bound=args.session_bound,
             max_sessions=args.max_sessions,
             session_idle_seconds=args.session_idle_timeout,
+            session_active_seconds=args.session_active_seconds,
             prefix_chars=args.prefix_chars,
         ),
         timeouts=Timeouts(

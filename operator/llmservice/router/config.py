@@ -33,6 +33,9 @@ DEFAULT_PREFIX_CHARS = 512
 DEFAULT_SESSION_BOUND = 1.1
 DEFAULT_MAX_SESSIONS = 65_536
 DEFAULT_SESSION_IDLE_SECONDS = 600.0
+# A session counts towards its replica's balance while it sent a request this recently: longer
+# than a chat user's usual pause between turns, short enough that ended sessions stop counting.
+DEFAULT_SESSION_ACTIVE_SECONDS = 60.0
 DEFAULT_MAX_BODY_BYTES = _API_ROUTER.max_request_bytes
 # Request body bytes all requests may hold at once: a body costs about twice its size while
 # it is read and joined, so this keeps bodies under about half of the router's 1 GiB limit.
@@ -188,6 +191,7 @@ class BalancerConfig:
     session_bound: float = DEFAULT_SESSION_BOUND
     max_sessions: int = DEFAULT_MAX_SESSIONS
     session_idle_seconds: float = DEFAULT_SESSION_IDLE_SECONDS
+    session_active_seconds: float = DEFAULT_SESSION_ACTIVE_SECONDS
     virtual_nodes: int = DEFAULT_VIRTUAL_NODES
     prefix_chars: int = DEFAULT_PREFIX_CHARS
 
@@ -196,8 +200,8 @@ class BalancerConfig:
             raise ValueError("load and session bounds must be >= 1.0")
         if self.virtual_nodes < 1 or self.prefix_chars < 1 or self.max_sessions < 1:
             raise ValueError("virtual nodes, prefix chars and max sessions must be >= 1")
-        if self.session_idle_seconds <= 0:
-            raise ValueError("the session idle timeout must be positive")
+        if self.session_idle_seconds <= 0 or self.session_active_seconds <= 0:
+            raise ValueError("the session idle and active times must be positive")
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,6 +38,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from llmservice.router.config import (
     DEFAULT_LOAD_BOUND,
     DEFAULT_MAX_SESSIONS,
+    DEFAULT_SESSION_ACTIVE_SECONDS,
     DEFAULT_SESSION_BOUND,
     DEFAULT_SESSION_IDLE_SECONDS,
 )
@@ -46,56 +47,40 @@ from llmservice.router.ring import Balancer, Choice, HashRing, hash64
 __all__ = ["SessionTable", "StickyBalancer"]
 
 
-class SessionTable:
-    """Key hash -> replica for live sessions: LRU order, idle expiry, counts per replica."""
+class _RecencyMap:
+    """Key hash -> (replica, last seen), oldest first, bounded, with counts per replica."""
 
-    def __init__(self, *, max_sessions: int, idle_seconds: float) -> None:
-        if max_sessions < 1 or idle_seconds <= 0:
-            raise ValueError("max sessions and idle seconds must be positive")
-        self.max_sessions = max_sessions
-        self.idle_seconds = idle_seconds
-        # Recency order, oldest first. An OrderedDict, not a dict: taking the oldest entry
-        # of a plain dict again and again walks over the slots of the entries already
-        # taken (until it is resized), which made a full table's pick cost 100 us.
-        self._entries: OrderedDict[int, tuple[str, float]] = OrderedDict()
+    def __init__(self, *, max_entries: int, horizon: float) -> None:
+        self.max_entries = max_entries
+        self.horizon = horizon
+        # An OrderedDict, not a dict: taking the oldest entry of a plain dict again and
+        # again walks over the slots of the entries already taken (until it is resized),
+        # which made a full table's pick cost 100 us.
+        self.entries: OrderedDict[int, tuple[str, float]] = OrderedDict()
         self.counts: dict[str, int] = {}
 
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def get(self, key: int) -> str | None:
-        entry = self._entries.get(key)
-        return None if entry is None else entry[0]
-
     def put(self, key: int, replica: str, now: float) -> None:
-        """Record that ``key`` was served by ``replica`` at ``now`` (a move or a touch)."""
-        entries = self._entries
+        entries = self.entries
         old = entries.get(key)
         if old is not None:
             self._uncount(old[0])
             entries.move_to_end(key)
-        elif len(entries) >= self.max_sessions:
+        elif len(entries) >= self.max_entries:
             self._uncount(entries.popitem(last=False)[1][0])
         entries[key] = (replica, now)
         self.counts[replica] = self.counts.get(replica, 0) + 1
 
     def expire(self, now: float) -> None:
-        """Forget sessions idle for longer than ``idle_seconds`` (the oldest come first)."""
-        entries, horizon = self._entries, now - self.idle_seconds
+        entries, oldest_kept = self.entries, now - self.horizon
         while entries:
             key, (replica, seen) = next(iter(entries.items()))
-            if seen >= horizon:
+            if seen >= oldest_kept:
                 return
             del entries[key]
             self._uncount(replica)
 
     def forget_replicas(self, gone: Collection[str]) -> None:
-        """Drop the sessions of replicas that left the fleet."""
-        if not gone:
-            return
-        self._entries = OrderedDict(
-            (k, v) for k, v in self._entries.items() if v[0] not in gone
-        )
+        self.entries = OrderedDict((k, v) for k, v in self.entries.items() if v[0] not in gone)
         for replica in gone:
             self.counts.pop(replica, None)
 
@@ -105,6 +90,52 @@ class SessionTable:
             self.counts[replica] = left
         else:
             self.counts.pop(replica, None)
+
+
+class SessionTable:
+    """Where each session is (kept ``idle_seconds`` after its last request), and how many
+    sessions each replica has that sent a request in the last ``active_seconds``.
+
+    Placement balances the active counts: a session that ended stops weighing on its
+    replica within ``active_seconds``, while its home is remembered for longer in case it
+    comes back. Both are bounded by ``max_sessions`` entries.
+    """
+
+    def __init__(self, *, max_sessions: int, idle_seconds: float, active_seconds: float) -> None:
+        if max_sessions < 1 or idle_seconds <= 0 or active_seconds <= 0:
+            raise ValueError("max sessions, idle and active seconds must be positive")
+        self._homes = _RecencyMap(max_entries=max_sessions, horizon=idle_seconds)
+        self._active = _RecencyMap(
+            max_entries=max_sessions, horizon=min(active_seconds, idle_seconds)
+        )
+
+    def __len__(self) -> int:
+        return len(self._homes.entries)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Active sessions per replica (replicas without one are absent)."""
+        return self._active.counts
+
+    def get(self, key: int) -> str | None:
+        entry = self._homes.entries.get(key)
+        return None if entry is None else entry[0]
+
+    def put(self, key: int, replica: str, now: float) -> None:
+        """Record that ``key`` was served by ``replica`` at ``now`` (a move or a touch)."""
+        self._homes.put(key, replica, now)
+        self._active.put(key, replica, now)
+
+    def expire(self, now: float) -> None:
+        """Forget idle sessions, and stop counting those no longer active."""
+        self._homes.expire(now)
+        self._active.expire(now)
+
+    def forget_replicas(self, gone: Collection[str]) -> None:
+        """Drop the sessions of replicas that left the fleet."""
+        if gone:
+            self._homes.forget_replicas(gone)
+            self._active.forget_replicas(gone)
 
 
 class StickyBalancer:
@@ -119,6 +150,7 @@ class StickyBalancer:
         virtual_nodes: int = 1000,
         max_sessions: int = DEFAULT_MAX_SESSIONS,
         idle_seconds: float = DEFAULT_SESSION_IDLE_SECONDS,
+        active_seconds: float = DEFAULT_SESSION_ACTIVE_SECONDS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if load_bound < 1.0 or session_bound < 1.0:
@@ -126,7 +158,9 @@ class StickyBalancer:
         self.load_bound = load_bound
         self.session_bound = session_bound
         self.ring = HashRing(virtual_nodes)
-        self.sessions = SessionTable(max_sessions=max_sessions, idle_seconds=idle_seconds)
+        self.sessions = SessionTable(
+            max_sessions=max_sessions, idle_seconds=idle_seconds, active_seconds=active_seconds
+        )
         self._fallback = fallback  # for requests without a key
         self._clock = clock
 

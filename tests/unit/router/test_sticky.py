@@ -200,7 +200,7 @@ def test_idle_sessions_are_forgotten_and_stop_counting() -> None:
 
 
 def test_the_table_is_bounded_and_forgets_the_least_recently_used() -> None:
-    table = SessionTable(max_sessions=3, idle_seconds=60.0)
+    table = SessionTable(max_sessions=3, idle_seconds=60.0, active_seconds=60.0)
     for key in (1, 2, 3):
         table.put(key, "a", 0.0)
     table.put(1, "b", 1.0)  # touched: 2 is now the oldest
@@ -219,7 +219,22 @@ def test_a_removed_replica_leaves_no_count_behind() -> None:
     assert sum(balancer.sessions.counts.values()) == len(balancer.sessions)
 
 
-@pytest.mark.parametrize(("max_sessions", "idle"), [(0, 60.0), (10, 0.0)])
-def test_a_table_needs_positive_bounds(max_sessions: int, idle: float) -> None:
+@pytest.mark.parametrize(
+    ("max_sessions", "idle", "active"), [(0, 60.0, 1.0), (10, 0.0, 1.0), (10, 60.0, 0.0)]
+)
+def test_a_table_needs_positive_bounds(max_sessions: int, idle: float, active: float) -> None:
     with pytest.raises(ValueError, match="positive"):
-        SessionTable(max_sessions=max_sessions, idle_seconds=idle)
+        SessionTable(max_sessions=max_sessions, idle_seconds=idle, active_seconds=active)
+
+
+def test_ended_sessions_stop_weighing_on_their_replica_but_keep_their_home() -> None:
+    clock = Clock()
+    balancer = sticky(["a", "b"], clock, idle_seconds=600.0, active_seconds=30.0)
+    old = place(balancer, range(20))
+    clock.now = 40.0  # the first twenty went quiet
+    one = place(balancer, [f"session:late:{n}" for n in range(10)])
+    # Counted alone, the ten new sessions are balanced between them (within the bound).
+    assert max(Counter(one.values()).values()) <= 6
+    assert sum(balancer.sessions.counts.values()) == 10
+    # A quiet session that comes back still finds its replica.
+    assert place(balancer, list(old)) == old
