@@ -43,7 +43,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import httpx
@@ -481,6 +481,12 @@ def main() -> None:
         targets = [t for t in targets if t.router != "vllm-router"]
         if skipped:
             print(f"no vllm-router found (--vllm-router): skipping {skipped}", file=sys.stderr)
+    if args.router_tree:  # so that tables of two trees can be told apart
+        name = Path(args.router_tree).resolve().name
+        targets = [
+            replace(t, label=f"{t.label} [{name}]") if t.router == "llmservice" else t
+            for t in targets
+        ]
     spec = WorkloadSpec(sessions=args.sessions, seed=args.seed, session_rate=args.session_rate)
     workload = build(spec)
     settings = SimSettings(
