@@ -39,6 +39,7 @@ import os
 import resource
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -109,18 +110,33 @@ class SimSettings:
         ]  # fmt: skip
 
 
+def started(proc: subprocess.Popen[bytes], health: str, timeout: float = 60.0) -> None:
+    """Until `health` answers; fails at once if the process exits first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            wait_http(health, timeout=1.0)
+            return
+        except TimeoutError:
+            if proc.poll() is not None:
+                message = f"exited with {proc.returncode} before {health} answered"
+                raise ChildProcessError(message) from None
+            if time.monotonic() > deadline:
+                raise
+
+
 @contextlib.contextmanager
 def replicas(count: int, settings: SimSettings, logdir: Path) -> Iterator[list[str]]:
     """`count` fresh simulators (started together, so start-up costs one wait)."""
     with contextlib.ExitStack() as stack:
-        urls = []
+        urls, procs = [], []
         for i in range(count):
             port = free_port()
             argv = settings.argv(port, f"replica-{i}")
-            stack.enter_context(process(argv, None, logdir / f"replica-{i}.log"))
+            procs.append(stack.enter_context(process(argv, None, logdir / f"replica-{i}.log")))
             urls.append(f"http://127.0.0.1:{port}")
-        for url in urls:
-            wait_http(url + "/health")
+        for proc, url in zip(procs, urls, strict=True):
+            started(proc, url + "/health")
         yield urls
 
 
@@ -146,8 +162,8 @@ def router(
         ]  # fmt: skip
         ready = "/v1/models"
     url = f"http://127.0.0.1:{port}"
-    with process(argv, None, logdir / f"router-{target.key}.log", env):
-        wait_http(url + ready)
+    with process(argv, None, logdir / f"router-{target.key}.log", env) as proc:
+        started(proc, url + ready)
         yield url
 
 
@@ -430,14 +446,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=",".join(DEFAULT_TARGETS),
         help=f"comma-separated, of: {', '.join(TARGETS)}",
     )
-    p.add_argument("--quick", action="store_true", help="a smoke run: 40 sessions")
+    p.add_argument(
+        "--quick", action="store_true", help="a smoke run: 40 sessions started at 10 a second"
+    )
     p.add_argument("--sessions", type=int, default=None, help="default 300 (--quick: 40)")
     p.add_argument("--seed", type=int, default=WorkloadSpec.seed)
     p.add_argument(
         "--session-rate",
         type=float,
-        default=WorkloadSpec.session_rate,
-        help="sessions started per second",
+        default=None,
+        help=f"sessions started per second (default {WorkloadSpec.session_rate:g})",
     )
     p.add_argument("--replicas", type=int, default=4)
     p.add_argument("--sim-profile", default="8b-h100")
@@ -463,9 +481,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=shutil.which("vllm-router")
         or (VLLM_ROUTER_VENV if Path(VLLM_ROUTER_VENV).exists() else None),
     )
-    args = p.parse_args(argv)  # fmt: skip
+    args = p.parse_args(argv)
     if args.sessions is None:
         args.sessions = 40 if args.quick else WorkloadSpec.sessions
+    if args.session_rate is None:
+        args.session_rate = 10.0 if args.quick else WorkloadSpec.session_rate
     return args
 
 
@@ -492,11 +512,20 @@ def main() -> None:
     settings = SimSettings(
         args.sim_profile, args.cache_blocks, args.max_num_seqs, args.max_num_batched_tokens
     )
-    rows = []
+    rows, failed = [], []
     with tempfile.TemporaryDirectory(prefix="routing-bench-") as tmp:
         for target in targets:
             print(f"{target.label}: {workload.requests} requests ...", file=sys.stderr)
-            row = measure(target, workload, settings, args, Path(tmp))
+            try:
+                row = measure(target, workload, settings, args, Path(tmp))
+            except (OSError, TimeoutError, subprocess.SubprocessError) as exc:
+                # One target that does not start (a broken tree, a bad --router-arg) should
+                # not cost the others' figures: report it with the end of its log.
+                log = Path(tmp, f"router-{target.key}.log")
+                tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+                print(f"{target.label} failed: {exc}\n{tail}", file=sys.stderr)
+                failed.append(f"{target.label}: {exc}")
+                continue
             print(quality_table([row]).splitlines()[-1], file=sys.stderr)
             rows.append(row)
     tree = f", our router from {args.router_tree}" if args.router_tree else ""
@@ -511,6 +540,8 @@ def main() -> None:
     print(quality_table(rows))
     print()
     print(run_table(rows))
+    for failure in failed:
+        print(f"\nFailed: {failure}")
     digests = {r.digest for r in rows}
     if len(digests) > 1:
         print("\nThe transcripts differ between targets (errors change the conversations).")
