@@ -22,7 +22,7 @@ requests, errors, and "moves": turns served by another replica than the session'
 turn, told by the ``x-inference-pod`` header each replica sets on its responses (both
 routers pass it through). The 1-minute load average is read as each target starts and ends.
 
-    .venv/bin/python -m bench.routing_bench                    # every default target, ~12 min
+    .venv/bin/python -m bench.routing_bench                    # the six default targets, ~10 min
     .venv/bin/python -m bench.routing_bench --quick            # a smoke run, ~3 min
     .venv/bin/python -m bench.routing_bench --targets session,vr-sticky \\
         --router-tree /path/to/other/worktree --router-arg=--load-bound=1.1

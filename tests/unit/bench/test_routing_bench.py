@@ -4,11 +4,24 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
+from pathlib import Path
 
 import httpx
 import pytest
 from bench.chat_workload import WorkloadSpec, build, messages
-from bench.routing_bench import Result, counters, digest, drive, moves, quality_table, summarize
+from bench.routing_bench import (
+    TARGETS,
+    Result,
+    SimSettings,
+    counters,
+    digest,
+    drive,
+    measure,
+    moves,
+    parse_args,
+    quality_table,
+    summarize,
+)
 
 from llmservice.sim import SimConfig, SimServer, TimingProfile
 from llmservice.sim.tokenizer import render_chat, tokenize
@@ -141,3 +154,20 @@ def test_a_run_reads_the_simulators_counters_and_replays_the_same_conversations(
     assert digest(again) == digest(transcript)
     _, other, _ = run_on_fresh_sim(replace(SMALL, seed=4))
     assert digest(other) != digest(transcript)
+
+
+@pytest.mark.parametrize("key", ["session", "round-robin"])
+def test_a_target_end_to_end_through_our_router(key: str, tmp_path: Path) -> None:
+    """Real simulator and router processes, as the bench starts them, on a tiny workload."""
+    args = parse_args(["--replicas", "2", "--sim-profile", "instant"])
+    workload = build(SMALL)
+    settings = SimSettings("instant", 4096, 16, 4096)
+    row = measure(TARGETS[key], workload, settings, args, tmp_path)
+    assert row.errors == 0
+    assert row.requests == workload.requests == sum(row.per_replica)
+    assert 0 < row.hit_rate < 1
+    assert row.ttft_p50_ms > 0
+    assert row.digest == digest(run_on_fresh_sim(SMALL)[1])
+    if key == "round-robin":
+        assert max(row.per_replica) - min(row.per_replica) <= 1
+        assert row.moves > 0
