@@ -530,6 +530,7 @@ def main() -> None:
             rows.append(row)
     tree = f", our router from {args.router_tree}" if args.router_tree else ""
     extra = f", router args {' '.join(args.router_arg)}" if args.router_arg else ""
+    print("python -m bench.routing_bench " + " ".join(sys.argv[1:]))
     print(
         f"{args.replicas} replicas ({settings.profile}, prefix cache {settings.cache_blocks}"
         f" blocks of 16 tokens, max-num-seqs {settings.max_num_seqs}, max-num-batched-tokens"
