@@ -126,12 +126,18 @@ def started(proc: subprocess.Popen[bytes], health: str, timeout: float = 60.0) -
 
 
 @contextlib.contextmanager
-def replicas(count: int, settings: SimSettings, logdir: Path) -> Iterator[list[str]]:
-    """`count` fresh simulators (started together, so start-up costs one wait)."""
+def replicas(
+    count: int, settings: SimSettings, logdir: Path, base_port: int | None = None
+) -> Iterator[list[str]]:
+    """`count` fresh simulators (started together, so start-up costs one wait).
+
+    Both routers place replicas on their hash rings by address, so free ports (the default)
+    change which sessions share a replica from run to run; `base_port` fixes them.
+    """
     with contextlib.ExitStack() as stack:
         urls, procs = [], []
         for i in range(count):
-            port = free_port()
+            port = base_port + i if base_port else free_port()
             argv = settings.argv(port, f"replica-{i}")
             procs.append(stack.enter_context(process(argv, None, logdir / f"replica-{i}.log")))
             urls.append(f"http://127.0.0.1:{port}")
@@ -420,7 +426,7 @@ def measure(
     logdir: Path,
 ) -> Row:
     with (
-        replicas(args.replicas, settings, logdir) as backends,
+        replicas(args.replicas, settings, logdir, args.base_port) as backends,
         router(target, backends, args, logdir) as url,
     ):
         before = scrape(backends)
@@ -458,6 +464,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"sessions started per second (default {WorkloadSpec.session_rate:g})",
     )
     p.add_argument("--replicas", type=int, default=4)
+    p.add_argument(
+        "--base-port",
+        type=int,
+        help="replicas on this port and the next ones (default: free ports, which move the"
+        " hash rings from run to run)",
+    )
     p.add_argument("--sim-profile", default="8b-h100")
     p.add_argument(
         "--cache-blocks",
