@@ -22,10 +22,16 @@ requests, errors, and "moves": turns served by another replica than the session'
 turn, told by the ``x-inference-pod`` header each replica sets on its responses (both
 routers pass it through). The 1-minute load average is read as each target starts and ends.
 
+With ``--routers 2`` every target runs two router processes and each turn goes to one of
+them by a hash of the session and the turn: what a load balancer that spreads every request
+over several router replicas does to a conversation, the hardest case for affinity kept by
+each router replica on its own.
+
     .venv/bin/python -m bench.routing_bench                    # the six default targets, ~10 min
     .venv/bin/python -m bench.routing_bench --quick            # a smoke run, ~3 min
     .venv/bin/python -m bench.routing_bench --targets session,vr-sticky \\
         --router-tree /path/to/other/worktree --router-arg=--load-bound=1.1
+    .venv/bin/python -m bench.routing_bench --routers 2       # two router replicas per target
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -149,6 +156,20 @@ def replicas(
 @contextlib.contextmanager
 def router(
     target: Target, backends: list[str], args: argparse.Namespace, logdir: Path
+) -> Iterator[list[str]]:
+    """``args.routers`` processes of the target's router, all in front of ``backends``."""
+    with contextlib.ExitStack() as stack:
+        yield [
+            stack.enter_context(
+                one_router(target, backends, args, logdir / f"router-{target.key}-{n}.log")
+            )
+            for n in range(args.routers)
+        ]
+
+
+@contextlib.contextmanager
+def one_router(
+    target: Target, backends: list[str], args: argparse.Namespace, log: Path
 ) -> Iterator[str]:
     port = free_port()
     env = None
@@ -168,7 +189,7 @@ def router(
         ]  # fmt: skip
         ready = "/v1/models"
     url = f"http://127.0.0.1:{port}"
-    with process(argv, None, logdir / f"router-{target.key}.log", env) as proc:
+    with process(argv, None, log, env) as proc:
         started(proc, url + ready)
         yield url
 
@@ -256,8 +277,14 @@ async def one_turn(
         return ""
 
 
+def router_for(session: Session, turn: int, routers: int) -> int:
+    """Which router replica a turn goes to: spread as a load balancer in front spreads
+    requests, the same for every target (a stable hash, not Python's salted one)."""
+    return zlib.crc32(f"{session.session_id}/{turn}".encode()) % routers
+
+
 async def conversation(
-    client: httpx.AsyncClient,
+    clients: list[httpx.AsyncClient],
     workload: Workload,
     index: int,
     header: bool,
@@ -279,24 +306,32 @@ async def conversation(
             "messages": messages(workload, session, turn, replies),
         }
         result = Result(index, turn)
+        client = clients[router_for(session, turn, len(clients))]
         replies.append(await one_turn(client, body, headers, result))
         results.append(result)
     transcript[index] = replies
 
 
-async def drive(url: str, workload: Workload, header: bool) -> tuple[list[Result], list[list[str]]]:
-    """Every conversation of `workload` through `url`: the results and every reply received."""
+async def drive(
+    urls: list[str], workload: Workload, header: bool
+) -> tuple[list[Result], list[list[str]]]:
+    """Every conversation of `workload` through the routers at `urls` (each turn to one of
+    them, `router_for`): the results and every reply received."""
     results: list[Result] = []
     transcript: list[list[str]] = [[] for _ in workload.sessions]
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=256)
     timeout = httpx.Timeout(300.0, connect=10.0)
-    async with httpx.AsyncClient(
-        base_url=url, limits=limits, timeout=timeout, trust_env=False
-    ) as client:
+    async with contextlib.AsyncExitStack() as stack:
+        clients = [
+            await stack.enter_async_context(
+                httpx.AsyncClient(base_url=url, limits=limits, timeout=timeout, trust_env=False)
+            )
+            for url in urls
+        ]
         t0 = time.perf_counter()
         await asyncio.gather(
             *(
-                conversation(client, workload, i, header, t0, results, transcript)
+                conversation(clients, workload, i, header, t0, results, transcript)
                 for i in range(len(workload.sessions))
             )
         )
@@ -427,12 +462,12 @@ def measure(
 ) -> Row:
     with (
         replicas(args.replicas, settings, logdir, args.base_port) as backends,
-        router(target, backends, args, logdir) as url,
+        router(target, backends, args, logdir) as urls,
     ):
         before = scrape(backends)
         load_start = os.getloadavg()[0]
         cpu, started = client_cpu_seconds(), time.perf_counter()
-        results, transcript = uvloop.run(drive(url, workload, target.session_header))
+        results, transcript = uvloop.run(drive(urls, workload, target.session_header))
         seconds = time.perf_counter() - started
         cpu = client_cpu_seconds() - cpu
         load_end = os.getloadavg()[0]
@@ -464,6 +499,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"sessions started per second (default {WorkloadSpec.session_rate:g})",
     )
     p.add_argument("--replicas", type=int, default=4)
+    p.add_argument(
+        "--routers",
+        type=int,
+        default=1,
+        help="router processes per target; each turn of a conversation goes to one of them"
+        " by a hash of the session and the turn, as a load balancer in front of several"
+        " router replicas spreads them (default 1)",
+    )
     p.add_argument(
         "--base-port",
         type=int,
@@ -533,7 +576,7 @@ def main() -> None:
             except (OSError, TimeoutError, subprocess.SubprocessError) as exc:
                 # One target that does not start (a broken tree, a bad --router-arg) should
                 # not cost the others' figures: report it with the end of its log.
-                log = Path(tmp, f"router-{target.key}.log")
+                log = Path(tmp, f"router-{target.key}-0.log")
                 tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
                 print(f"{target.label} failed: {exc}\n{tail}", file=sys.stderr)
                 failed.append(f"{target.label}: {exc}")

@@ -20,6 +20,7 @@ from bench.routing_bench import (
     moves,
     parse_args,
     quality_table,
+    router_for,
     summarize,
 )
 
@@ -125,6 +126,16 @@ def test_moves_follow_turn_order_not_completion_order() -> None:
     assert moves(results) == 2
 
 
+def test_turns_are_spread_over_the_routers_the_same_way_every_run() -> None:
+    workload = build(SMALL)
+    picks = [router_for(s, turn, 2) for s in workload.sessions for turn in range(len(s.turns))]
+    assert set(picks) == {0, 1}
+    assert picks == [
+        router_for(s, turn, 2) for s in workload.sessions for turn in range(len(s.turns))
+    ]
+    assert {router_for(s, 0, 1) for s in workload.sessions} == {0}
+
+
 FAST = TimingProfile("bench-test", 0.0005, 0.0, 0.0, 0.00001)
 
 
@@ -133,7 +144,7 @@ def run_on_fresh_sim(
 ) -> tuple[list[Result], list[list[str]], dict[str, float]]:
     config = SimConfig(model="m", profile=FAST, replica_name="replica-0", cache_blocks=4096)
     with SimServer(config) as sim:
-        results, transcript = asyncio.run(drive(sim.url, build(workload_spec), header=True))
+        results, transcript = asyncio.run(drive([sim.url], build(workload_spec), header=True))
         return results, transcript, counters(httpx.get(sim.url + "/metrics").text)
 
 
@@ -156,10 +167,10 @@ def test_a_run_reads_the_simulators_counters_and_replays_the_same_conversations(
     assert digest(other) != digest(transcript)
 
 
-@pytest.mark.parametrize("key", ["session", "round-robin"])
-def test_a_target_end_to_end_through_our_router(key: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("key", "routers"), [("session", 1), ("round-robin", 1), ("session", 2)])
+def test_a_target_end_to_end_through_our_router(key: str, routers: int, tmp_path: Path) -> None:
     """Real simulator and router processes, as the bench starts them, on a tiny workload."""
-    args = parse_args(["--replicas", "2", "--sim-profile", "instant"])
+    args = parse_args(["--replicas", "2", "--sim-profile", "instant", "--routers", str(routers)])
     workload = build(SMALL)
     settings = SimSettings("instant", 4096, 16, 4096)
     row = measure(TARGETS[key], workload, settings, args, tmp_path)
