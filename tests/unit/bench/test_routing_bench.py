@@ -1,0 +1,184 @@
+"""The routing-quality bench: its workload is deterministic, and its figures add up."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from pathlib import Path
+
+import httpx
+import pytest
+from bench.chat_workload import WorkloadSpec, build, messages
+from bench.routing_bench import (
+    TARGETS,
+    Result,
+    SimSettings,
+    counters,
+    digest,
+    drive,
+    measure,
+    moves,
+    parse_args,
+    quality_table,
+    router_for,
+    summarize,
+)
+
+from llmservice.sim import SimConfig, SimServer, TimingProfile
+from llmservice.sim.tokenizer import render_chat, tokenize
+
+SMALL = WorkloadSpec(
+    sessions=6,
+    seed=3,
+    session_rate=200.0,
+    system_prompts=2,
+    system_tokens=(40, 60),
+    turns=(2, 4),
+    user_tokens=(5, 12),
+    reply_tokens=(3, 9),
+    think_mean=0.001,
+    think_clip=(0.0, 0.002),
+)
+
+
+def test_the_workload_is_a_function_of_its_spec() -> None:
+    assert build(WorkloadSpec()) == build(WorkloadSpec())
+    assert build(WorkloadSpec(seed=8)) != build(WorkloadSpec())
+    workload = build(WorkloadSpec())
+    ids = [s.session_id for s in workload.sessions]
+    assert len(set(ids)) == len(ids) == WorkloadSpec.sessions
+    starts = [s.start for s in workload.sessions]
+    assert starts == sorted(starts)
+    # A few system prompts, each shared by many sessions, the first the most popular.
+    used = [sum(s.system == i for s in workload.sessions) for i in range(5)]
+    assert used[0] == max(used)
+    assert min(used) > 0
+
+
+def test_token_counts_and_think_times_stay_in_their_ranges() -> None:
+    spec = WorkloadSpec(sessions=50)
+    workload = build(spec)
+    for prompt in workload.system_prompts:
+        # "System N:" is three tokens, then one token per word.
+        assert spec.system_tokens[0] <= len(tokenize(prompt)) - 3 <= spec.system_tokens[1]
+    for session in workload.sessions:
+        assert spec.turns[0] <= len(session.turns) <= spec.turns[1]
+        assert session.turns[0].think == 0
+        for turn in session.turns:
+            assert spec.user_tokens[0] <= len(tokenize(turn.user)) <= spec.user_tokens[1]
+            assert spec.reply_tokens[0] <= turn.max_tokens <= spec.reply_tokens[1]
+        for turn in session.turns[1:]:
+            assert spec.think_clip[0] <= turn.think <= spec.think_clip[1]
+
+
+def test_each_turn_extends_the_previous_prompt() -> None:
+    workload = build(SMALL)
+    session = max(workload.sessions, key=lambda s: len(s.turns))
+    replies = [f"reply {n}" for n in range(len(session.turns))]
+    previous = ""
+    for turn in range(len(session.turns)):
+        prompt = render_chat(messages(workload, session, turn, replies))
+        # The previous prompt up to its final assistant marker is a prefix of this one.
+        assert prompt.startswith(previous.removesuffix("<|assistant|>\n"))
+        assert len(prompt) > len(previous)
+        previous = prompt
+
+
+def test_the_table_math() -> None:
+    results = [
+        Result(0, 0, True, 0.010, 1.0, "a"),
+        Result(0, 1, True, 0.020, 2.0, "a"),
+        Result(0, 2, True, 0.030, 3.0, "b"),  # a move
+        Result(1, 0, False, None, 0.5, None),  # an error: neither a move nor a latency
+        Result(1, 1, True, 0.040, 4.0, "c"),
+        Result(1, 2, True, 0.050, 5.0, "a"),  # a move
+    ]
+    zero = dict.fromkeys(
+        ("vllm:prefix_cache_queries_total", "vllm:prefix_cache_hits_total", "requests"), 0.0
+    )
+    before = [dict(zero, requests=1.0), dict(zero), dict(zero)]
+    after = [
+        {"vllm:prefix_cache_queries_total": 600.0, "vllm:prefix_cache_hits_total": 300.0,
+         "requests": 4.0},
+        {"vllm:prefix_cache_queries_total": 200.0, "vllm:prefix_cache_hits_total": 100.0,
+         "requests": 1.0},
+        {"vllm:prefix_cache_queries_total": 200.0, "vllm:prefix_cache_hits_total": 0.0,
+         "requests": 1.0},
+    ]  # fmt: skip
+    row = summarize("t", results, before, after, (1.5, 2.5))
+    assert row.hit_rate == pytest.approx(400 / 1000)
+    assert row.prefill_tokens == 600
+    assert row.per_replica == [3, 1, 1]
+    assert row.share == pytest.approx(3 / (5 / 3))
+    assert row.moves == moves(results) == 2
+    assert row.errors == 1
+    assert row.requests == 6
+    assert row.ttft_p50_ms == pytest.approx(30.0)
+    assert row.ttft_p99_ms == pytest.approx(50.0)
+    assert row.e2e_p99_ms == pytest.approx(5000.0)
+    line = quality_table([row]).splitlines()[-1]
+    assert line == "| t | 0.400 | 600 | 30 | 50 | 5000 | 1.80 | 2 | 1 | 1.50 / 2.50 |"
+
+
+def test_moves_follow_turn_order_not_completion_order() -> None:
+    results = [Result(0, 2, True, 0.1, 1, "a"), Result(0, 0, True, 0.1, 1, "a"),
+               Result(0, 1, True, 0.1, 1, "b")]  # fmt: skip
+    assert moves(results) == 2
+
+
+def test_turns_are_spread_over_the_routers_the_same_way_every_run() -> None:
+    workload = build(SMALL)
+    picks = [router_for(s, turn, 2) for s in workload.sessions for turn in range(len(s.turns))]
+    assert set(picks) == {0, 1}
+    assert picks == [
+        router_for(s, turn, 2) for s in workload.sessions for turn in range(len(s.turns))
+    ]
+    assert {router_for(s, 0, 1) for s in workload.sessions} == {0}
+
+
+FAST = TimingProfile("bench-test", 0.0005, 0.0, 0.0, 0.00001)
+
+
+def run_on_fresh_sim(
+    workload_spec: WorkloadSpec,
+) -> tuple[list[Result], list[list[str]], dict[str, float]]:
+    config = SimConfig(model="m", profile=FAST, replica_name="replica-0", cache_blocks=4096)
+    with SimServer(config) as sim:
+        results, transcript = asyncio.run(drive([sim.url], build(workload_spec), header=True))
+        return results, transcript, counters(httpx.get(sim.url + "/metrics").text)
+
+
+def test_a_run_reads_the_simulators_counters_and_replays_the_same_conversations() -> None:
+    workload = build(SMALL)
+    results, transcript, after = run_on_fresh_sim(SMALL)
+    assert all(r.ok and r.replica == "replica-0" for r in results)
+    assert all(r.ttft is not None and 0 < r.ttft <= r.e2e for r in results)
+    assert len(results) == workload.requests == after["requests"]
+    # Each reply is what the engine generated: max_tokens words, one token each.
+    for session, replies in zip(workload.sessions, transcript, strict=True):
+        assert [len(tokenize(r)) for r in replies] == [t.max_tokens for t in session.turns]
+    # Later turns find their conversation in the cache.
+    assert 0 < after["vllm:prefix_cache_hits_total"] < after["vllm:prefix_cache_queries_total"]
+    assert moves(results) == 0
+    # The same spec on another fresh replica: the same conversations, word for word.
+    _, again, _ = run_on_fresh_sim(SMALL)
+    assert digest(again) == digest(transcript)
+    _, other, _ = run_on_fresh_sim(replace(SMALL, seed=4))
+    assert digest(other) != digest(transcript)
+
+
+@pytest.mark.parametrize(("key", "routers"), [("session", 1), ("round-robin", 1), ("session", 2)])
+def test_a_target_end_to_end_through_our_router(key: str, routers: int, tmp_path: Path) -> None:
+    """Real simulator and router processes, as the bench starts them, on a tiny workload."""
+    args = parse_args(["--replicas", "2", "--sim-profile", "instant", "--routers", str(routers)])
+    workload = build(SMALL)
+    settings = SimSettings("instant", 4096, 16, 4096)
+    row = measure(TARGETS[key], workload, settings, args, tmp_path)
+    assert row.errors == 0
+    assert row.requests == workload.requests == sum(row.per_replica)
+    assert 0 < row.hit_rate < 1
+    assert row.ttft_p50_ms > 0
+    assert row.digest == digest(run_on_fresh_sim(SMALL)[1])
+    if key == "round-robin":
+        assert max(row.per_replica) - min(row.per_replica) <= 1
+        assert row.moves > 0
