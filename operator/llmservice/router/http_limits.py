@@ -34,10 +34,16 @@ import json
 from typing import Any, ClassVar
 
 import httptools
+from uvicorn._types import ASGI3Application
 from uvicorn.config import Config
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import (
+    STATUS_LINE,
+    HttpToolsProtocol,
+    RequestResponseCycle,
+)
 from uvicorn.server import ServerState
 
+from llmservice.router.coalesce import hold_heads
 from llmservice.router.config import ClientLimits
 
 __all__ = ["BoundedHttpToolsProtocol", "bounded_protocol"]
@@ -150,6 +156,11 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
                 # A head that came in one read never needs the timer: it is armed only
                 # for one that is still incomplete when the read is parsed.
                 self._arm_head_timer()
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
+        # Not a limit: each request's answer head goes out with its body (`coalesce`).
+        hold_heads(cycle)
+        super()._start_asgi_task(cycle, app)
 
     # -- parser callbacks ---------------------------------------------------------------
 

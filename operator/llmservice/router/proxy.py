@@ -572,14 +572,21 @@ class Proxy:
                 elif keep_json and kept_size < _USAGE_BODY_LIMIT:
                     kept.append(chunk)
                     kept_size += len(chunk)
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                # The last part of a body that has all arrived ends the response itself:
+                # one message, and one call into the server, fewer than an empty last one.
+                ended = response.ended
+                exchange.response_finished = ended
+                await send({"type": "http.response.body", "body": chunk, "more_body": not ended})
+                if ended:
+                    break
                 touch()
         except UpstreamError as error:
             raise _AbortStream(
                 UpstreamProtocolError(f"The engine broke off its response: {error}.")
             ) from None
-        exchange.response_finished = True
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        if not exchange.response_finished:
+            exchange.response_finished = True
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
         if sse:
             exchange.prompt_tokens, exchange.completion_tokens = usage_from_sse_tail(
                 previous + tail

@@ -224,6 +224,12 @@ class Response:
                 return value
         return None
 
+    @property
+    def ended(self) -> bool:
+        """Whether the whole body has arrived and been read (`read_chunk` would give b"")."""
+        connection = self._connection
+        return connection.complete and not connection.chunks
+
     async def read_chunk(self) -> bytes:
         """The body that arrived since the last call (waiting for some); b"" at the end."""
         connection = self._connection
