@@ -315,8 +315,12 @@ def main() -> None:
         scripts["json"].write_text(POST_LUA % {"stream": "false", "messages": HELLO})
         scripts["sse"].write_text(POST_LUA % {"stream": "true", "messages": HELLO})
         scripts["chat"].write_text(POST_LUA % {"stream": "true", "messages": CHAT})
+        targets = list(trees.items())
         for run in range(args.runs):
-            for kind, tree in trees.items():
+            # Each run starts one target later: a target measured always right after the
+            # same other one (or always first) would carry whatever that position costs.
+            shift = run % len(targets)
+            for kind, tree in targets[shift:] + targets[:shift]:
                 measure(kind, args, scripts, results[kind], Path(tmp), tree)
             print(f"run {run + 1}/{args.runs} done", file=sys.stderr)
     loads.append(os.getloadavg())
