@@ -10,16 +10,21 @@ pool of 1,000) share core 1. Each run measures, for every target:
   CPU time per request (utime + stime from /proc, divided by completed requests);
 - CPU per streamed chunk: SSE replies of ``--chunks`` events sent ``--sse-delay`` apart (so
   every event is its own chunk on the wire), at concurrency 32; router CPU time divided by
-  the events delivered.
+  the events delivered;
+- CPU per chat-like streamed request: the same replies to chat requests with a prompt of
+  about 14 KB (a system prompt and a long user message), at concurrency 32; router CPU
+  time divided by the requests completed. This is what a chat front end costs the router
+  per reply: body reading and parsing, the prefix key, the stream, the bookkeeping.
 
-Medians over ``--runs`` runs are printed as a Markdown table. vllm-router (PyPI package
-``vllm-router``, ``--policy consistent_hash``) is used when ``--vllm-router`` names its
-executable or one is found on PATH; install it in a separate virtualenv, it is not a
-project dependency. ``--baseline TREE`` adds the router of another source tree (for example
-a worktree of an earlier commit) as one more target, for before/after figures from one run.
-Needs ``wrk`` and ``taskset``.
+Medians over ``--runs`` runs are printed as a Markdown table, with the load average before
+and after (the figures are only comparable within one run on a quiet machine).
+vllm-router (PyPI package ``vllm-router``, ``--policy consistent_hash``) is used when
+``--vllm-router`` names its executable or one is found on PATH; install it in a separate
+virtualenv, it is not a project dependency. ``--baseline [LABEL=]TREE`` (repeatable) adds
+the router of another source tree (for example a worktree of an earlier commit) as one more
+target, for before/after figures from one run. Needs ``wrk`` and ``taskset``.
 
-    python -m bench.router_bench --runs 3 --seconds 5
+    python -m bench.router_bench --runs 5 --seconds 5 --baseline before=/tmp/before
 """
 
 from __future__ import annotations
@@ -47,7 +52,7 @@ TICKS = os.sysconf("SC_CLK_TCK")
 
 POST_LUA = """
 wrk.method = "POST"
-wrk.body = '{"model":"m","stream":%(stream)s,"messages":[{"role":"user","content":"hello"}]}'
+wrk.body = '{"model":"m","stream":%(stream)s,"messages":%(messages)s}'
 wrk.headers["Content-Type"] = "application/json"
 local n = 0
 request = function()
@@ -56,6 +61,15 @@ request = function()
   return wrk.format()
 end
 """
+
+
+HELLO = '[{"role":"user","content":"hello"}]'
+# About 14 KB: a system prompt of about 1 KB and a user message of about 13 KB, the same
+# for every request (so the prefix is shared, as a chat front end's system prompt is).
+_WORDS = "the quick brown fox jumps over the lazy dog while the router keeps count "
+CHAT = (
+    f'[{{"role":"system","content":"{_WORDS * 14}"}},{{"role":"user","content":"{_WORDS * 180}"}}]'
+)
 
 
 def free_port() -> int:
@@ -155,13 +169,14 @@ class Sample:
     rate: list[float] = field(default_factory=list)
     cpu_per_request_us: list[float] = field(default_factory=list)
     cpu_per_chunk_us: list[float] = field(default_factory=list)
+    cpu_per_chat_ms: list[float] = field(default_factory=list)
 
 
-BASELINE = "llmservice (baseline)"
+LLMSERVICE = "llmservice"
 
 
 def router_argv(kind: str, port: int, backend: str, vllm_router: str | None) -> list[str]:
-    if kind in ("llmservice", BASELINE):
+    if kind.startswith(LLMSERVICE):
         return [
             sys.executable, "-m", "llmservice.cli", "router", "--served-model-name", "m",
             "--host", "127.0.0.1", "--port", str(port), "--static-backends", backend,
@@ -175,8 +190,14 @@ def router_argv(kind: str, port: int, backend: str, vllm_router: str | None) -> 
 
 
 def measure(
-    kind: str, args: argparse.Namespace, scripts: dict[str, Path], sample: Sample, logdir: Path
+    kind: str,
+    args: argparse.Namespace,
+    scripts: dict[str, Path],
+    sample: Sample,
+    logdir: Path,
+    tree: str | None = None,
 ) -> None:
+    """One run of every measurement against ``kind``; ``tree`` is a baseline's sources."""
     json_port, sse_port = free_port(), free_port()
     backend_argv = [sys.executable, "-m", "bench.fast_backend", "--port"]
     sse_args = ["--chunks", str(args.chunks), "--sse-delay", str(args.sse_delay)]
@@ -196,8 +217,8 @@ def measure(
                 target = f"http://127.0.0.1:{port}"
                 argv = router_argv(kind, port, backend, args.vllm_router)
                 env = None
-                if kind == BASELINE:  # the same command, importing the baseline's sources
-                    env = {**os.environ, "PYTHONPATH": str(Path(args.baseline, "operator"))}
+                if tree is not None:  # the same command, importing the baseline's sources
+                    env = {**os.environ, "PYTHONPATH": str(Path(tree, "operator"))}
                 log = logdir / f"{kind.split()[0]}-{len(kind)}-{phase}.log"
                 stack = process(argv, ROUTER_CORE, log, env)
             with stack as proc:
@@ -222,6 +243,11 @@ def measure(
                     used = cpu_seconds(pid) - before
                     chunks = streams.requests * (args.chunks + 1)
                     sample.cpu_per_chunk_us.append(used / chunks * 1e6)
+                    wrk(url, scripts["chat"], 8, 1, latency=False)
+                    before = cpu_seconds(pid)
+                    chats = wrk(url, scripts["chat"], 32, args.seconds, latency=False)
+                    used = cpu_seconds(pid) - before
+                    sample.cpu_per_chat_ms.append(used / chats.requests * 1e3)
 
 
 def table(results: dict[str, Sample]) -> str:
@@ -237,13 +263,14 @@ def table(results: dict[str, Sample]) -> str:
     p50, p99 = statistics.median(base.p50_ms), statistics.median(base.p99_ms)
     rows = [
         "| target | p50 ms (c=1) | p99 ms (c=1) | added p50 ms | added p99 ms "
-        "| req/s (c=32, sessions) | router CPU us/request | router CPU us/chunk |",
-        "|---|---|---|---|---|---|---|---|",
+        "| req/s (c=32, sessions) | router CPU us/request | router CPU us/chunk "
+        "| router CPU ms/chat stream |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, s in results.items():
         cells = [name, cell(s.p50_ms, 3), cell(s.p99_ms, 3)]
         if name == "direct":
-            cells += ["-", "-", cell(s.rate, 0), "-", "-"]
+            cells += ["-", "-", cell(s.rate, 0), "-", "-", "-"]
         else:
             cells += [
                 cell(s.p50_ms, 3, p50),
@@ -251,6 +278,7 @@ def table(results: dict[str, Sample]) -> str:
                 cell(s.rate, 0),
                 cell(s.cpu_per_request_us, 1),
                 cell(s.cpu_per_chunk_us, 1),
+                cell(s.cpu_per_chat_ms, 2),
             ]
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
@@ -265,27 +293,39 @@ def main() -> None:
     parser.add_argument("--vllm-router", default=shutil.which("vllm-router"))
     parser.add_argument(
         "--baseline",
+        action="append",
+        default=[],
+        metavar="[LABEL=]TREE",
         help="a source tree (e.g. a git worktree of an earlier commit) whose router runs "
-        "as one more target in the same run, for before/after figures",
+        "as one more target in the same run, for before/after figures; repeatable",
     )
     args = parser.parse_args()
     if shutil.which("wrk") is None or shutil.which("taskset") is None:
         sys.exit("router_bench needs wrk and taskset (apt-get install wrk util-linux)")
-    kinds = ["direct", "llmservice"] + ([BASELINE] if args.baseline else [])
-    kinds += ["vllm-router"] if args.vllm_router else []
-    results = {kind: Sample() for kind in kinds}
+    trees: dict[str, str | None] = {"direct": None, LLMSERVICE: None}
+    for given in args.baseline:
+        label, _, tree = given.rpartition("=")
+        trees[f"{LLMSERVICE} ({label or Path(tree).name})"] = tree
+    if args.vllm_router:
+        trees["vllm-router"] = None
+    results = {kind: Sample() for kind in trees}
+    loads = [os.getloadavg()]
     with tempfile.TemporaryDirectory(prefix="router-bench-") as tmp:
-        scripts = {
-            "json": Path(tmp, "json.lua"),
-            "sse": Path(tmp, "sse.lua"),
-        }
-        scripts["json"].write_text(POST_LUA % {"stream": "false"})
-        scripts["sse"].write_text(POST_LUA % {"stream": "true"})
+        scripts = {name: Path(tmp, f"{name}.lua") for name in ("json", "sse", "chat")}
+        scripts["json"].write_text(POST_LUA % {"stream": "false", "messages": HELLO})
+        scripts["sse"].write_text(POST_LUA % {"stream": "true", "messages": HELLO})
+        scripts["chat"].write_text(POST_LUA % {"stream": "true", "messages": CHAT})
+        targets = list(trees.items())
         for run in range(args.runs):
-            for kind in kinds:
-                measure(kind, args, scripts, results[kind], Path(tmp))
+            # Each run starts one target later: a target measured always right after the
+            # same other one (or always first) would carry whatever that position costs.
+            shift = run % len(targets)
+            for kind, tree in targets[shift:] + targets[:shift]:
+                measure(kind, args, scripts, results[kind], Path(tmp), tree)
             print(f"run {run + 1}/{args.runs} done", file=sys.stderr)
-    print(f"load average at the end: {os.getloadavg()[0]:.2f}")
+    loads.append(os.getloadavg())
+    for when, (one, five, fifteen) in zip(("before", "after"), loads, strict=True):
+        print(f"load average {when}: {one:.2f} {five:.2f} {fifteen:.2f} (1, 5, 15 min)")
     print(table(results))
 
 

@@ -26,11 +26,18 @@ def _opt(value: str | None) -> str:
     return "null" if value is None else _str(value)
 
 
+# Lines held before they are written without waiting for `AccessLog.flush` (about 100 KB).
+MAX_PENDING_LINES = 256
+
+
 class AccessLog:
     """Writes access lines to ``stream`` (standard output when None); ``enabled`` gates it.
 
-    Lines are not flushed one by one (a system call per request); the app calls `flush`
-    about once a second and at shutdown.
+    Lines are held here and written together, not one by one: the router's image runs
+    with ``PYTHONUNBUFFERED=1``, where every write to standard output is a system call, and
+    one per request cost more than the line's formatting. They are written when
+    `MAX_PENDING_LINES` are held and whenever the app calls `flush` (about once a second
+    and at shutdown), whole lines at a time.
     """
 
     def __init__(self, stream: TextIO | None = None, *, enabled: bool = True) -> None:
@@ -38,6 +45,7 @@ class AccessLog:
         self.enabled = enabled
         self._second = -1
         self._stamp = ""
+        self._pending: list[str] = []
 
     def write(
         self,
@@ -68,7 +76,16 @@ class AccessLog:
             f'"ttfb_ms":{ttfb},"prompt_tokens":{exchange.prompt_tokens},'
             f'"completion_tokens":{exchange.completion_tokens},"cause":{_opt(exchange.cause)}}}\n'
         )
-        (self.stream if self.stream is not None else sys.stdout).write(line)
+        pending = self._pending
+        pending.append(line)
+        if len(pending) >= MAX_PENDING_LINES:
+            self._write_pending()
+
+    def _write_pending(self) -> None:
+        if self._pending:
+            lines, self._pending = self._pending, []
+            (self.stream if self.stream is not None else sys.stdout).write("".join(lines))
 
     def flush(self) -> None:
+        self._write_pending()
         (self.stream if self.stream is not None else sys.stdout).flush()

@@ -136,6 +136,8 @@ MODEL_PREFIX = "/v1/models/"
 LARGE_BODY = 1 << 20
 # Set in the scope once the request body has been read (or given up on).
 BODY_READ = "llmservice.body_read"
+# The request headers as a dictionary, in the scope once `RouterApp._header` built it.
+HEADERS = "llmservice.headers"
 # An error answered before the request body was read first reads and drops the body (within
 # this time and the body limit): closing a connection with unread data makes the kernel
 # send a reset, which can destroy the answer before the client reads it.
@@ -159,6 +161,10 @@ _REFUSALS: dict[str, tuple[type[TooManyRequests], str]] = {
 def _refusal(refused: RateLimited, name: str) -> TooManyRequests:
     kind, message = _REFUSALS[refused.reason]
     return kind(message.format(name=name), retry_after=refused.retry_after, headers=refused.headers)
+
+
+async def _nothing() -> None:
+    """The answer to a scope type the app does not serve (websocket)."""
 
 
 class _ClientGone(Exception):
@@ -230,6 +236,7 @@ class RouterApp:
         )
         self.draining = False
         self.body_bytes_held = 0  # request body bytes held by all requests (`_read_body`)
+        self._body_budget = config.body_budget
         self._flusher: asyncio.Task[None] | None = None
         self._keys_watch: asyncio.Task[None] | None = None
         self._session_header = config.session_header.lower().encode()
@@ -238,6 +245,7 @@ class RouterApp:
         self._names = config.model_names
         self._any_name = config.accept_any_model_name
         self._parse_lock = asyncio.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None  # set at startup
         # Request ids: a random per-process prefix and a counter, unique without a syscall.
         self._id_prefix = secrets.token_hex(8)
         self._ids = itertools.count()
@@ -246,6 +254,9 @@ class RouterApp:
 
     async def startup(self) -> None:
         """Open the upstream pool, start discovery and the keys file watch."""
+        # Kept: on Python 3.11 every asyncio.get_running_loop() (and current_task() without
+        # a loop) is a getpid system call, and the request path would make several.
+        self._loop = asyncio.get_running_loop()
         self.proxy.pool = make_pool(self.config)
         self._flusher = asyncio.create_task(self._flush_logs())
         if self.api_keys_file is not None:
@@ -304,12 +315,16 @@ class RouterApp:
 
     # -- ASGI ---------------------------------------------------------------------------
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        # A plain function that hands over the handler's coroutine: an ``async def`` here
+        # would be one more coroutine to suspend and resume on every await of every request
+        # (each streamed chunk). The server is told the app is ASGI 3 (`server_config`).
         kind = scope["type"]
         if kind == "http":
-            await self._http(scope, receive, send)
-        elif kind == "lifespan":
-            await self._lifespan(receive, send)
+            return self._http(scope, receive, send)
+        if kind == "lifespan":
+            return self._lifespan(receive, send)
+        return _nothing()
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -327,10 +342,13 @@ class RouterApp:
                 return
 
     def _header(self, scope: Scope, name: bytes) -> bytes | None:
-        for key, value in scope["headers"]:
-            if key == name:
-                return bytes(value)
-        return None
+        """The first value of request header ``name`` (lowercase), or None."""
+        # A request asks for four or five headers: one dictionary, built the first time
+        # (reversed, so that the first of repeated headers wins), beats as many scans.
+        headers: dict[bytes, bytes] | None = scope.get(HEADERS)
+        if headers is None:
+            headers = scope[HEADERS] = dict(reversed(scope["headers"]))
+        return headers.get(name)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = self.clock()
@@ -534,12 +552,13 @@ class RouterApp:
                 raise _ClientGone
             chunk = message.get("body", b"")
             if chunk:
-                size += len(chunk)
+                more = len(chunk)
+                size += more
                 if size > limit:
                     raise PayloadTooLarge(f"The request body exceeds {limit} bytes.")
-                self._check_budget(len(chunk), exchange)
-                self.body_bytes_held += len(chunk)
-                exchange.body_bytes += len(chunk)
+                self._check_budget(more, exchange)
+                self.body_bytes_held += more
+                exchange.body_bytes += more
                 parts.append(chunk)
             if not message.get("more_body", False):
                 return parts[0] if len(parts) == 1 else b"".join(parts)
@@ -547,7 +566,7 @@ class RouterApp:
     def _check_budget(self, more: int, exchange: Exchange) -> None:
         """Refuse ``more`` body bytes that would take the router over its budget."""
         others = self.body_bytes_held - exchange.body_bytes
-        if others and self.body_bytes_held + more > self.config.body_budget:
+        if others and self.body_bytes_held + more > self._body_budget:
             raise RouterBusy(
                 "The router holds as many request bodies as it can; retry in a moment."
             )
@@ -613,54 +632,58 @@ class RouterApp:
         target = path + (
             "?" + scope["query_string"].decode("latin-1") if scope["query_string"] else ""
         )
-        await self._forward_watching_disconnect(
-            receive, send, exchange, target, raw, headers, started
-        )
-
-    async def _forward_watching_disconnect(
-        self,
-        receive: Receive,
-        send: Send,
-        exchange: Exchange,
-        target: str,
-        raw: bytes,
-        headers: bytes,
-        started: float,
-    ) -> None:
-        task = asyncio.current_task()
+        # Forwarded from here, not from a helper coroutine: each level of coroutines is
+        # suspended and resumed again on every await of the request (each streamed chunk).
+        task = asyncio.current_task(self._loop)
         if task is None:  # pragma: no cover - always inside a task under a server
             raise RuntimeError("no current task")
-        disconnected = False
-        watcher: asyncio.Future[Message] | None = None
-
-        def on_message(done: asyncio.Future[Message]) -> None:
-            nonlocal disconnected
-            if done.cancelled() or done.exception() is not None or exchange.response_finished:
-                return
-            # The only message left once the body is read is http.disconnect.
-            disconnected = True
-            task.cancel()
-
-        def watch() -> None:
-            nonlocal watcher
-            watcher = asyncio.ensure_future(receive())
-            watcher.add_done_callback(on_message)
-
-        # Most proxied requests finish in milliseconds; listening costs a task, so it starts
-        # only once the request has lasted WATCH_AFTER seconds (on the request's own timer).
+        watch = _DisconnectWatch(receive, task, exchange)
         try:
             await self.proxy.forward(
-                exchange, send, target, raw, headers, started, watch, WATCH_AFTER
+                exchange, send, target, raw, headers, started, task, watch.start, WATCH_AFTER
             )
         except asyncio.CancelledError:
-            if not disconnected:
+            if not watch.disconnected:
                 raise
             task.uncancel()
             exchange.status, exchange.cause = 499, "client_disconnect"
         finally:
-            if watcher is not None and not watcher.done():
-                watcher.remove_done_callback(on_message)
-                watcher.cancel()
+            watch.close()
+
+
+class _DisconnectWatch:
+    """Cancels a proxied request's task when its client disconnects.
+
+    Most proxied requests finish in milliseconds, and listening costs a task, so `start`
+    runs only once the request has lasted `WATCH_AFTER` seconds (on the request's own
+    timer, `llmservice.router.deadlines.Watchdog`).
+    """
+
+    __slots__ = ("_exchange", "_receive", "_task", "_watcher", "disconnected")
+
+    def __init__(self, receive: Receive, task: asyncio.Task[Any], exchange: Exchange) -> None:
+        self._receive = receive
+        self._task = task
+        self._exchange = exchange
+        self._watcher: asyncio.Future[Message] | None = None
+        self.disconnected = False
+
+    def start(self) -> None:
+        self._watcher = asyncio.ensure_future(self._receive())
+        self._watcher.add_done_callback(self._on_message)
+
+    def _on_message(self, done: asyncio.Future[Message]) -> None:
+        if done.cancelled() or done.exception() is not None or self._exchange.response_finished:
+            return
+        # The only message left once the body is read is http.disconnect.
+        self.disconnected = True
+        self._task.cancel()
+
+    def close(self) -> None:
+        watcher = self._watcher
+        if watcher is not None and not watcher.done():
+            watcher.remove_done_callback(self._on_message)
+            watcher.cancel()
 
 
 def create_app(

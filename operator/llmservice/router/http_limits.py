@@ -8,7 +8,8 @@ value, or its headers a byte a second, and a connection that never sends a byte 
 - a header count and a head size (request line plus headers) limit, answered 431 with an
   OpenAI-style JSON error and ``Connection: close``. httptools accumulates a header's name
   and value before it calls back, so the size is counted on the bytes read while the head
-  is incomplete: what is buffered never exceeds the limit by more than one read;
+  is incomplete, and both the size and the count are checked after each read and when the
+  head is complete: what is buffered never exceeds the limits by more than one read;
 - a header timeout: the head must be complete within ``header_timeout`` of the connect or of
   its first byte, else the connection is closed (there is no one to answer: the client is
   not reading, or is an attack);
@@ -23,7 +24,7 @@ writing its oversized head reads the 431 instead of a connection reset.
 Malformed requests (request smuggling shapes among them: Content-Length with
 Transfer-Encoding, conflicting Content-Lengths, obs-fold, bad chunk sizes) are refused by
 llhttp in its strict mode; the 400 they get is JSON here too. The hot path pays one length
-check per header and one comparison per read.
+check per read and one when the head is complete.
 """
 
 from __future__ import annotations
@@ -33,10 +34,16 @@ import json
 from typing import Any, ClassVar
 
 import httptools
+from uvicorn._types import ASGI3Application
 from uvicorn.config import Config
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import (
+    STATUS_LINE,
+    HttpToolsProtocol,
+    RequestResponseCycle,
+)
 from uvicorn.server import ServerState
 
+from llmservice.router.coalesce import hold_heads
 from llmservice.router.config import ClientLimits
 
 __all__ = ["BoundedHttpToolsProtocol", "bounded_protocol"]
@@ -139,23 +146,34 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
                 self.send_400_response("Invalid HTTP request received.")
             return
         if self._in_head and self._head_bytes:
-            if self._head_bytes > self.limits.max_header_bytes:
+            limits = self.limits
+            if (
+                self._head_bytes > limits.max_header_bytes
+                or len(self.headers) > limits.max_header_count
+            ):
                 self._refuse_head()
             elif self._head_timer is None:
                 # A head that came in one read never needs the timer: it is armed only
                 # for one that is still incomplete when the read is parsed.
                 self._arm_head_timer()
 
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
+        # Not a limit: each request's answer head goes out with its body (`coalesce`).
+        hold_heads(cycle)
+        super()._start_asgi_task(cycle, app)
+
     # -- parser callbacks ---------------------------------------------------------------
 
-    def on_header(self, name: bytes, value: bytes) -> None:
-        if len(self.headers) >= self.limits.max_header_count:
-            raise _HeadTooLarge
-        super().on_header(name, value)
+    # The header count is checked once per read and when the head is complete, not in
+    # on_header: a Python override there costs a call per header of every request, and a
+    # head over the count is still refused before more than one read of it is parsed.
 
     def on_headers_complete(self) -> None:
         # The bytes read may include body bytes: only then is the head measured exactly.
-        limit = self.limits.max_header_bytes
+        limits = self.limits
+        if len(self.headers) > limits.max_header_count:
+            raise _HeadTooLarge
+        limit = limits.max_header_bytes
         if self._head_bytes > limit and self._head_size() > limit:
             raise _HeadTooLarge
         self._in_head = False

@@ -176,9 +176,14 @@ def parse_body(raw: bytes) -> Fields:
         raise InvalidRequest(f"The request body is not valid JSON: {error}") from None
 
 
-def _is(raw: Raw, kind: bytes) -> bool:
-    """Whether the raw JSON value starts with ``kind`` (its type's first byte)."""
-    return len(raw) > 0 and memoryview(raw)[:1] == kind
+# The first byte of a JSON value of each type, as `_is` compares it.
+_STRING, _ARRAY, _OBJECT_START = ord('"'), ord("["), ord("{")
+
+
+def _is(raw: Raw, kind: int) -> bool:
+    """Whether the raw JSON value starts with the byte ``kind`` (its type's first byte)."""
+    # Indexing the view compares an int; slicing it would make a second view per call.
+    return len(raw) > 0 and memoryview(raw)[0] == kind
 
 
 def _equals(raw: Raw, value: bytes) -> bool:
@@ -190,14 +195,14 @@ def _string(raw: Raw, name: str) -> str | None:
     """The string value of a field, None when absent or null; 400 for any other type."""
     if not raw or _equals(raw, b"null"):
         return None
-    if not _is(raw, b'"'):
+    if not _is(raw, _STRING):
         raise InvalidRequest(f"{name!r} must be a string.", param=name)
     return _STR.decode(raw)
 
 
 def string_or_none(raw: Raw) -> str | None:
     """The string value of a field, None for anything else."""
-    return _STR.decode(raw) if _is(raw, b'"') else None
+    return _STR.decode(raw) if _is(raw, _STRING) else None
 
 
 def is_true(raw: Raw) -> bool:
@@ -254,7 +259,7 @@ def check_required(route: Route, fields: Fields) -> None:
     else:
         name = route.required[0]
         raise InvalidRequest(f"Missing required parameter: {name!r}.", param=name)
-    if route.messages and name == "messages" and not all(_is(m, b"{") for m in messages):
+    if route.messages and name == "messages" and not all(_is(m, _OBJECT_START) for m in messages):
         raise InvalidRequest("'messages' must be a list of message objects.", param=name)
 
 
@@ -275,15 +280,15 @@ def _string_head(raw: Raw) -> str:
 
 def _text(raw: Raw) -> str:
     """The text of a content value: a string, or the text parts of its first parts."""
-    if _is(raw, b'"'):
+    if _is(raw, _STRING):
         return _string_head(raw)
-    if not _is(raw, b"["):
+    if not _is(raw, _ARRAY):
         return ""
     texts = []
     for part in _items(raw):
-        if _is(part, b"{"):
+        if _is(part, _OBJECT_START):
             text = _ITEM.decode(part).text
-            if _is(text, b'"'):
+            if _is(text, _STRING):
                 texts.append(_string_head(text))
     return "".join(texts)
 
@@ -291,7 +296,7 @@ def _text(raw: Raw) -> str:
 def _messages(items: list[Raw]) -> list[dict[str, Any]]:
     out = []
     for item in items:
-        if _is(item, b"{"):
+        if _is(item, _OBJECT_START):
             message = _ITEM.decode(item)
             out.append({"role": string_or_none(message.role), "content": _text(message.content)})
     return out
@@ -313,19 +318,19 @@ def prompt_view(kind: Prompt, fields: Fields) -> dict[str, Any]:
     elif kind is Prompt.RESPONSES:
         instructions = string_or_none(fields.instructions)
         head = [{"role": "system", "content": instructions}] if instructions else []
-        given = _string_head(fields.input) if _is(fields.input, b'"') else None
+        given = _string_head(fields.input) if _is(fields.input, _STRING) else None
         items = (
             [{"role": "user", "content": given}]
             if given
-            else _messages(_items(fields.input) if _is(fields.input, b"[") else [])
+            else _messages(_items(fields.input) if _is(fields.input, _ARRAY) else [])
         )
         view["messages"] = head + items
     elif kind is Prompt.COMPLETION:
         prompt = fields.prompt
-        if _is(prompt, b"["):
+        if _is(prompt, _ARRAY):
             first = _items(prompt)
             prompt = first[0] if first else _ABSENT
-        view["prompt"] = _string_head(prompt) if _is(prompt, b'"') else None
+        view["prompt"] = _string_head(prompt) if _is(prompt, _STRING) else None
     return view
 
 

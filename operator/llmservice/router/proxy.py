@@ -331,22 +331,31 @@ class Proxy:
         body: bytes,
         headers: bytes,
         started: float,
+        task: asyncio.Task[Any],
         on_slow: Callable[[], None] | None = None,
         slow_after: float = math.inf,
     ) -> None:
-        """Send ``body`` to ``path`` on a chosen replica and stream its answer to ``send``."""
+        """Send ``body`` to ``path`` on a chosen replica and stream its answer to ``send``.
+
+        ``task`` is the request's own (the caller's): a timeout cancels it.
+        """
         self.budget.record_request()
-        loop = asyncio.get_running_loop()
-        task = asyncio.current_task()
-        if task is None:  # pragma: no cover - always inside a task under a server
-            raise RuntimeError("no current task")
+        loop = task.get_loop()
         # The total deadline counts from when the request arrived, on the loop's clock.
         deadline = loop.time() + self.config.timeouts.total - (self.clock() - started)
         timeouts = self.config.timeouts
         first_check = min(timeouts.first_byte, timeouts.idle)
         watchdog = Watchdog(loop, task, deadline, first_check, on_slow, slow_after)
         try:
-            await self._attempts(exchange, send, path, body, headers, watchdog)
+            response, held = await self._attempts(exchange, path, body, headers, watchdog)
+            # The answer is relayed here rather than inside `_attempts`: a streamed one
+            # resumes this chain of coroutines on every chunk, the shorter the cheaper.
+            try:
+                watchdog.enter("idle", timeouts.idle)
+                await self._relay(exchange, send, response, watchdog)
+            finally:
+                response.close()
+                self._release(held)
         except asyncio.CancelledError:
             if watchdog.expired is None:
                 raise
@@ -363,12 +372,16 @@ class Proxy:
     async def _attempts(
         self,
         exchange: Exchange,
-        send: Send,
         path: str,
         body: bytes,
         headers: bytes,
         watchdog: Watchdog,
-    ) -> None:
+    ) -> tuple[Response, str]:
+        """The answer to relay and the replica whose slot it holds (the caller releases it).
+
+        Attempts, and retries on other replicas, until an answer is to be relayed; raises
+        (having released the slot) when none is.
+        """
         if self.pool is None:
             raise RuntimeError("the app has not started")
         outliers = self.outliers
@@ -439,12 +452,7 @@ class Proxy:
                             fresh = False
                             self.metrics.retry(f"upstream_{status}")
                             continue
-                    watchdog.enter("idle", self.config.timeouts.idle)
-                    try:
-                        await self._relay(exchange, send, response, watchdog)
-                    finally:
-                        response.close()
-                    return
+                    return response, held
                 moved = self._retry_slot(exchange, tried, name)
                 if moved is not None:
                     held = moved
@@ -454,8 +462,9 @@ class Proxy:
                 else:
                     raise last_error from None
                 self.metrics.retry(reason)
-        finally:
+        except BaseException:
             self._release(held)
+            raise
 
     def _retry_slot(self, exchange: Exchange, tried: set[str], held: str) -> str | None:
         """Move the request to an untried replica's free slot, or None when it cannot retry.
@@ -536,9 +545,7 @@ class Proxy:
         if status >= 500:
             exchange.cause = "upstream_5xx"
         out_headers = [
-            (name.lower(), value)
-            for name, value in response.headers
-            if name.lower() not in _DROP_RESPONSE
+            (name, value) for name, value in response.headers if name not in _DROP_RESPONSE
         ]
         out_headers.append((b"x-request-id", exchange.request_id.encode()))
         out_headers.extend(exchange.extra_headers)
@@ -565,14 +572,21 @@ class Proxy:
                 elif keep_json and kept_size < _USAGE_BODY_LIMIT:
                     kept.append(chunk)
                     kept_size += len(chunk)
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                # The last part of a body that has all arrived ends the response itself:
+                # one message, and one call into the server, fewer than an empty last one.
+                ended = response.ended
+                exchange.response_finished = ended
+                await send({"type": "http.response.body", "body": chunk, "more_body": not ended})
+                if ended:
+                    break
                 touch()
         except UpstreamError as error:
             raise _AbortStream(
                 UpstreamProtocolError(f"The engine broke off its response: {error}.")
             ) from None
-        exchange.response_finished = True
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        if not exchange.response_finished:
+            exchange.response_finished = True
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
         if sse:
             exchange.prompt_tokens, exchange.completion_tokens = usage_from_sse_tail(
                 previous + tail

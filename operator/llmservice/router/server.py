@@ -71,6 +71,8 @@ def server_config(
         port=port,
         loop=loop,
         http=bounded_protocol(limits),
+        # Said, not detected: the app's __call__ is a plain function returning a coroutine.
+        interface="asgi3",
         lifespan="on",
         access_log=False,
         log_config=None,

@@ -102,12 +102,12 @@ class _Connection(asyncio.Protocol):
     def header(self, name: bytes) -> bytes | None:
         """The first value of response header ``name`` (lowercase), or None."""
         for key, value in self.headers:
-            if key.lower() == name:
+            if key == name:
                 return value
         return None
 
     def _reset(self) -> None:
-        self.headers: list[tuple[bytes, bytes]] = []
+        self.headers: list[tuple[bytes, bytes]] = []  # names lowercased as they are parsed
         self.status = 0
         self.head_done = False
         self.complete = False
@@ -155,13 +155,14 @@ class _Connection(asyncio.Protocol):
 
     def _until_close(self) -> bool:
         return not any(
-            name.lower() in (b"content-length", b"transfer-encoding") for name, _ in self.headers
+            name in (b"content-length", b"transfer-encoding") for name, _ in self.headers
         )
 
     # -- httptools callbacks -------------------------------------------------------------
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
+        # Lowercased once here: every later look-up and the relay compare lowercase names.
+        self.headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
         self.status = self.parser.get_status_code()
@@ -207,7 +208,7 @@ class _Connection(asyncio.Protocol):
 
 
 class Response:
-    """Status, raw headers and a body to read chunk by chunk (see `read_chunk`)."""
+    """Status, headers (names lowercase) and a body to read chunk by chunk (`read_chunk`)."""
 
     def __init__(self, pool: Pool, connection: _Connection) -> None:
         self._pool = pool
@@ -219,9 +220,15 @@ class Response:
     def header(self, name: bytes) -> bytes | None:
         """The first value of header ``name`` (lowercase), or None."""
         for key, value in self.headers:
-            if key.lower() == name:
+            if key == name:
                 return value
         return None
+
+    @property
+    def ended(self) -> bool:
+        """Whether the whole body has arrived and been read (`read_chunk` would give b"")."""
+        connection = self._connection
+        return connection.complete and not connection.chunks
 
     async def read_chunk(self) -> bytes:
         """The body that arrived since the last call (waiting for some); b"" at the end."""
@@ -243,7 +250,10 @@ class Response:
                 return b""
             if connection.error is not None:
                 raise connection.error
-            await connection.wait()
+            # `_Connection.wait`, inlined: one coroutine less to resume on every chunk.
+            waiter = connection.loop.create_future()
+            connection.waiter = waiter
+            await waiter
 
     def close(self) -> None:
         """Give the connection back when the body was read whole, else drop it."""

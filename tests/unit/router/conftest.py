@@ -88,11 +88,11 @@ class RouterServer:
         api_keys: Any = None,
         api_keys_file: Any = None,
     ) -> None:
-        self.log = io.StringIO()
+        self._log = io.StringIO()
         self.app: RouterApp = create_app(
             cfg,
             discovery=discovery or StaticDiscovery(cfg.discovery.static_backends),
-            access_log=AccessLog(self.log),
+            access_log=AccessLog(self._log),
             api_keys=api_keys,
             api_keys_file=api_keys_file,
         )
@@ -106,6 +106,12 @@ class RouterServer:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def log(self) -> io.StringIO:
+        """The access log so far (the lines the app still holds written out first)."""
+        self.app.access_log.flush()
+        return self._log
 
     def log_lines(self) -> list[dict[str, Any]]:
         return [json.loads(line) for line in self.log.getvalue().splitlines()]
