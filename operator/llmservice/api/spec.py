@@ -793,7 +793,10 @@ class RouterSpec(CamelModel):
     }
 
     replicas: Annotated[int, Field(ge=1, le=32)] = Field(
-        default=2, description="Router replicas; sessions stay sticky across all of them."
+        default=2,
+        description="Router replicas. Each remembers where its sessions are; they place a new"
+        " session alike while their session counts are even, so a session's turns through"
+        " different router replicas mostly meet the same engine replica.",
     )
     image: Annotated[str, Field(min_length=1, max_length=512, pattern=IMAGE_PATTERN)] = Field(
         default=DEFAULT_ROUTER_IMAGE, description="Router image."

@@ -9,15 +9,17 @@ replica of four often gets 1.2-1.3 times the mean). So placement and stickiness 
 
 - **A new session is placed for balance**, on the hash ring: it starts at its key's point
   and takes the first replica that has fewer than ``session_bound`` times the mean number of
-  sessions and fewer than ``load_bound`` times the mean requests in flight (CHWBL on session
-  counts). With equal counts that is the ring's own choice, so router replicas agree on it.
+  active sessions (a request in the last ``active_seconds``) and fewer than ``load_bound``
+  times the mean requests in flight (CHWBL on session counts). With equal counts that is
+  the ring's own choice, so router replicas agree on it.
 - **A known session stays** on the replica that served its previous turn, whatever the
   counts, unless that replica is excluded (failed, ejected, at its concurrency cap) or holds
   more than ``load_bound`` times the mean requests in flight: moving costs a full re-prefill
   of the conversation, so only an overload is worth it. A moved session stays where it moved.
 
-The table is bounded: at most ``max_sessions`` entries (least recently used first out) and
-sessions idle for ``idle_seconds`` are forgotten, so the counts are of live sessions. An entry
+The table is bounded: at most ``max_sessions`` entries (least recently used first out), and
+sessions idle for ``idle_seconds`` are forgotten; a session stops counting for placement
+``active_seconds`` after its last request, so ended sessions weigh on nobody. An entry
 is a 64-bit key hash, a reference to a replica name and a time: about 260 bytes with its
 OrderedDict links (measured with tracemalloc), so the default bound of 65,536 sessions holds
 under 17 MB whatever the session ids are.
