@@ -166,10 +166,6 @@ class StickyBalancer:
         self._fallback = fallback  # for requests without a key
         self._clock = clock
 
-    @property
-    def replicas(self) -> tuple[str, ...]:
-        return self.ring.replicas
-
     def update(self, replicas: Collection[str]) -> None:
         before = set(self.ring.replicas)
         self.ring.update(replicas)
