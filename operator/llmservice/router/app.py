@@ -64,7 +64,8 @@ import re
 import secrets
 import time
 import uuid
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
@@ -116,6 +117,7 @@ from llmservice.router.payloads import (
 from llmservice.router.proxy import Exchange, Proxy, make_pool
 from llmservice.router.retry_budget import RetryBudget
 from llmservice.router.routes import API_CHAT, ROUTES, Route
+from llmservice.router.stream_writer import stream_writer
 
 if TYPE_CHECKING:
     from llmservice.router.tracing import Tracing
@@ -144,6 +146,7 @@ HEADERS = "llmservice.headers"
 DISCARD_TIMEOUT = 1.0
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
 _JSON = [(b"content-type", b"application/json")]
+_NO_VIEW: Mapping[str, Any] = MappingProxyType({})  # the prompt view when a session is the key
 # RFC 6750: a 401 names the scheme the client should authenticate with.
 _BEARER_CHALLENGE = (b"www-authenticate", b"Bearer")
 LOG_FLUSH_INTERVAL = 1.0
@@ -620,8 +623,11 @@ class RouterApp:
                 raw = set_fields(raw, fields, changes)
         exchange.stream = is_true(fields.stream)
         exchange.session = session
+        # The prompt is decoded for a key only when no session names one.
         exchange.key, exchange.key_kind = routing_key(
-            session, prompt_view(route.prompt, fields), self.config.balancer.prefix_chars
+            session,
+            _NO_VIEW if session else prompt_view(route.prompt, fields),
+            self.config.balancer.prefix_chars,
         )
         trace_lines = None
         if exchange.span is not None and self.tracing is not None:
@@ -640,7 +646,16 @@ class RouterApp:
         watch = _DisconnectWatch(receive, task, exchange)
         try:
             await self.proxy.forward(
-                exchange, send, target, raw, headers, started, task, watch.start, WATCH_AFTER
+                exchange,
+                send,
+                target,
+                raw,
+                headers,
+                started,
+                task,
+                watch.start,
+                WATCH_AFTER,
+                stream_writer(scope) if exchange.stream else None,
             )
         except asyncio.CancelledError:
             if not watch.disconnected:

@@ -45,6 +45,7 @@ from uvicorn.server import ServerState
 
 from llmservice.router.coalesce import hold_heads
 from llmservice.router.config import ClientLimits
+from llmservice.router.stream_writer import offer_stream_writer
 
 __all__ = ["BoundedHttpToolsProtocol", "bounded_protocol"]
 
@@ -158,8 +159,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
                 self._arm_head_timer()
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
-        # Not a limit: each request's answer head goes out with its body (`coalesce`).
+        # Not limits: each request's answer head goes out with its body (`coalesce`), and
+        # a streamed answer's parts go straight to the transport (`stream_writer`).
         hold_heads(cycle)
+        offer_stream_writer(cycle)
         super()._start_asgi_task(cycle, app)
 
     # -- parser callbacks ---------------------------------------------------------------

@@ -80,6 +80,7 @@ from llmservice.router.metrics import RouterMetrics
 from llmservice.router.outliers import OutlierDetector
 from llmservice.router.payloads import usage_from_json, usage_from_sse_tail
 from llmservice.router.retry_budget import RetryBudget
+from llmservice.router.stream_writer import StreamWriter
 from llmservice.router.upstream import (
     ConnectError,
     DisconnectedError,
@@ -190,6 +191,37 @@ class _AbortStream(Exception):
     def __init__(self, error: RouterError) -> None:
         super().__init__(error.message)
         self.error = error
+
+
+class _Splice:
+    """An SSE answer's last two body parts (the usage is in them) and, spliced, its sink.
+
+    As `llmservice.router.upstream.Response.splice`'s sink it writes each part that
+    arrives straight to the client (`StreamWriter.write`) and does the relay's per-part
+    bookkeeping; a part the writer declines is left to the relay.
+    """
+
+    __slots__ = ("_clock", "_exchange", "_touch", "last", "previous", "write")
+
+    def __init__(
+        self, exchange: Exchange, touch: Callable[[], None], clock: Callable[[], float]
+    ) -> None:
+        self._exchange = exchange
+        self._touch = touch
+        self._clock = clock
+        self.write: Callable[[bytes], bool] | None = None
+        self.previous = self.last = b""
+
+    def __call__(self, body: bytes) -> bool:
+        write = self.write
+        if write is None or not write(body):
+            return False
+        exchange = self._exchange
+        if exchange.first_byte_at is None:
+            exchange.first_byte_at = self._clock()
+        self.previous, self.last = self.last, body
+        self._touch()
+        return True
 
 
 class Proxy:
@@ -334,10 +366,12 @@ class Proxy:
         task: asyncio.Task[Any],
         on_slow: Callable[[], None] | None = None,
         slow_after: float = math.inf,
+        writer: StreamWriter | None = None,
     ) -> None:
         """Send ``body`` to ``path`` on a chosen replica and stream its answer to ``send``.
 
-        ``task`` is the request's own (the caller's): a timeout cancels it.
+        ``task`` is the request's own (the caller's): a timeout cancels it. With a
+        ``writer`` an SSE answer's body parts go straight to the client (`_Splice`).
         """
         self.budget.record_request()
         loop = task.get_loop()
@@ -352,7 +386,7 @@ class Proxy:
             # resumes this chain of coroutines on every chunk, the shorter the cheaper.
             try:
                 watchdog.enter("idle", timeouts.idle)
-                await self._relay(exchange, send, response, watchdog)
+                await self._relay(exchange, send, response, watchdog, writer)
             finally:
                 response.close()
                 self._release(held)
@@ -539,6 +573,7 @@ class Proxy:
         send: Send,
         response: Response,
         watchdog: Watchdog,
+        writer: StreamWriter | None,
     ) -> None:
         status = response.status
         exchange.status = status
@@ -557,10 +592,17 @@ class Proxy:
         exchange.sse = sse
         kept: list[bytes] = []
         kept_size = 0
-        previous = tail = b""
+        tail = _Splice(exchange, watchdog.touch, self.clock)
+        splice = None
+        if sse and writer is not None and writer.streaming:
+            splice = tail
+            splice.write = writer.write
+            response.splice(splice)
         read_chunk = response.read_chunk
         touch = watchdog.touch
         try:
+            # With a splice this loop wakes only for what the client did not take at once,
+            # the end of the body and errors; the rest went out from the engine's callback.
             while True:
                 chunk = await read_chunk()
                 if not chunk:
@@ -568,7 +610,7 @@ class Proxy:
                 if exchange.first_byte_at is None:
                     exchange.first_byte_at = self.clock()
                 if sse:
-                    previous, tail = tail, chunk
+                    tail.previous, tail.last = tail.last, chunk
                 elif keep_json and kept_size < _USAGE_BODY_LIMIT:
                     kept.append(chunk)
                     kept_size += len(chunk)
@@ -584,12 +626,15 @@ class Proxy:
             raise _AbortStream(
                 UpstreamProtocolError(f"The engine broke off its response: {error}.")
             ) from None
+        finally:
+            if splice is not None:
+                response.splice(None)
         if not exchange.response_finished:
             exchange.response_finished = True
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         if sse:
             exchange.prompt_tokens, exchange.completion_tokens = usage_from_sse_tail(
-                previous + tail
+                tail.previous + tail.last
             )
         elif kept and kept_size < _USAGE_BODY_LIMIT:
             exchange.prompt_tokens, exchange.completion_tokens = usage_from_json(b"".join(kept))

@@ -30,6 +30,12 @@ to the end (then the connection is reused) or the response closed (then it is dr
 Back-pressure: at most ``_MAX_BUFFER`` bytes of body wait unread per connection; past that
 the connection stops reading from the engine until the reader catches up, so a slow
 client holds the engine back through TCP instead of growing the router's memory.
+
+A streamed body can bypass the reader (`Response.splice`): a *sink* given the body that
+arrived with each read, in the connection's own callback, passes it on at once. Waking a
+task per chunk costs more than the rest of a proxied chunk's path together. The reader is
+woken only for what the sink declines (the client is not taking more: the chunks are
+buffered and read as usual, in order), for the end of the body and for an error.
 """
 
 from __future__ import annotations
@@ -118,6 +124,7 @@ class _Connection(asyncio.Protocol):
         self.paused = False
         self.error: UpstreamError | None = None
         self.waiter: asyncio.Future[None] | None = None
+        self.sink: Callable[[bytes], bool] | None = None  # see `Response.splice`
 
     # -- asyncio.Protocol ----------------------------------------------------------------
 
@@ -132,6 +139,21 @@ class _Connection(asyncio.Protocol):
             self._fail(ProtocolError(f"invalid HTTP response: {error}"))
             if self.transport is not None:
                 self.transport.close()
+            return
+        sink = self.sink
+        if sink is not None and self.waiter is not None and self.chunks and not self.complete:
+            # Offered only while the reader waits: it has passed on all it was given, so
+            # nothing offered here can overtake a part it holds. The body offered is this
+            # read's, after any the sink declined before (then the reader is awake).
+            chunks = self.chunks
+            if sink(chunks[0] if len(chunks) == 1 else b"".join(chunks)):
+                chunks.clear()
+                self.buffered = 0
+                if self.paused and self.transport is not None:
+                    self.paused = False
+                    self.transport.resume_reading()
+            else:
+                self._wake()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -175,7 +197,8 @@ class _Connection(asyncio.Protocol):
         if self.buffered > _MAX_BUFFER and not self.paused and self.transport is not None:
             self.paused = True
             self.transport.pause_reading()
-        self._wake()
+        if self.sink is None:  # else `data_received` offers the read's body to the sink
+            self._wake()
 
     def on_message_complete(self) -> None:
         self.keep_alive = self.parser.should_keep_alive()  # only valid until this returns
@@ -254,6 +277,16 @@ class Response:
             waiter = connection.loop.create_future()
             connection.waiter = waiter
             await waiter
+
+    def splice(self, sink: Callable[[bytes], bool] | None) -> None:
+        """Offer the body to ``sink`` as it arrives, or stop (None); see the module docstring.
+
+        ``sink(body)`` returns whether it took the body. The sink is offered the body only
+        while the reader waits in `read_chunk`: a part `read_chunk` returned is passed on
+        before the sink sees the next one. What it declines, the end of the body and errors
+        still come through `read_chunk`, which then waits for nothing else.
+        """
+        self._connection.sink = sink
 
     def close(self) -> None:
         """Give the connection back when the body was read whole, else drop it."""

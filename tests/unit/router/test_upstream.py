@@ -236,3 +236,101 @@ def test_a_reused_connection_closed_by_the_engine_says_so() -> None:
             assert not broken.value.reused
 
     run(scenario())
+
+
+# -- splice -------------------------------------------------------------------------------
+
+
+class Engine:
+    """A raw engine whose chunked answer the test writes part by part."""
+
+    def __init__(self) -> None:
+        self.writer: asyncio.StreamWriter | None = None
+        self.done = asyncio.Event()
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        await reader.readexactly(2)  # the body, "{}"
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+        self.writer = writer
+        await reader.read()  # until the client lets the connection go
+        writer.close()
+        self.done.set()
+
+    async def part(self, data: bytes) -> None:
+        assert self.writer is not None
+        self.writer.write(b"%x\r\n%b\r\n" % (len(data), data) if data else b"0\r\n\r\n")
+        await self.writer.drain()
+
+
+def test_a_sink_gets_each_read_while_the_reader_waits() -> None:
+    async def scenario() -> None:
+        engine = Engine()
+        server, port = await raw_server(engine.handle)
+        async with server, Pool(limit=4, connect_timeout=5) as pool:
+            response = await pool.request("127.0.0.1", port, HEAD, b"{}")
+            taken: list[bytes] = []
+
+            def sink(body: bytes) -> bool:
+                taken.append(body)
+                return True
+
+            response.splice(sink)
+            reading = asyncio.ensure_future(response.read_chunk())
+            await asyncio.sleep(0)  # the reader is waiting
+            for n in range(3):
+                await engine.part(b"part %d" % n)
+                await until(lambda: len(taken) == n + 1)
+            assert not reading.done()  # the reader slept through all three
+            assert taken == [b"part 0", b"part 1", b"part 2"]
+            await engine.part(b"last")
+            await engine.part(b"")
+            # The end of the body is the reader's: the last part with it, then b"".
+            assert await reading == b"last"
+            assert response.ended
+            assert await response.read_chunk() == b""
+            assert taken == [b"part 0", b"part 1", b"part 2"]
+        await engine.done.wait()
+
+    run(scenario())
+
+
+def test_what_the_sink_declines_reaches_the_reader_first_and_in_order() -> None:
+    async def scenario() -> None:
+        engine = Engine()
+        server, port = await raw_server(engine.handle)
+        async with server, Pool(limit=4, connect_timeout=5) as pool:
+            response = await pool.request("127.0.0.1", port, HEAD, b"{}")
+            taken: list[bytes] = []
+            open_ = [False]
+
+            def sink(body: bytes) -> bool:
+                if open_[0]:
+                    taken.append(body)
+                return open_[0]
+
+            response.splice(sink)
+            reading = asyncio.ensure_future(response.read_chunk())
+            await asyncio.sleep(0)  # the reader is waiting
+            await engine.part(b"a")  # declined: the reader wakes with it
+            assert await reading == b"a"
+            # While the reader holds "a" (as if writing it out), later parts wait for it,
+            # even though the sink would take them now.
+            open_[0] = True
+            await engine.part(b"b")
+            await engine.part(b"c")
+            await asyncio.sleep(0.1)
+            assert taken == []
+            assert await response.read_chunk() == b"bc"
+            # Back in the reader's wait, the sink takes what comes.
+            reading = asyncio.ensure_future(response.read_chunk())
+            await asyncio.sleep(0)  # the reader is waiting
+            await engine.part(b"d")
+            await until(lambda: taken == [b"d"])
+            response.splice(None)
+            await engine.part(b"e")
+            assert await reading == b"e"
+            response.close()
+        await engine.done.wait()
+
+    run(scenario())

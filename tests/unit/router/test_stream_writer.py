@@ -1,0 +1,179 @@
+"""Streamed parts written straight to the client (`stream_writer`), on real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Iterator
+
+import httptools
+import pytest
+
+from llmservice.router.stream_writer import StreamWriter
+
+from .backends import FakeBackend, Mode
+from .conftest import CHAT, RouterServer, config, run, until
+
+STREAM = {**CHAT, "stream": True}
+EVENTS = 2_000
+PAD = "x" * 16_000  # 2,000 events of 16 KB: far more than the buffers between
+REQUEST = json.dumps(STREAM).encode()
+
+
+@pytest.fixture
+def writes(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[bool, int]]:
+    """Counts of the writer's writes: True for those taken, False for those declined."""
+    counts = {True: 0, False: 0}
+    original = StreamWriter.write
+
+    def counted(self: StreamWriter, body: bytes) -> bool:
+        taken = original(self, body)
+        counts[taken] += 1
+        return taken
+
+    monkeypatch.setattr(StreamWriter, "write", counted)
+    yield counts
+
+
+def _post(path: bytes = b"/v1/chat/completions") -> bytes:
+    return (
+        b"POST " + path + b" HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+        b"content-length: " + str(len(REQUEST)).encode() + b"\r\n\r\n" + REQUEST
+    )
+
+
+class _Answers:
+    """A strict HTTP/1.1 parser of the router's answers on one connection."""
+
+    def __init__(self) -> None:
+        self.parser = httptools.HttpResponseParser(self)
+        self.bodies: list[bytearray] = []
+        self.complete = 0
+
+    def on_message_begin(self) -> None:
+        self.bodies.append(bytearray())
+
+    def on_body(self, body: bytes) -> None:
+        self.bodies[-1] += body
+
+    def on_message_complete(self) -> None:
+        self.complete += 1
+
+    async def read(self, reader: asyncio.StreamReader, answers: int) -> None:
+        while self.complete < answers:
+            data = await reader.read(1 << 16)
+            assert data, "the router closed the connection"
+            self.parser.feed_data(data)
+
+
+def test_a_slow_reader_gets_every_event_in_order(writes: dict[bool, int]) -> None:
+    """Parts go straight out while the client reads, through `send` while it does not."""
+
+    async def scenario() -> None:
+        written = 0
+
+        async def engine(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal written
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(
+                b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+                b"transfer-encoding: chunked\r\n\r\n"
+            )
+            with contextlib.suppress(ConnectionError):
+                for n in range(EVENTS):
+                    data = b"data: " + json.dumps({"n": n, "pad": PAD}).encode() + b"\n\n"
+                    writer.write(b"%x\r\n%b\r\n" % (len(data), data))
+                    await writer.drain()  # blocks while the router does not read
+                    written += 1
+                writer.write(b"5\r\n[END]\r\n0\r\n\r\n")
+                await writer.drain()
+                await reader.read()  # until the router lets the connection go
+            writer.close()
+
+        server = await asyncio.start_server(engine, "127.0.0.1", 0)
+        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        async with server, RouterServer(config(url)) as router:
+            reader, writer = await asyncio.open_connection("127.0.0.1", router.port)
+            writer.write(_post())
+            # The client reads nothing: the engine stops once the buffers between are full.
+            seen = [-1, 0.0]
+            loop = asyncio.get_running_loop()
+
+            def settled() -> bool:
+                if written != seen[0]:
+                    seen[0], seen[1] = written, loop.time()
+                return written > 0 and loop.time() - seen[1] > 0.25
+
+            await until(settled)
+            assert written < EVENTS // 2
+            buffered = [c.buffered for c in router.app.proxy.pool._open]  # type: ignore[union-attr]
+            assert max(buffered) <= 512 << 10
+            # Reading on, the client gets every event once, in order, in valid framing.
+            answers = _Answers()
+            await answers.read(reader, 1)
+            body = bytes(answers.bodies[0])
+            events = body.split(b"\n\n")
+            assert events[-1] == b"[END]"
+            numbers = [json.loads(event[len(b"data: ") :])["n"] for event in events[:-1]]
+            assert numbers == list(range(EVENTS))
+            writer.close()
+            await writer.wait_closed()
+        # Both ways were taken: straight out, and through `send` while writing was paused.
+        assert writes[True] > 0
+        assert writes[False] > 0
+
+    run(scenario())
+
+
+def test_the_connection_is_kept_alive_after_a_written_stream(writes: dict[bool, int]) -> None:
+    async def scenario() -> None:
+        async with (
+            FakeBackend(Mode.STREAM, chunks=5, delay=0.05) as backend,
+            RouterServer(config(backend.url)) as router,
+        ):
+            reader, writer = await asyncio.open_connection("127.0.0.1", router.port)
+            answers = _Answers()
+            for count in (1, 2):
+                writer.write(_post())
+                await answers.read(reader, count)
+            writer.close()
+            for body in answers.bodies:
+                events = [e for e in bytes(body).split(b"\n\n") if e]
+                assert len(events) == 7  # 5 tokens, usage, [DONE]
+                assert events[-1] == b"data: [DONE]"
+            await until(lambda: len(router.log_lines()) == 2)
+            for line in router.log_lines():
+                assert (line["status"], line["prompt_tokens"], line["completion_tokens"]) == (
+                    200,
+                    4,
+                    5,
+                )
+                assert line["ttfb_ms"] is not None
+            assert len(backend.requests) == 2
+        assert writes[True] >= 8  # each token went straight out, in both answers
+
+    run(scenario())
+
+
+def test_a_non_streamed_answer_is_not_written_past_send(writes: dict[bool, int]) -> None:
+    async def scenario() -> None:
+        async with (
+            FakeBackend(Mode.JSON) as backend,
+            RouterServer(config(backend.url)) as router,
+        ):
+            reader, writer = await asyncio.open_connection("127.0.0.1", router.port)
+            writer.write(
+                b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n"
+                b"content-type: application/json\r\ncontent-length: "
+                + str(len(json.dumps(CHAT))).encode()
+                + b"\r\n\r\n"
+                + json.dumps(CHAT).encode()
+            )
+            answers = _Answers()
+            await answers.read(reader, 1)
+            writer.close()
+            assert json.loads(bytes(answers.bodies[0]))["usage"]["total_tokens"] == 10
+        assert writes == {True: 0, False: 0}
+
+    run(scenario())
