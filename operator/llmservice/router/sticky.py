@@ -65,8 +65,11 @@ class _RecencyMap:
         entries = self.entries
         old = entries.get(key)
         if old is not None:
-            self._uncount(old[0])
             entries.move_to_end(key)
+            if old[0] == replica:  # a touch, the common case: the counts stay
+                entries[key] = (replica, now)
+                return
+            self._uncount(old[0])
         elif len(entries) >= self.max_entries:
             self._uncount(entries.popitem(last=False)[1][0])
         entries[key] = (replica, now)
@@ -165,12 +168,19 @@ class StickyBalancer:
         )
         self._fallback = fallback  # for requests without a key
         self._clock = clock
+        # Expiry runs at most this often, not on every pick: a session then counts for
+        # up to this much longer, a negligible part of its windows.
+        self._expire_every = min(1.0, active_seconds / 10, idle_seconds / 10)
+        self._next_expiry = -math.inf
+        # A session that stays is the common answer: one immutable Choice per replica.
+        self._stays: dict[str, Choice] = {}
 
     def update(self, replicas: Collection[str]) -> None:
         before = set(self.ring.replicas)
         self.ring.update(replicas)
         self._fallback.update(replicas)
         self.sessions.forget_replicas(before.difference(self.ring.replicas))
+        self._stays = {replica: Choice(replica, primary=True) for replica in self.ring.replicas}
 
     def pick(
         self, key: str | None, loads: Mapping[str, int], exclude: Collection[str] = ()
@@ -183,15 +193,20 @@ class StickyBalancer:
             return None
         now = self._clock()
         table = self.sessions
-        table.expire(now)
-        hashed = hash64(key)
+        if now >= self._next_expiry:
+            table.expire(now)
+            self._next_expiry = now + self._expire_every
+        # The table is this process's own: Python's string hash (cached, 64 bits) keys it.
+        # The ring needs a hash every router process agrees on, only to place a session.
+        slot = hash(key)
         load_cap = _cap(self.load_bound, loads, eligible)
-        home = table.get(hashed)
+        home = table.get(slot)
         if home is not None and home not in exclude and loads.get(home, 0) < load_cap:
-            table.put(hashed, home, now)
-            return Choice(home, primary=True)
+            table.put(slot, home, now)
+            return self._stays[home]
+        hashed = hash64(key)
         chosen = self._place(hashed, loads, eligible, exclude, load_cap)
-        table.put(hashed, chosen, now)
+        table.put(slot, chosen, now)
         # "primary": the session's first turn went to its ring point; a later turn that
         # had to leave its replica is a spill, as is a placement past the ring point.
         return Choice(chosen, primary=home is None and chosen == self.ring.first(hashed))
