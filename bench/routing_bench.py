@@ -32,6 +32,8 @@ each router replica on its own.
     .venv/bin/python -m bench.routing_bench --targets session,vr-sticky \\
         --router-tree /path/to/other/worktree --router-arg=--load-bound=1.1
     .venv/bin/python -m bench.routing_bench --routers 2       # two router replicas per target
+    .venv/bin/python -m bench.routing_bench --targets session,vr-sticky --repeat 5 \\
+        --dump /tmp/turns                                      # medians of five rounds
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ import tempfile
 import time
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import httpx
@@ -235,6 +237,7 @@ class Result:
     ttft: float | None = None
     e2e: float = 0.0
     replica: str | None = None
+    started: float = 0.0  # time.perf_counter() when the request was sent
 
 
 def reply_text(stream: bytes) -> str:
@@ -252,7 +255,7 @@ def reply_text(stream: bytes) -> str:
 async def one_turn(
     client: httpx.AsyncClient, body: dict[str, object], headers: dict[str, str], result: Result
 ) -> str:
-    started = time.perf_counter()
+    started = result.started = time.perf_counter()
     chunks: list[bytes] = []
     seen = b""
     try:
@@ -459,7 +462,10 @@ def measure(
     settings: SimSettings,
     args: argparse.Namespace,
     logdir: Path,
+    dump: Path | None = None,
 ) -> Row:
+    """One target's row; with ``dump``, every turn's result is written there (JSON lines,
+    ``started`` in seconds from the first request)."""
     with (
         replicas(args.replicas, settings, logdir, args.base_port) as backends,
         router(target, backends, args, logdir) as urls,
@@ -475,7 +481,38 @@ def measure(
     row = summarize(target.label, results, before, after, (load_start, load_end))
     row.seconds, row.client_cpu, row.digest = seconds, cpu, digest(transcript)
     row.in_flight = sum(r.e2e for r in results) / seconds if seconds else 0.0
+    if dump is not None:
+        dump.parent.mkdir(parents=True, exist_ok=True)
+        with dump.open("w") as out:
+            for r in results:
+                out.write(json.dumps(asdict(r) | {"started": r.started - started}) + "\n")
     return row
+
+
+def medians_table(rows: list[Row]) -> str:
+    """Per target over the repeated runs: the median, and the range in brackets."""
+
+    def cell(values: list[float], digits: int) -> str:
+        low, mid, high = min(values), statistics.median(values), max(values)
+        return f"{mid:.{digits}f} [{low:.{digits}f}-{high:.{digits}f}]"
+
+    by_label: dict[str, list[Row]] = {}
+    for row in rows:
+        by_label.setdefault(row.label, []).append(row)
+    lines = [
+        "| target | runs | hit rate | TTFT p50 ms | TTFT p99 ms | e2e p99 ms | share max/mean "
+        "| moves |",
+        "|---|---:|---|---|---|---|---|---|",
+    ]
+    for label, group in by_label.items():
+        lines.append(
+            f"| {label} | {len(group)} | {cell([r.hit_rate for r in group], 3)} "
+            f"| {cell([r.ttft_p50_ms for r in group], 0)} "
+            f"| {cell([r.ttft_p99_ms for r in group], 0)} "
+            f"| {cell([r.e2e_p99_ms for r in group], 0)} "
+            f"| {cell([r.share for r in group], 2)} | {cell([r.moves for r in group], 0)} |"
+        )
+    return "\n".join(lines)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -532,6 +569,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="an extra flag for our router's targets (repeatable; use --router-arg=--x)",
     )
     p.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="run the targets this many times, each round starting one target later, and"
+        " add a table of medians (tail latencies vary from run to run)",
+    )
+    p.add_argument("--dump", help="write every turn's result here, one JSON-lines file per run")
+    p.add_argument(
         "--vllm-router",
         default=shutil.which("vllm-router")
         or (VLLM_ROUTER_VENV if Path(VLLM_ROUTER_VENV).exists() else None),
@@ -569,10 +614,16 @@ def main() -> None:
     )
     rows, failed = [], []
     with tempfile.TemporaryDirectory(prefix="routing-bench-") as tmp:
-        for target in targets:
+        rounds = [
+            (round_, target)
+            for round_ in range(args.repeat)
+            for target in targets[round_ % len(targets) :] + targets[: round_ % len(targets)]
+        ]
+        for round_, target in rounds:
             print(f"{target.label}: {workload.requests} requests ...", file=sys.stderr)
+            dump = Path(args.dump, f"{target.key}-{round_}.jsonl") if args.dump else None
             try:
-                row = measure(target, workload, settings, args, Path(tmp))
+                row = measure(target, workload, settings, args, Path(tmp), dump)
             except (OSError, TimeoutError, subprocess.SubprocessError) as exc:
                 # One target that does not start (a broken tree, a bad --router-arg) should
                 # not cost the others' figures: report it with the end of its log.
@@ -596,6 +647,9 @@ def main() -> None:
     print(quality_table(rows))
     print()
     print(run_table(rows))
+    if args.repeat > 1:
+        print()
+        print(medians_table(rows))
     for failure in failed:
         print(f"\nFailed: {failure}")
     digests = {r.digest for r in rows}

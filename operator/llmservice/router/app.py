@@ -48,10 +48,12 @@ With ``config.tracing`` on, each proxied request gets a span (`llmservice.router
 started when the request arrives and ended with the access log line; off, the app holds no
 tracer and the request path makes no span and no trace header.
 
-A client that disconnects is noticed at once: while a proxied request is in flight the app
-listens for ``http.disconnect`` (from ``WATCH_AFTER`` seconds in, so that short requests do
-not pay for the listening task) and cancels the upstream request, which closes the upstream
-connection (the server would otherwise drop writes silently and let the engine generate on).
+A client that disconnects is noticed at once: while a proxied request is in flight the
+router's server reports a hang-up (`llmservice.router.client_connection`; under another
+server the app listens for ``http.disconnect`` from ``WATCH_AFTER`` seconds in, so that short
+requests do not pay for the listening task), and the app cancels the upstream request,
+which closes the upstream connection (the server would otherwise drop writes silently and
+let the engine generate on).
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import math
 import re
 import secrets
 import time
@@ -80,6 +83,7 @@ from llmservice.router.admission import (
 )
 from llmservice.router.auth import ApiKeys
 from llmservice.router.balancer import Balancer, make_balancer, routing_key
+from llmservice.router.client_connection import client_connection
 from llmservice.router.clients import Client
 from llmservice.router.config import RouterConfig
 from llmservice.router.cors import Cors
@@ -117,7 +121,6 @@ from llmservice.router.payloads import (
 from llmservice.router.proxy import Exchange, Proxy, make_pool
 from llmservice.router.retry_budget import RetryBudget
 from llmservice.router.routes import API_CHAT, ROUTES, Route
-from llmservice.router.stream_writer import stream_writer
 
 if TYPE_CHECKING:
     from llmservice.router.tracing import Tracing
@@ -644,6 +647,12 @@ class RouterApp:
         if task is None:  # pragma: no cover - always inside a task under a server
             raise RuntimeError("no current task")
         watch = _DisconnectWatch(receive, task, exchange)
+        connection = client_connection(scope)
+        if connection is not None:
+            connection.on_disconnect(watch.hung_up)  # told by the server: no task needed
+            on_slow, slow_after = None, math.inf
+        else:  # another server: listen with a task, from WATCH_AFTER seconds in
+            on_slow, slow_after = watch.start, WATCH_AFTER
         try:
             await self.proxy.forward(
                 exchange,
@@ -653,9 +662,9 @@ class RouterApp:
                 headers,
                 started,
                 task,
-                watch.start,
-                WATCH_AFTER,
-                stream_writer(scope) if exchange.stream else None,
+                on_slow,
+                slow_after,
+                connection if exchange.stream else None,
             )
         except asyncio.CancelledError:
             if not watch.disconnected:
@@ -664,14 +673,18 @@ class RouterApp:
             exchange.status, exchange.cause = 499, "client_disconnect"
         finally:
             watch.close()
+            if connection is not None:
+                connection.on_disconnect(None)
 
 
 class _DisconnectWatch:
     """Cancels a proxied request's task when its client disconnects.
 
-    Most proxied requests finish in milliseconds, and listening costs a task, so `start`
-    runs only once the request has lasted `WATCH_AFTER` seconds (on the request's own
-    timer, `llmservice.router.deadlines.Watchdog`).
+    The router's own server reports a hang-up by calling `hung_up` (through
+    `llmservice.router.client_connection`). Under another server `start` listens for
+    ``http.disconnect`` with a task; most proxied requests finish in milliseconds, and
+    listening costs a task, so it runs only once the request has lasted `WATCH_AFTER`
+    seconds (on the request's own timer, `llmservice.router.deadlines.Watchdog`).
     """
 
     __slots__ = ("_exchange", "_receive", "_task", "_watcher", "disconnected")
@@ -687,12 +700,16 @@ class _DisconnectWatch:
         self._watcher = asyncio.ensure_future(self._receive())
         self._watcher.add_done_callback(self._on_message)
 
-    def _on_message(self, done: asyncio.Future[Message]) -> None:
-        if done.cancelled() or done.exception() is not None or self._exchange.response_finished:
+    def hung_up(self) -> None:
+        if self._exchange.response_finished:
             return
-        # The only message left once the body is read is http.disconnect.
         self.disconnected = True
         self._task.cancel()
+
+    def _on_message(self, done: asyncio.Future[Message]) -> None:
+        if done.cancelled() or done.exception() is not None:
+            return
+        self.hung_up()  # the only message left once the body is read is http.disconnect
 
     def close(self) -> None:
         watcher = self._watcher

@@ -43,9 +43,9 @@ from uvicorn.protocols.http.httptools_impl import (
 )
 from uvicorn.server import ServerState
 
+from llmservice.router import client_connection
 from llmservice.router.coalesce import hold_heads
 from llmservice.router.config import ClientLimits
-from llmservice.router.stream_writer import offer_stream_writer
 
 __all__ = ["BoundedHttpToolsProtocol", "bounded_protocol"]
 
@@ -122,7 +122,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_head_timer()
+        cycle = self.cycle
         super().connection_lost(exc)
+        if cycle is not None and cycle.disconnected:
+            client_connection.disconnected(cycle)
 
     def data_received(self, data: bytes) -> None:
         # uvicorn's, with the head limits; its 400 and upgrade handling are kept.
@@ -160,9 +163,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
         # Not limits: each request's answer head goes out with its body (`coalesce`), and
-        # a streamed answer's parts go straight to the transport (`stream_writer`).
+        # the app may write a stream's parts and hear of a hang-up past ASGI
+        # (`client_connection`).
         hold_heads(cycle)
-        offer_stream_writer(cycle)
+        client_connection.offer(cycle)
         super()._start_asgi_task(cycle, app)
 
     # -- parser callbacks ---------------------------------------------------------------

@@ -65,6 +65,7 @@ from urllib.parse import urlsplit
 
 from llmservice.router.admission.dispatcher import Dispatcher
 from llmservice.router.balancer import Balancer, Choice
+from llmservice.router.client_connection import ClientConnection
 from llmservice.router.clients import ANONYMOUS, Client
 from llmservice.router.config import RouterConfig
 from llmservice.router.deadlines import TIMEOUT_MESSAGES, Watchdog
@@ -80,7 +81,6 @@ from llmservice.router.metrics import RouterMetrics
 from llmservice.router.outliers import OutlierDetector
 from llmservice.router.payloads import usage_from_json, usage_from_sse_tail
 from llmservice.router.retry_budget import RetryBudget
-from llmservice.router.stream_writer import StreamWriter
 from llmservice.router.upstream import (
     ConnectError,
     DisconnectedError,
@@ -197,7 +197,7 @@ class _Splice:
     """An SSE answer's last two body parts (the usage is in them) and, spliced, its sink.
 
     As `llmservice.router.upstream.Response.splice`'s sink it writes each part that
-    arrives straight to the client (`StreamWriter.write`) and does the relay's per-part
+    arrives straight to the client (`ClientConnection.write`) and does the relay's per-part
     bookkeeping; a part the writer declines is left to the relay.
     """
 
@@ -366,7 +366,7 @@ class Proxy:
         task: asyncio.Task[Any],
         on_slow: Callable[[], None] | None = None,
         slow_after: float = math.inf,
-        writer: StreamWriter | None = None,
+        writer: ClientConnection | None = None,
     ) -> None:
         """Send ``body`` to ``path`` on a chosen replica and stream its answer to ``send``.
 
@@ -573,7 +573,7 @@ class Proxy:
         send: Send,
         response: Response,
         watchdog: Watchdog,
-        writer: StreamWriter | None,
+        writer: ClientConnection | None,
     ) -> None:
         status = response.status
         exchange.status = status

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from bench.routing_bench import (
     digest,
     drive,
     measure,
+    medians_table,
     moves,
     parse_args,
     quality_table,
@@ -118,6 +120,15 @@ def test_the_table_math() -> None:
     assert row.e2e_p99_ms == pytest.approx(5000.0)
     line = quality_table([row]).splitlines()[-1]
     assert line == "| t | 0.400 | 600 | 30 | 50 | 5000 | 1.80 | 2 | 1 | 1.50 / 2.50 |"
+    # Repeated rounds: the median per target, and the range.
+    rounds = [replace(row, ttft_p99_ms=p99, moves=n) for p99, n in ((50, 2), (90, 4), (70, 3))]
+    other = replace(row, label="u")
+    lines = medians_table([rounds[0], other, rounds[1], rounds[2]]).splitlines()
+    assert lines[2] == (
+        "| t | 3 | 0.400 [0.400-0.400] | 30 [30-30] | 70 [50-90] | 5000 [5000-5000] "
+        "| 1.80 [1.80-1.80] | 3 [2-4] |"
+    )
+    assert lines[3].startswith("| u | 1 |")
 
 
 def test_moves_follow_turn_order_not_completion_order() -> None:
@@ -173,8 +184,12 @@ def test_a_target_end_to_end_through_our_router(key: str, routers: int, tmp_path
     args = parse_args(["--replicas", "2", "--sim-profile", "instant", "--routers", str(routers)])
     workload = build(SMALL)
     settings = SimSettings("instant", 4096, 16, 4096)
-    row = measure(TARGETS[key], workload, settings, args, tmp_path)
+    dump = tmp_path / "turns" / f"{key}.jsonl"
+    row = measure(TARGETS[key], workload, settings, args, tmp_path, dump)
     assert row.errors == 0
+    turns = [json.loads(line) for line in dump.read_text().splitlines()]
+    assert len(turns) == workload.requests
+    assert all(turn["ok"] and turn["replica"] and turn["started"] >= 0 for turn in turns)
     assert row.requests == workload.requests == sum(row.per_replica)
     assert 0 < row.hit_rate < 1
     assert row.ttft_p50_ms > 0

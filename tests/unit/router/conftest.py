@@ -87,7 +87,10 @@ class RouterServer:
         discovery: Any = None,
         api_keys: Any = None,
         api_keys_file: Any = None,
+        plain_server: bool = False,
     ) -> None:
+        """``plain_server``: uvicorn's own protocol instead of the router's (the app then
+        finds no `llmservice.router.client_connection` and keeps to plain ASGI)."""
         self._log = io.StringIO()
         self.app: RouterApp = create_app(
             cfg,
@@ -100,7 +103,10 @@ class RouterServer:
         self._sock.bind(("127.0.0.1", 0))
         self.port: int = self._sock.getsockname()[1]
         # The router's own uvicorn configuration (its protocol and client limits).
-        self._server = uvicorn.Server(server_config(self.app, grace_period=5, loop="none"))
+        server = server_config(self.app, grace_period=5, loop="none")
+        if plain_server:
+            server.http = "httptools"
+        self._server = uvicorn.Server(server)
         self._task: asyncio.Task[None] | None = None
 
     @property

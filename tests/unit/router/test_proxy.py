@@ -7,6 +7,7 @@ import json
 import time
 
 import aiohttp
+import pytest
 
 from llmservice.router import RetryPolicy, Timeouts
 
@@ -67,11 +68,12 @@ def test_sse_is_forwarded_chunk_by_chunk() -> None:
     run(scenario())
 
 
-def test_client_disconnect_cancels_upstream_within_a_second() -> None:
+@pytest.mark.parametrize("plain_server", [False, True], ids=["router-server", "plain-uvicorn"])
+def test_client_disconnect_cancels_upstream_within_a_second(plain_server: bool) -> None:
     async def scenario() -> None:
         async with (
             FakeBackend(Mode.STREAM, chunks=1000, delay=0.05) as backend,
-            RouterServer(config(backend.url)) as router,
+            RouterServer(config(backend.url), plain_server=plain_server) as router,
         ):
             reader, writer = await asyncio.open_connection("127.0.0.1", router.port)
             body = json.dumps(STREAM).encode()
@@ -96,11 +98,12 @@ def test_client_disconnect_cancels_upstream_within_a_second() -> None:
     run(scenario())
 
 
-def test_non_streaming_disconnect_also_cancels_upstream() -> None:
+@pytest.mark.parametrize("plain_server", [False, True], ids=["router-server", "plain-uvicorn"])
+def test_non_streaming_disconnect_also_cancels_upstream(plain_server: bool) -> None:
     async def scenario() -> None:
         async with (
             FakeBackend(Mode.STALL) as backend,
-            RouterServer(config(backend.url)) as router,
+            RouterServer(config(backend.url), plain_server=plain_server) as router,
         ):
             _reader, writer = await asyncio.open_connection("127.0.0.1", router.port)
             body = json.dumps(CHAT).encode()

@@ -280,7 +280,7 @@ def test_a_sink_gets_each_read_while_the_reader_waits() -> None:
             await asyncio.sleep(0)  # the reader is waiting
             for n in range(3):
                 await engine.part(b"part %d" % n)
-                await until(lambda: len(taken) == n + 1)
+                await until(lambda n=n: len(taken) == n + 1)  # type: ignore[misc]
             assert not reading.done()  # the reader slept through all three
             assert taken == [b"part 0", b"part 1", b"part 2"]
             await engine.part(b"last")

@@ -1,16 +1,15 @@
-"""Streamed parts written straight to the client (`stream_writer`), on real sockets."""
+"""Streamed parts written straight to the client (`client_connection`), on real sockets."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
-from collections.abc import Iterator
 
 import httptools
 import pytest
 
-from llmservice.router.stream_writer import StreamWriter
+from llmservice.router.client_connection import ClientConnection
 
 from .backends import FakeBackend, Mode
 from .conftest import CHAT, RouterServer, config, run, until
@@ -22,18 +21,18 @@ REQUEST = json.dumps(STREAM).encode()
 
 
 @pytest.fixture
-def writes(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[bool, int]]:
+def writes(monkeypatch: pytest.MonkeyPatch) -> dict[bool, int]:
     """Counts of the writer's writes: True for those taken, False for those declined."""
     counts = {True: 0, False: 0}
-    original = StreamWriter.write
+    original = ClientConnection.write
 
-    def counted(self: StreamWriter, body: bytes) -> bool:
+    def counted(self: ClientConnection, body: bytes) -> bool:
         taken = original(self, body)
         counts[taken] += 1
         return taken
 
-    monkeypatch.setattr(StreamWriter, "write", counted)
-    yield counts
+    monkeypatch.setattr(ClientConnection, "write", counted)
+    return counts
 
 
 def _post(path: bytes = b"/v1/chat/completions") -> bytes:
