@@ -20,10 +20,12 @@ where it has the same knob)::
       --session-header X-Session-ID
       --load-bound 2.0                   a session leaves its replica only above this multiple
                                          of the mean requests in flight
-      --session-bound 1.1                new sessions keep every replica's session count
+      --session-bound 1.05               new sessions keep every replica's session count
+                                         within this multiple of the mean
+      --placement-bound 1.25             ... and go only where the requests in flight are
                                          within this multiple of the mean
       --max-sessions 65536  --session-idle-timeout 600   the session table's bounds
-      --session-active-seconds 60        a session counts for balance this long after a
+      --session-active-seconds 30        a session counts for balance this long after a
                                          request
       --prefix-chars 512                 text-completion prompt characters hashed without
                                          a session or user
@@ -187,6 +189,13 @@ def parser() -> argparse.ArgumentParser:
         default=defaults.DEFAULT_SESSION_BOUND,
         help="new sessions are placed so that no replica holds more than this multiple of"
         " the mean number of live sessions",
+    )
+    p.add_argument(
+        "--placement-bound",
+        type=float,
+        default=defaults.DEFAULT_PLACEMENT_BOUND,
+        help="a new session goes only to a replica holding at most this multiple of the mean"
+        " requests in flight (a new session has no cache to lose)",
     )
     p.add_argument(
         "--max-sessions",
@@ -511,6 +520,7 @@ def build_config(args: argparse.Namespace) -> RouterConfig:
             strategy=args.strategy,
             load_bound=args.load_bound,
             session_bound=args.session_bound,
+            placement_bound=args.placement_bound,
             max_sessions=args.max_sessions,
             session_idle_seconds=args.session_idle_timeout,
             session_active_seconds=args.session_active_seconds,

@@ -30,12 +30,19 @@ DEFAULT_REQUEST_ID_HEADER = "X-Request-ID"
 DEFAULT_LOAD_BOUND = _API_ROUTER.load_bound
 DEFAULT_VIRTUAL_NODES = 1000
 DEFAULT_PREFIX_CHARS = 512
-DEFAULT_SESSION_BOUND = 1.1
+# Tight, because stickiness keeps whatever a placement does: with 1.1 a replica could take
+# several new sessions in a row, and a burst of young sessions (the talkative ones) on one
+# replica is what made the TTFT tail (bench/README.md, "Placement and the TTFT tail").
+DEFAULT_SESSION_BOUND = 1.05
+# A new session has no cache to lose: it goes only where the requests in flight are within
+# this multiple of the mean (a known session leaves its replica only past the load bound).
+DEFAULT_PLACEMENT_BOUND = 1.25
 DEFAULT_MAX_SESSIONS = 65_536
 DEFAULT_SESSION_IDLE_SECONDS = 600.0
-# A session counts towards its replica's balance while it sent a request this recently: longer
-# than a chat user's usual pause between turns, short enough that ended sessions stop counting.
-DEFAULT_SESSION_ACTIVE_SECONDS = 60.0
+# A session counts towards its replica's balance while it sent a request this recently: about
+# a chat user's pause between turns, so that what is counted is the conversations going on
+# now (sessions that ended long ago made replicas look full and young ones crowd elsewhere).
+DEFAULT_SESSION_ACTIVE_SECONDS = 30.0
 DEFAULT_MAX_BODY_BYTES = _API_ROUTER.max_request_bytes
 # Request body bytes all requests may hold at once: a body costs about twice its size while
 # it is read and joined, so this keeps bodies under about half of the router's 1 GiB limit.
@@ -189,6 +196,7 @@ class BalancerConfig:
     strategy: Strategy = DEFAULT_STRATEGY
     load_bound: float = DEFAULT_LOAD_BOUND
     session_bound: float = DEFAULT_SESSION_BOUND
+    placement_bound: float = DEFAULT_PLACEMENT_BOUND
     max_sessions: int = DEFAULT_MAX_SESSIONS
     session_idle_seconds: float = DEFAULT_SESSION_IDLE_SECONDS
     session_active_seconds: float = DEFAULT_SESSION_ACTIVE_SECONDS
@@ -196,8 +204,8 @@ class BalancerConfig:
     prefix_chars: int = DEFAULT_PREFIX_CHARS
 
     def __post_init__(self) -> None:
-        if self.load_bound < 1.0 or self.session_bound < 1.0:
-            raise ValueError("load and session bounds must be >= 1.0")
+        if min(self.load_bound, self.session_bound, self.placement_bound) < 1.0:
+            raise ValueError("load, session and placement bounds must be >= 1.0")
         if self.virtual_nodes < 1 or self.prefix_chars < 1 or self.max_sessions < 1:
             raise ValueError("virtual nodes, prefix chars and max sessions must be >= 1")
         if self.session_idle_seconds <= 0 or self.session_active_seconds <= 0:

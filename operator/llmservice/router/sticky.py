@@ -9,9 +9,12 @@ replica of four often gets 1.2-1.3 times the mean). So placement and stickiness 
 
 - **A new session is placed for balance**, on the hash ring: it starts at its key's point
   and takes the first replica that has fewer than ``session_bound`` times the mean number of
-  active sessions (a request in the last ``active_seconds``) and fewer than ``load_bound``
-  times the mean requests in flight (CHWBL on session counts). With equal counts that is
-  the ring's own choice, so router replicas agree on it.
+  active sessions (a request in the last ``active_seconds``) and fewer than
+  ``placement_bound`` times the mean requests in flight (CHWBL on both). With even counts
+  that is the ring's own choice, so router replicas agree on it. Both bounds are tight
+  (1.05 and 1.25) because stickiness keeps whatever a placement does: with looser ones a
+  replica took several new sessions in a row, young sessions talk more than old ones, and
+  one replica held three times the others' requests in flight for seconds (the TTFT tail).
 - **A known session stays** on the replica that served its previous turn, whatever the
   counts, unless that replica is excluded (failed, ejected, at its concurrency cap) or holds
   more than ``load_bound`` times the mean requests in flight: moving costs a full re-prefill
@@ -40,6 +43,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from llmservice.router.config import (
     DEFAULT_LOAD_BOUND,
     DEFAULT_MAX_SESSIONS,
+    DEFAULT_PLACEMENT_BOUND,
     DEFAULT_SESSION_ACTIVE_SECONDS,
     DEFAULT_SESSION_BOUND,
     DEFAULT_SESSION_IDLE_SECONDS,
@@ -152,16 +156,18 @@ class StickyBalancer:
         fallback: Balancer,
         load_bound: float = DEFAULT_LOAD_BOUND,
         session_bound: float = DEFAULT_SESSION_BOUND,
+        placement_bound: float = DEFAULT_PLACEMENT_BOUND,
         virtual_nodes: int = 1000,
         max_sessions: int = DEFAULT_MAX_SESSIONS,
         idle_seconds: float = DEFAULT_SESSION_IDLE_SECONDS,
         active_seconds: float = DEFAULT_SESSION_ACTIVE_SECONDS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if load_bound < 1.0 or session_bound < 1.0:
-            raise ValueError("load and session bounds must be >= 1.0")
+        if min(load_bound, session_bound, placement_bound) < 1.0:
+            raise ValueError("load, session and placement bounds must be >= 1.0")
         self.load_bound = load_bound
         self.session_bound = session_bound
+        self.placement_bound = placement_bound
         self.ring = HashRing(virtual_nodes)
         self.sessions = SessionTable(
             max_sessions=max_sessions, idle_seconds=idle_seconds, active_seconds=active_seconds
@@ -221,17 +227,19 @@ class StickyBalancer:
     ) -> str:
         counts = self.sessions.counts
         session_cap = _cap(self.session_bound, counts, eligible)
+        place_cap = min(load_cap, _cap(self.placement_bound, loads, eligible))
         fallback: str | None = None
         for replica in self.ring.walk(hashed, exclude):
-            if loads.get(replica, 0) >= load_cap:
+            if loads.get(replica, 0) >= place_cap:
                 continue
             if counts.get(replica, 0) < session_cap:
                 return replica
             if fallback is None:
                 fallback = replica
-        # Every replica under the load cap is at the session cap too (possible only while
-        # the cap rounds down to the counts): the first of them on the ring. One always
-        # exists, since the least-loaded eligible replica is below a bound of at least 1.
+        # Every replica under the placement cap is at the session cap too (possible only
+        # while the cap rounds down to the counts): the first of them on the ring. One
+        # always exists, since the least-loaded eligible replica is below a bound of at
+        # least 1.
         return fallback if fallback is not None else eligible[0]
 
 

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from llmservice.router import LeastLoadBalancer, StickyBalancer
-from llmservice.router.ring import hash64
+from llmservice.router.ring import Choice, hash64
 from llmservice.router.sticky import SessionTable
 
 names = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-", min_size=1, max_size=20)
@@ -166,6 +166,29 @@ def test_a_session_stays_through_ordinary_load_and_moves_only_when_overloaded() 
     assert balancer.pick("session:s", {}) == moved.__class__(moved.replica, primary=True)
 
 
+@pytest.mark.parametrize("placement_bound", [1.25, 2.0])
+def test_a_new_session_avoids_a_busy_replica_where_known_sessions_stay(
+    placement_bound: float,
+) -> None:
+    balancer = sticky(["a", "b", "c", "d"], load_bound=2.0, placement_bound=placement_bound)
+    homes = place(balancer, range(40))
+    busy = Counter(homes.values()).most_common()[-1][0]  # room for sessions, not for load
+    # 11 in flight: the placement cap is ceil(1.25 * 12 / 4) = 4, the load cap 6.
+    loads = dict.fromkeys("abcd", 2) | {busy: 5}
+    for key, home in homes.items():
+        if home == busy:
+            assert balancer.pick(key, loads) == Choice(busy, primary=True)  # they stay
+    fresh = [f"session:new-{n}" for n in range(100)]
+    pointing = [key for key in fresh if balancer.ring.first(hash64(key)) == busy]
+    assert pointing
+    placed = {key: balancer.pick(key, loads) for key in pointing}
+    went = [key for key, choice in placed.items() if choice is not None and choice.replica == busy]
+    if placement_bound == 1.25:
+        assert went == []  # no new session joins the busy replica
+    else:
+        assert went  # under the load bound alone, some would have
+
+
 def test_an_excluded_home_is_left_and_the_session_rehomed() -> None:
     balancer = sticky(["a", "b"])
     first = balancer.pick("session:x", {})
@@ -189,7 +212,7 @@ def test_keyless_requests_go_to_the_fallback() -> None:
 
 def test_idle_sessions_are_forgotten_and_stop_counting() -> None:
     clock = Clock()
-    balancer = sticky(["a", "b"], clock, idle_seconds=60.0)
+    balancer = sticky(["a", "b"], clock, idle_seconds=60.0, active_seconds=60.0)
     place(balancer, range(10))
     clock.now = 30.0
     place(balancer, range(5))  # touched again: these stay live
