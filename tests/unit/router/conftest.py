@@ -159,3 +159,18 @@ async def until(
 
 
 CHAT = {"model": "llama", "messages": [{"role": "user", "content": "hello"}]}
+
+
+async def until_stalled(count: Callable[[], int], quiet: float = 0.25) -> None:
+    """Wait until ``count`` is positive and has not changed for ``quiet`` seconds (a writer
+    held back by full buffers)."""
+    loop = asyncio.get_running_loop()
+    seen = [-1, 0.0]
+
+    def stalled() -> bool:
+        value = count()
+        if value != seen[0]:
+            seen[0], seen[1] = value, loop.time()
+        return value > 0 and loop.time() - seen[1] > quiet
+
+    await until(stalled)

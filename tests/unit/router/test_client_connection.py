@@ -12,7 +12,7 @@ import pytest
 from llmservice.router.client_connection import ClientConnection
 
 from .backends import FakeBackend, Mode
-from .conftest import CHAT, RouterServer, config, run, until
+from .conftest import CHAT, RouterServer, config, run, until, until_stalled
 
 STREAM = {**CHAT, "stream": True}
 EVENTS = 2_000
@@ -95,16 +95,9 @@ def test_a_slow_reader_gets_every_event_in_order(writes: dict[bool, int]) -> Non
         async with server, RouterServer(config(url)) as router:
             reader, writer = await asyncio.open_connection("127.0.0.1", router.port)
             writer.write(_post())
-            # The client reads nothing: the engine stops once the buffers between are full.
-            seen = [-1, 0.0]
-            loop = asyncio.get_running_loop()
-
-            def settled() -> bool:
-                if written != seen[0]:
-                    seen[0], seen[1] = written, loop.time()
-                return written > 0 and loop.time() - seen[1] > 0.25
-
-            await until(settled)
+            # The client reads nothing: the engine's writes stop once the buffers between
+            # are full.
+            await until_stalled(lambda: written)
             assert written < EVENTS // 2
             buffered = [c.buffered for c in router.app.proxy.pool._open]  # type: ignore[union-attr]
             assert max(buffered) <= 512 << 10

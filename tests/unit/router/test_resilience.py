@@ -16,7 +16,7 @@ from llmservice.router import BalancerConfig, RetryPolicy, Strategy, Timeouts
 from llmservice.router.config import OutlierConfig
 
 from .backends import FakeBackend, Mode, blackhole_url, refusing_url
-from .conftest import CHAT, RouterServer, config, run, until
+from .conftest import CHAT, RouterServer, config, run, until, until_stalled
 
 ROUND_ROBIN = BalancerConfig(strategy=Strategy.ROUND_ROBIN)
 NO_EJECTION = OutlierConfig(consecutive_failures=0)
@@ -434,16 +434,8 @@ def test_a_slow_client_holds_the_engine_back_instead_of_filling_the_router() -> 
                 + body
             )
             # The client reads nothing: the engine's writes stop once the buffers between
-            # are full (the value stays put over a quarter of a second).
-            seen = [-1, 0.0]
-            loop = asyncio.get_running_loop()
-
-            def settled() -> bool:
-                if written != seen[0]:
-                    seen[0], seen[1] = written, loop.time()
-                return written > 0 and loop.time() - seen[1] > 0.25
-
-            await until(settled)
+            # are full.
+            await until_stalled(lambda: written)
             assert written < BIG // 2
             # What waits inside the router itself is bounded by the pool's read buffer.
             buffered = [c.buffered for c in router.app.proxy.pool._open]  # type: ignore[union-attr]
