@@ -66,8 +66,12 @@ class ClientConnection:
 
     def on_disconnect(self, callback: Callable[[], None] | None) -> None:
         """Call ``callback`` if the client hangs up before the answer is complete (None:
-        stop)."""
-        setattr(self._cycle, _CALLBACK, callback)
+        stop); at once if it already has."""
+        cycle = self._cycle
+        if callback is not None and cycle.disconnected and not cycle.response_complete:
+            callback()  # gone before this was asked: the server will not report it again
+            return
+        setattr(cycle, _CALLBACK, callback)
 
 
 def offer(cycle: RequestResponseCycle) -> None:

@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 
 import httptools
 import pytest
+from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
+from llmservice.router import client_connection
 from llmservice.router.client_connection import ClientConnection
 
 from .backends import FakeBackend, Mode
@@ -169,3 +172,33 @@ def test_a_non_streamed_answer_is_not_written_past_send(writes: dict[bool, int])
         assert writes == {True: 0, False: 0}
 
     run(scenario())
+
+
+def test_a_hang_up_before_the_callback_is_set_is_reported_at_once() -> None:
+    """The client may leave between the body's end and the forward: no report is lost."""
+    scope = {"type": "http", "method": "POST"}
+    cycle = RequestResponseCycle(
+        scope,  # type: ignore[arg-type]
+        transport=None,  # type: ignore[arg-type]
+        flow=None,  # type: ignore[arg-type]
+        logger=logging.getLogger("test"),
+        access_logger=logging.getLogger("test"),
+        access_log=False,
+        default_headers=[],
+        message_event=asyncio.Event(),
+        expect_100_continue=False,
+        keep_alive=True,
+        on_response=lambda: None,
+    )
+    client_connection.offer(cycle)
+    connection = client_connection.client_connection(scope)
+    assert connection is not None
+    calls: list[str] = []
+    connection.on_disconnect(lambda: calls.append("later"))
+    cycle.disconnected = True
+    client_connection.disconnected(cycle)  # what the server's connection_lost does
+    assert calls == ["later"]
+    client_connection.disconnected(cycle)  # reported once
+    assert calls == ["later"]
+    connection.on_disconnect(lambda: calls.append("already gone"))
+    assert calls == ["later", "already gone"]
