@@ -188,7 +188,7 @@ def parser() -> argparse.ArgumentParser:
         type=float,
         default=defaults.DEFAULT_SESSION_BOUND,
         help="new sessions are placed so that no replica holds more than this multiple of"
-        " the mean number of live sessions",
+        " the mean number of active sessions (see --session-active-seconds)",
     )
     p.add_argument(
         "--placement-bound",
