@@ -50,13 +50,20 @@ def minimal_args(**spec_fields: Any) -> list[str]:
 def wait_for(
     condition: Callable[[], Any], timeout: float, what: str, interval: float = POLL_SECONDS
 ) -> Any:
-    """Poll until `condition()` is truthy; its value, or AssertionError at the deadline."""
+    """Poll until `condition()` is truthy; its value, or AssertionError once a poll that
+    began after the deadline found it false.
+
+    The last poll always begins after the deadline: while vLLM generates on a small CPU,
+    this process can stall for a minute (seen: a single HTTP call to a router that answered
+    it in 1 ms took 95 s), and a poll that began before such a stall says nothing of the
+    state after it."""
     deadline = time.monotonic() + timeout
     while True:
+        expired = time.monotonic() > deadline
         value = condition()
         if value:
             return value
-        if time.monotonic() > deadline:
+        if expired:
             raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
         time.sleep(interval)
 

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import threading
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -30,6 +33,7 @@ WAITING = "vllm:num_requests_waiting"
 # tokens as the model's context (32768) leaves after the prompt, a minute or more on a CPU.
 ENDLESS = {"max_tokens": 32000, "ignore_eos": True}
 ABORT_SECONDS = 1.0
+REPOSITORY = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -132,42 +136,74 @@ def test_a_session_stays_on_one_replica(router: Server, engines: list[Server]) -
 
 
 class Streamer:
-    """A streamed request in a thread; records when its first chunk came, closes on demand.
-    It reads up to the first chunk only; the connection stays open until `close()`."""
+    """A streamed request from a client process of its own (`stream_client`), which reads up
+    to the first event and then holds the connection open until `close()`.
+
+    ``status``, ``first_chunk`` (``time.monotonic()`` of the first event) and ``error`` are
+    what the process has reported so far."""
 
     def __init__(
         self, url: str, body: dict[str, Any], session: str, headers: dict[str, str] | None = None
     ) -> None:
-        self.first_chunk: float | None = None
         self.status: int | None = None
-        self._stop = threading.Event()
-        headers = {SESSION_HEADER: session, **(headers or {})}
-        self._thread = threading.Thread(target=self._run, args=(url, body, headers), daemon=True)
-        self._thread.start()
+        self.first_chunk: float | None = None
+        self.error: str | None = None
+        request = {
+            "body": {**body, "stream": True},
+            "headers": {SESSION_HEADER: session, **(headers or {})},
+        }
+        argv = [sys.executable, "-m", "tests.conformance.stream_client", url, json.dumps(request)]
+        self._process = subprocess.Popen(
+            argv, cwd=REPOSITORY, stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        )
+        assert self._process.stdin is not None
+        assert self._process.stdout is not None
+        self._stdin, self._stdout = self._process.stdin, self._process.stdout
+        os.set_blocking(self._stdout.fileno(), False)
+        self._pending = b""
 
-    def _run(self, url: str, body: dict[str, Any], headers: dict[str, str]) -> None:
-        with (
-            httpx.Client(timeout=120.0) as http,
-            http.stream("POST", url, json={**body, "stream": True}, headers=headers) as response,
-        ):
-            self.status = response.status_code
-            # Held in a name: a line iterator dropped early would close the connection.
-            lines = response.iter_lines()
-            for line in lines:
-                if line.startswith("data: {"):
-                    self.first_chunk = time.monotonic()
-                    break
-                if self._stop.is_set():
-                    return  # leaving the block closes the connection
-            # Read no further: the engine goes on generating, but the router and this process
-            # stop spending a CPU on hundreds of chunks a second that the test does not need
-            # (on a small machine that starved the test's own polling).
-            self._stop.wait()
+    def poll(self) -> Streamer:
+        """Take in what the process has reported since the last call."""
+        if self._stdout.closed:
+            return self
+        with contextlib.suppress(BlockingIOError):
+            while chunk := os.read(self._stdout.fileno(), 4096):
+                self._pending += chunk
+        *lines, self._pending = self._pending.split(b"\n")
+        for line in lines:
+            kind, _, value = line.decode().partition(" ")
+            if kind == "status":
+                self.status = int(value)
+            elif kind == "first":
+                self.first_chunk = float(value)
+            elif kind == "error":
+                self.error = value
+        return self
 
     def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30.0)
-        assert not self._thread.is_alive()
+        """Hang up, also while still waiting for the first event."""
+        if self._stdout.closed:
+            return
+        self._process.kill()
+        self._process.wait(timeout=30.0)
+        self.poll()
+        self._stdin.close()
+        self._stdout.close()
+
+
+def gauge_reaches(engine: Server, gauge: str, value: int, timeout: float) -> bool:
+    """`gauge_becomes` that answers False at its deadline instead of failing."""
+    try:
+        gauge_becomes(engine, gauge, value, timeout, gauge)
+    except AssertionError:
+        return False
+    return True
+
+
+def started(*streamers: Streamer) -> list[float]:
+    """The first-event times of those of ``streamers`` that got one."""
+    times = [streamer.poll().first_chunk for streamer in streamers]
+    return [at for at in times if at is not None]
 
 
 def replica_of(session: str, router: Server, engines: list[Server]) -> Server:
@@ -190,46 +226,30 @@ def test_a_client_that_disconnects_aborts_its_request_in_vllm(
     url = router.url + "/v1/chat/completions"
     streamer = Streamer(url, chat("Go on forever.", **ENDLESS), "leaving")
     # Its first chunk shows it running; vLLM's /metrics answers slowly while it generates.
-    wait_for(lambda: streamer.first_chunk, 120.0, "the first chunk")
+    wait_for(partial(started, streamer), 120.0, "the first chunk")
     closed = time.monotonic()
     streamer.close()
     gauge_becomes(engine, RUNNING, 0, 10.0, "the request to stop")
     assert time.monotonic() - closed < ABORT_SECONDS
 
 
-def in_flight(router: Server) -> float:
-    """Requests the router has sent to the engines and not yet finished."""
-    return router.metrics().get("llmservice_router_in_flight", 0.0)
-
-
-def any_started(*streamers: Streamer) -> bool:
-    return any(streamer.first_chunk is not None for streamer in streamers)
-
-
-def gauge_reaches(engine: Server, gauge: str, value: int, timeout: float) -> bool:
-    """`gauge_becomes` that answers False at its deadline instead of failing."""
-    try:
-        gauge_becomes(engine, gauge, value, timeout, gauge)
-    except AssertionError:
-        return False
-    return True
-
-
 def test_a_keys_priority_reaches_the_vllm_scheduler(
     router: Server, keyed_router: Server, engines: list[Server]
 ) -> None:
-    """One sequence at a time: a request of the low-priority key queues, then one of the
-    high-priority key; when the running request goes, vLLM's priority scheduler runs the
-    later, higher one first (first come, first served would run the earlier one). Both
-    routers place a session on the same replica, so the keyless one finds it.
+    """One sequence at a time: while a request runs, one of the low-priority key queues,
+    then one of the high-priority key; when the running request goes, vLLM's priority
+    scheduler runs the later, higher one first (first come, first served would run the
+    earlier one). Both routers place a session on the same replica, so the keyless one
+    finds it.
 
-    The setup (one request running while the other two wait) races the running request's
-    own end: on a small CPU vLLM's /metrics answers only every few tens of seconds while it
-    generates, so the running request is known by its first chunk and the low one as sent
-    by the router before the high one is sent, and only the final state (two waiting) is
-    read from vLLM. When the running request ends before that is seen, the order would
-    prove nothing, so the setup starts again (three tries); the order itself is asserted
-    only once the setup held."""
+    The order of arrival is read from vLLM itself: the high one is sent only once vLLM
+    counts the low one as waiting, and the running request is closed only once it counts
+    the high one too. Each request decodes for about a minute (as many tokens as the context
+    leaves), and vLLM can take tens of seconds to take a request in while it generates, so
+    two more requests of the low key queue behind the running one first: the slot stays
+    taken for minutes. Under first come, first served they too would run before the high
+    one. When the slot still freed before the high one was seen waiting, the setup starts
+    again (three tries)."""
     engine = replica_of("ordered", router, engines)
     url = keyed_router.url + "/v1/chat/completions"
     for _ in range(3):
@@ -239,26 +259,30 @@ def test_a_keys_priority_reaches_the_vllm_scheduler(
             body = chat("Hold the slot.", **ENDLESS, priority=-1000)
             running = Streamer(url, body, "ordered", bearer("batch"))
             streamers.append(running)
-            wait_for(partial(any_started, running), 120.0, "the first request to run")
+            wait_for(partial(started, running), 120.0, "the first request to run")
+            for n in range(2):
+                body = chat(f"Hold it next ({n}).", **ENDLESS, priority=-1000)
+                streamers.append(Streamer(url, body, "ordered", bearer("batch")))
+            if not gauge_reaches(engine, WAITING, 2, 120.0):
+                continue
             body = chat("Low.", **ENDLESS, priority=-1000)
             low = Streamer(url, body, "ordered", bearer("batch"))
             streamers.append(low)
-            wait_for(lambda: in_flight(keyed_router) == 2, 30.0, "the router to send the low one")
+            if not gauge_reaches(engine, WAITING, 3, 120.0):
+                continue
             high = Streamer(url, chat("High.", **ENDLESS), "ordered", bearer("interactive"))
             streamers.append(high)
-            if not gauge_reaches(engine, WAITING, 2, 120.0):
+            if not gauge_reaches(engine, WAITING, 4, 120.0):
                 continue
+            # Four waiting: the one running is the first. Whether it is closed here or ends
+            # by itself, the scheduler chooses the next one.
             running.close()
-            wait_for(partial(any_started, high, low), 60.0, "a waiting request to run")
-            assert high.first_chunk is not None
-            assert low.first_chunk is None
-            assert high.status == 200
+            wait_for(partial(started, *streamers[1:]), 120.0, "a waiting request to run")
+            assert started(high), (high.status, high.error)
+            assert not started(low)
             return
         finally:
-            # Newest first: a waiting request's thread notices the close only once it got
-            # its first chunk, which comes once the requests ahead of it are gone.
-            for streamer in reversed(streamers):
-                with contextlib.suppress(AssertionError):
-                    streamer.close()
+            for streamer in streamers:
+                streamer.close()
             gauge_becomes(engine, RUNNING, 0, 60.0, "every request to stop")
     pytest.fail("three times the running request ended before the other two were seen waiting")
