@@ -53,10 +53,9 @@ def wait_for(
     """Poll until `condition()` is truthy; its value, or AssertionError once a poll that
     began after the deadline found it false.
 
-    The last poll always begins after the deadline: while vLLM generates on a small CPU,
-    this process can stall for a minute (seen: a single HTTP call to a router that answered
-    it in 1 ms took 95 s), and a poll that began before such a stall says nothing of the
-    state after it."""
+    The last poll always begins after the deadline: a poll can itself take longer than
+    the timeout (vLLM's /metrics answered after 30 s while it generated on a small CPU),
+    and a poll that began before the deadline says nothing of the state after it."""
     deadline = time.monotonic() + timeout
     while True:
         expired = time.monotonic() > deadline
