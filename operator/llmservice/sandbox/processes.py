@@ -63,13 +63,28 @@ class ProcessRecord:
         return cls(str(data["name"]), int(data["pid"]), int(data["start_time"]), str(data["log"]))
 
 
+def lower_cpu_priority(pid: int, niceness: int) -> None:
+    """Make the session `pid` leads yield the CPU to every other session.
+
+    With the kernel's autogroup scheduling (on in most distributions' kernels), CPU time is
+    shared between sessions first and a process's nice value only ranks it inside its own
+    session; the session's rank is the nice value in /proc/PID/autogroup. The process's own
+    nice value is set too, for kernels without autogroups. Children forked later inherit
+    both."""
+    os.setpriority(os.PRIO_PROCESS, pid, niceness)
+    with contextlib.suppress(FileNotFoundError):
+        Path(f"/proc/{pid}/autogroup").write_text(str(niceness), encoding="utf-8")
+
+
 def start(
     name: str,
     argv: Sequence[str],
     log: Path,
     env: Mapping[str, str] | None = None,
+    niceness: int = 0,
 ) -> ProcessRecord:
-    """Start `argv` in the background in a new session, logging to `log`.
+    """Start `argv` in the background in a new session, logging to `log`, with its
+    session at `niceness` (see `lower_cpu_priority`) when that is above 0.
 
     posix_spawn rather than subprocess.Popen: the process must outlive this Python object
     (and usually this Python process), and a Popen dropped while its child runs warns.
@@ -98,6 +113,9 @@ def start(
         os.close(sink)
         os.close(stdin)
     started = process_start_time(pid)
+    if started is not None and niceness > 0:
+        # posix_spawn returns once the child has exec'd, in its own session already.
+        lower_cpu_priority(pid, niceness)
     if started is None:
         _reap(pid)
         last = next((ln.strip() for ln in reversed(log_tail(log)) if ln.strip()), "no output")

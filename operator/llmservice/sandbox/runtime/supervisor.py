@@ -211,7 +211,8 @@ class Supervisor:
         argv = workload.command(launch)
         directory = self.materializer.root / pod.metadata.uid
         env = ready.env | dict(workload.env)
-        process = start(f"{component}:{pod.metadata.name}", argv, directory / "process.log", env)
+        name = f"{component}:{pod.metadata.name}"
+        process = start(name, argv, directory / "process.log", env, workload.niceness)
         records.save(
             self.directory,
             records.PodProcess(

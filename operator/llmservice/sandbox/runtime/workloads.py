@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from llmservice.sandbox.product import Product
-from llmservice.sandbox.runtime.vllm_engine import adapt_args, vllm_argv, vllm_env
+from llmservice.sandbox.runtime.vllm_engine import VLLM_NICENESS, adapt_args, vllm_argv, vllm_env
 from llmservice.sandbox.versions import VllmLayout, default_vllm_layout
 
 log = logging.getLogger("llmservice.sandbox.runtime")
@@ -104,13 +104,14 @@ def vllm_command(layout: VllmLayout) -> Callable[[PodLaunch], list[str]]:
 
 @dataclass(frozen=True)
 class Workload:
-    """One row of the table: which Pods, which port by default, which command, and what
-    the process's environment gets on top of the Pod's."""
+    """One row of the table: which Pods, which port by default, which command, what the
+    process's environment gets on top of the Pod's, and its CPU niceness."""
 
     labels: Mapping[str, str]
     default_port: int
     command: Callable[[PodLaunch], list[str]]
     env: Mapping[str, str] = field(default_factory=dict)
+    niceness: int = 0
 
 
 _RENDERED = {MANAGED_BY_LABEL: MANAGED_BY}
@@ -141,7 +142,7 @@ def workloads(engine: str = "sim", vllm: VllmLayout | None = None) -> dict[str, 
     if engine == "sim":
         return WORKLOADS
     layout = vllm or default_vllm_layout()
-    real = Workload(_RENDERED, 8000, vllm_command(layout), vllm_env(layout))
+    real = Workload(_RENDERED, 8000, vllm_command(layout), vllm_env(layout), VLLM_NICENESS)
     return WORKLOADS | {"engine": real}
 
 
