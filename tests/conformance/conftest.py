@@ -13,13 +13,28 @@ import pytest
 
 from llmservice.sandbox.progress import Progress
 from llmservice.sandbox.versions import VllmLayout, default_vllm_layout
-from tests.conformance.servers import ENGINE_START_SECONDS, Server, minimal_args, start_engine
+from tests.conformance.servers import (
+    CONTEXT_TOKENS,
+    ENGINE_START_SECONDS,
+    MODEL,
+    Server,
+    minimal_args,
+    start_engine,
+)
 from tests.e2e.addresses import fresh_pod_cidr
 
 # One sequence at a time and vLLM's priority scheduler (which the operator turns on with API
 # keys): queueing is then easy to create and to observe, and the order of waiting requests
-# shows whether a key's priority reached vLLM.
+# shows whether a key's priority reached vLLM. A context 8 times the model's own, as a spec
+# stretches it with RoPE scaling: a request told to fill it decodes for many minutes here
+# (64,000 tokens in the first minute, then slower as it grows), so it is still running
+# whenever a test looks, however late the test looks.
 SPEC_FIELDS = {
+    "model": {
+        "name": MODEL,
+        "maxModelLen": CONTEXT_TOKENS,
+        "ropeScaling": {"type": "linear", "factor": 8, "originalMaxPositionEmbeddings": 32768},
+    },
     "engine": {"maxNumSeqs": 1},
     "router": {"apiKeysSecretRef": {"name": "api-keys", "key": "keys.yaml"}},
 }

@@ -1,9 +1,10 @@
 """Real servers on loopback for the conformance suite: vLLM engines, the simulator, the router.
 
 Each is a process started the way the sandbox's runtime starts a Pod's: the engine with the
-minimal example's rendered args changed by the runtime's own `adapt_args`, the simulator
-with the rendered args as they are, the router from the installed llmservice. Every
-process runs in its own session, so stopping it also stops the workers vLLM forks.
+minimal example's rendered args changed by the runtime's own `adapt_args`, at the runtime's
+CPU niceness; the simulator with the rendered args as they are; the router from the
+installed llmservice. Every process runs in its own session, so stopping it also stops the
+workers vLLM forks.
 """
 
 from __future__ import annotations
@@ -25,10 +26,11 @@ from llmservice.api.validation import parse_llmservice
 from llmservice.render import engine
 from llmservice.sandbox.ports import free_port
 from llmservice.sandbox.processes import ProcessRecord, log_tail, start, stop_all
-from llmservice.sandbox.runtime.vllm_engine import adapt_args, vllm_argv, vllm_env
+from llmservice.sandbox.runtime.vllm_engine import VLLM_NICENESS, adapt_args, vllm_argv, vllm_env
 from llmservice.sandbox.versions import VllmLayout
 
 MODEL = "Qwen/Qwen2.5-0.5B-Instruct"
+CONTEXT_TOKENS = 262_144
 ENGINE_START_SECONDS = 900.0
 POLL_SECONDS = 0.05
 # vLLM renders /metrics on its API server's event loop, the one that serves the requests:
@@ -37,7 +39,8 @@ METRICS_POLL_SECONDS = 0.2
 
 
 def minimal_args(**spec_fields: Any) -> list[str]:
-    """The engine args the operator renders for examples/minimal.yaml with more spec fields."""
+    """The engine args the operator renders for examples/minimal.yaml with more spec fields
+    (a `model` field replaces the example's whole `model`)."""
     document = {
         "apiVersion": "serving.llmservice.dev/v1alpha1",
         "kind": "LLMService",
@@ -54,7 +57,8 @@ def wait_for(
     began after the deadline found it false.
 
     The last poll always begins after the deadline: a poll can itself take longer than
-    the timeout (vLLM's /metrics answered after 30 s while it generated on a small CPU),
+    the timeout (while vLLM generated on this 2-core machine, processes outside it stalled
+    for up to a minute at times, although vLLM itself answered /metrics in milliseconds),
     and a poll that began before the deadline says nothing of the state after it."""
     deadline = time.monotonic() + timeout
     while True:
@@ -89,7 +93,9 @@ class Server:
 
     def metrics(self) -> dict[str, float]:
         """Each sample name of /metrics with its values summed over their labels."""
-        text = httpx.get(self.url + "/metrics", timeout=5.0).text
+        # A long timeout: this process itself can stall for up to a minute while vLLM
+        # generates here, and a read deadline that passed meanwhile fails a ready answer.
+        text = httpx.get(self.url + "/metrics", timeout=120.0).text
         sums: dict[str, float] = {}
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
@@ -109,7 +115,7 @@ def start_engine(layout: VllmLayout, ip: str, rendered: Sequence[str], logs: Pat
     args, _changes = adapt_args(rendered, str(layout.model), ip, port)
     env = dict(os.environ) | vllm_env(layout) | {"VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
     name = f"vllm-{ip}"
-    process = start(name, vllm_argv(layout, args), logs / f"{name}.log", env)
+    process = start(name, vllm_argv(layout, args), logs / f"{name}.log", env, VLLM_NICENESS)
     return Server(name, f"http://{ip}:{port}", process)
 
 

@@ -7,9 +7,8 @@ the same clock in every process of the machine) when the first SSE event with da
 or ``error ...`` if the request fails; then it reads nothing more and holds the connection
 open until its standard input closes (or it is killed), like a client that stopped reading.
 
-Why a process and not a thread of the test: while vLLM generates on a small CPU, a test
-process holding such a stream in a thread ran its own HTTP calls up to a minute late
-(measured: 17-95 s for a call that took 20 ms from another process at the same time).
+Why a process and not a thread of the test: hanging up is then a kill, which also ends a
+request still waiting for its first event, with no thread left blocked in a read.
 """
 
 from __future__ import annotations
