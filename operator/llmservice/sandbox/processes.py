@@ -70,9 +70,13 @@ def lower_cpu_priority(pid: int, niceness: int) -> None:
     shared between sessions first and a process's nice value only ranks it inside its own
     session; the session's rank is the nice value in /proc/PID/autogroup. The process's own
     nice value is set too, for kernels without autogroups. Children forked later inherit
-    both."""
-    os.setpriority(os.PRIO_PROCESS, pid, niceness)
-    with contextlib.suppress(FileNotFoundError):
+    both.
+
+    A hint, not a requirement: a process that already exited (its failure is reported by
+    whoever watches it), a kernel without autogroups or a read-only /proc leave it as is."""
+    with contextlib.suppress(ProcessLookupError):
+        os.setpriority(os.PRIO_PROCESS, pid, niceness)
+    with contextlib.suppress(OSError):
         Path(f"/proc/{pid}/autogroup").write_text(str(niceness), encoding="utf-8")
 
 

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from llmservice.sandbox.processes import start, stop_all
+from llmservice.sandbox.processes import lower_cpu_priority, start, stop_all
 
 # Ignores SIGTERM, as a process stuck in its drain would: only SIGKILL ends it.
 STUBBORN = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
@@ -70,3 +70,12 @@ def test_a_process_started_nice_yields_with_its_session_and_its_children(tmp_pat
         stop_all([process, plain], timeout=1.0)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)  # the forked child, in the same session
+
+
+def test_lowering_the_priority_of_a_process_that_exited_is_no_error(tmp_path: Path) -> None:
+    done = start("done", [sys.executable, "-c", "pass"], tmp_path / "done.log")
+    deadline = time.monotonic() + 30
+    while done.alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not done.alive()
+    lower_cpu_priority(done.pid, 19)  # a launch that raced its process's exit goes on
