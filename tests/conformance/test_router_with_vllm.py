@@ -39,7 +39,7 @@ WAITING = "vllm:num_requests_waiting"
 # decoding here (see SPEC_FIELDS).
 ENDLESS = {"max_tokens": CONTEXT_TOKENS - 256, "ignore_eos": True}
 # How soon after the client hangs up its request must stop in vLLM. Generous, because the
-# test itself can run a minute late here; the request would otherwise run for many minutes.
+# test can run late on a busy machine; the request would otherwise run for many minutes.
 ABORT_SECONDS = 120.0
 REPOSITORY = Path(__file__).resolve().parents[2]
 
@@ -261,8 +261,8 @@ def test_a_keys_priority_reaches_the_vllm_scheduler(
     low one first, and nothing would wait behind the high one.
 
     Each step is read from vLLM's own gauges, and none has to happen within a time: the
-    requests run for many minutes, and the test itself ran up to a minute late at times
-    while vLLM generated on this small CPU."""
+    requests run for many minutes, so a test that runs late on a busy machine sees the
+    same order."""
     engine = replica_of("ordered", keyed_router, engines, bearer("interactive"))
     url = keyed_router.url + "/v1/chat/completions"
     # The clients' own `priority` is replaced by their key's.
