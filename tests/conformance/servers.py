@@ -57,9 +57,9 @@ def wait_for(
     began after the deadline found it false.
 
     The last poll always begins after the deadline: a poll can itself take longer than
-    the timeout (while vLLM generated on this 2-core machine, processes outside it stalled
-    for up to a minute at times, although vLLM itself answered /metrics in milliseconds),
-    and a poll that began before the deadline says nothing of the state after it."""
+    the timeout on a busy machine (before the engines ran at the lowest CPU priority,
+    processes outside vLLM stalled for up to a minute at times while it generated on two
+    cores), and a poll that began before the deadline says nothing of the state after it."""
     deadline = time.monotonic() + timeout
     while True:
         expired = time.monotonic() > deadline
@@ -93,8 +93,9 @@ class Server:
 
     def metrics(self) -> dict[str, float]:
         """Each sample name of /metrics with its values summed over their labels."""
-        # A long timeout: this process itself can stall for up to a minute while vLLM
-        # generates here, and a read deadline that passed meanwhile fails a ready answer.
+        # A long timeout: on a busy machine this process itself can stall (for up to a
+        # minute before the engines ran at the lowest CPU priority), and a read deadline
+        # that passed meanwhile fails an answer that is there.
         text = httpx.get(self.url + "/metrics", timeout=120.0).text
         sums: dict[str, float] = {}
         for family in text_string_to_metric_families(text):

@@ -147,14 +147,14 @@ class Streamer:
     """A streamed request from a client process of its own (`stream_client`), which reads up
     to the first event and then holds the connection open until `close()`.
 
-    ``status``, ``first_chunk`` (``time.monotonic()`` of the first event) and ``error`` are
-    what the process has reported so far."""
+    ``status``, ``first_chunk`` (whether the first event came) and ``error`` are what the
+    process has reported so far."""
 
     def __init__(
         self, url: str, body: dict[str, Any], session: str, headers: dict[str, str] | None = None
     ) -> None:
         self.status: int | None = None
-        self.first_chunk: float | None = None
+        self.first_chunk = False
         self.error: str | None = None
         request = {
             "body": {**body, "stream": True},
@@ -183,10 +183,18 @@ class Streamer:
             if kind == "status":
                 self.status = int(value)
             elif kind == "first":
-                self.first_chunk = float(value)
+                self.first_chunk = True
             elif kind == "error":
                 self.error = value
         return self
+
+    def runs(self) -> bool:
+        """Whether the request got its first event; fails at once with the cause if it was
+        refused or failed, rather than letting a wait for it run out."""
+        self.poll()
+        assert self.error is None, self.error
+        assert self.status in (None, 200), f"status {self.status}"
+        return self.first_chunk
 
     def close(self) -> None:
         """Hang up, also while still waiting for the first event."""
@@ -197,12 +205,6 @@ class Streamer:
         self.poll()
         self._stdin.close()
         self._stdout.close()
-
-
-def started(*streamers: Streamer) -> list[float]:
-    """The first-event times of those of ``streamers`` that got one."""
-    times = [streamer.poll().first_chunk for streamer in streamers]
-    return [at for at in times if at is not None]
 
 
 def replica_of(
@@ -230,7 +232,7 @@ def test_a_client_that_disconnects_aborts_its_request_in_vllm(
     url = router.url + "/v1/chat/completions"
     done = engine.metrics().get(DONE, 0.0)
     streamer = Streamer(url, chat("Go on forever.", **ENDLESS), "leaving")
-    wait_for(partial(started, streamer), 300.0, "the first chunk")
+    wait_for(streamer.runs, 300.0, "the first chunk")
     streamer.close()
     gauge_becomes(engine, RUNNING, 0, ABORT_SECONDS, "the request to stop")
     # Aborted: vLLM counts no request as ended by its length or a stop.
@@ -246,9 +248,9 @@ def held(engine: Server) -> int:
 def runs_after_hanging_up(high: Streamer, others: list[Streamer]) -> bool:
     """Whether `high` runs; hangs up first on each of `others` that does."""
     for streamer in others:
-        if streamer.poll().first_chunk:
+        if streamer.runs():
             streamer.close()
-    return high.poll().first_chunk is not None
+    return high.runs()
 
 
 def test_a_keys_priority_reaches_the_vllm_scheduler(
@@ -270,7 +272,7 @@ def test_a_keys_priority_reaches_the_vllm_scheduler(
     streamers: list[Streamer] = []
     try:
         streamers.append(low(chat("Hold the slot.", **ENDLESS, priority=-1000)))
-        wait_for(partial(started, *streamers), 300.0, "the first request to run")
+        wait_for(streamers[0].runs, 300.0, "the first request to run")
         streamers.append(low(chat("Low.", **ENDLESS, priority=-1000)))
         wait_for(lambda: held(engine) == 2, 300.0, "vLLM to take in the low one")
         high = Streamer(url, chat("High.", **ENDLESS), "ordered", bearer("interactive"))
