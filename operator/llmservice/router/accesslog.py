@@ -9,22 +9,42 @@ keys, never prompt or completion text.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from typing import TYPE_CHECKING, TextIO
+
+import msgspec
 
 if TYPE_CHECKING:
     from llmservice.router.proxy import Exchange
 
 __all__ = ["AccessLog"]
 
-_str = json.encoder.encode_basestring_ascii  # the C encoder of JSON strings
+
+class _Line(msgspec.Struct, gc=False):
+    """One access line, its fields in the order they are written."""
+
+    time: str
+    level: str
+    msg: str
+    request_id: str
+    method: str
+    path: str
+    model: str | None
+    client: str
+    session: str | None
+    key: str
+    replica: str | None
+    status: int
+    attempts: int
+    latency_ms: float
+    ttfb_ms: float | None
+    prompt_tokens: int
+    completion_tokens: int
+    cause: str | None
 
 
-def _opt(value: str | None) -> str:
-    return "null" if value is None else _str(value)
-
+_ENCODER = msgspec.json.Encoder()
 
 # Lines held before they are written without waiting for `AccessLog.flush` (about 100 KB).
 MAX_PENDING_LINES = 256
@@ -37,7 +57,9 @@ class AccessLog:
     with ``PYTHONUNBUFFERED=1``, where every write to standard output is a system call, and
     one per request cost more than the line's formatting. They are written when
     `MAX_PENDING_LINES` are held and whenever the app calls `flush` (about once a second
-    and at shutdown), whole lines at a time.
+    and at shutdown), whole lines at a time. A request only records its fields (a `_Line`);
+    they are encoded as JSON when written, all the held lines in one call of msgspec's
+    encoder, which costs a third of formatting each line in Python as it came.
     """
 
     def __init__(self, stream: TextIO | None = None, *, enabled: bool = True) -> None:
@@ -45,7 +67,7 @@ class AccessLog:
         self.enabled = enabled
         self._second = -1
         self._stamp = ""
-        self._pending: list[str] = []
+        self._pending: list[_Line] = []
 
     def write(
         self,
@@ -61,30 +83,45 @@ class AccessLog:
         if now != self._second:  # the timestamp is formatted once a second
             self._second = now
             self._stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
-        session = exchange.session if exchange.key_kind == "session" else None
-        ttfb = "null" if first_byte is None else f"{first_byte * 1000:.3f}"
-        # Assembled by hand: json.dumps of a dict cost more than the rest of the request's
-        # bookkeeping. Every string goes through the JSON string encoder.
-        line = (
-            f'{{"time":"{self._stamp}","level":"info","msg":"request",'
-            f'"request_id":{_str(exchange.request_id)},"method":{_str(method)},'
-            f'"path":{_str(path)},"model":{_opt(exchange.model or None)},'
-            f'"client":{_str(exchange.client.name)},'
-            f'"session":{_opt(session)},"key":{_str(exchange.key_kind)},'
-            f'"replica":{_opt(exchange.replica)},"status":{exchange.status},'
-            f'"attempts":{exchange.attempts},"latency_ms":{duration * 1000:.3f},'
-            f'"ttfb_ms":{ttfb},"prompt_tokens":{exchange.prompt_tokens},'
-            f'"completion_tokens":{exchange.completion_tokens},"cause":{_opt(exchange.cause)}}}\n'
-        )
         pending = self._pending
-        pending.append(line)
+        pending.append(
+            _Line(
+                self._stamp,
+                "info",
+                "request",
+                exchange.request_id,
+                method,
+                path,
+                exchange.model or None,
+                exchange.client.name,
+                exchange.session if exchange.key_kind == "session" else None,
+                exchange.key_kind,
+                exchange.replica,
+                exchange.status,
+                exchange.attempts,
+                round(duration * 1000, 3),
+                None if first_byte is None else round(first_byte * 1000, 3),
+                exchange.prompt_tokens,
+                exchange.completion_tokens,
+                exchange.cause,
+            )
+        )
         if len(pending) >= MAX_PENDING_LINES:
             self._write_pending()
 
     def _write_pending(self) -> None:
         if self._pending:
             lines, self._pending = self._pending, []
-            (self.stream if self.stream is not None else sys.stdout).write("".join(lines))
+            data = _ENCODER.encode_lines(lines)  # UTF-8, whatever the stream's encoding
+            stream = self.stream if self.stream is not None else sys.stdout
+            binary = getattr(stream, "buffer", None)
+            if binary is None:  # a text-only stream (a test's StringIO)
+                stream.write(data.decode())
+                return
+            stream.flush()  # what was written as text goes first
+            view = memoryview(data)
+            while view:  # a raw file (unbuffered standard output) may take part of it
+                view = view[binary.write(view) :]
 
     def flush(self) -> None:
         self._write_pending()

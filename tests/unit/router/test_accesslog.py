@@ -58,3 +58,23 @@ def test_a_disabled_log_holds_nothing() -> None:
     write_lines(log, 2)
     log.flush()
     assert stream.getvalue() == ""
+
+
+def test_lines_go_out_as_utf8_json_whatever_the_streams_encoding() -> None:
+    # Standard output may be ASCII (a bare C locale): the lines go to its binary layer as
+    # UTF-8, after what was written to it as text, and non-ASCII values are kept as sent.
+    raw = io.BytesIO()
+    stream = io.TextIOWrapper(raw, encoding="ascii")
+    log = AccessLog(stream)
+    stream.write("before\n")
+    exchange = Exchange(request_id="r1", route="/v1/chat/completions", model="modèle-日本")
+    exchange.status = 200
+    exchange.session, exchange.key_kind = "séance", "session"
+    log.write(exchange, "POST", "/v1/chat/completions", 0.0123456, 0.001)
+    log.flush()
+    first, line = raw.getvalue().decode("utf-8").splitlines()
+    assert first == "before"
+    record = json.loads(line)
+    assert (record["model"], record["session"]) == ("modèle-日本", "séance")
+    assert (record["latency_ms"], record["ttfb_ms"]) == (12.346, 1.0)
+    assert list(record)[:3] == ["time", "level", "msg"]
