@@ -22,7 +22,9 @@ vllm-router (PyPI package ``vllm-router``, ``--policy consistent_hash``) is used
 ``--vllm-router`` names its executable or one is found on PATH; install it in a separate
 virtualenv, it is not a project dependency. ``--baseline [LABEL=]TREE`` (repeatable) adds
 the router of another source tree (for example a worktree of an earlier commit) as one more
-target, for before/after figures from one run. Needs ``wrk`` and ``taskset``.
+target, for before/after figures from one run. ``--floor`` adds ``bench/asgi_floor.py``, an
+ASGI proxy on the router's own stack that only forwards: the least a request can cost here.
+Needs ``wrk`` and ``taskset``.
 
     python -m bench.router_bench --runs 5 --seconds 5 --baseline before=/tmp/before
 """
@@ -173,9 +175,16 @@ class Sample:
 
 
 LLMSERVICE = "llmservice"
+FLOOR = "ASGI floor"
 
 
 def router_argv(kind: str, port: int, backend: str, vllm_router: str | None) -> list[str]:
+    if kind == FLOOR:
+        backend_port = backend.rsplit(":", 1)[1]
+        return [
+            sys.executable, "-m", "bench.asgi_floor", "--port", str(port),
+            "--backend-port", backend_port,
+        ]  # fmt: skip
     if kind.startswith(LLMSERVICE):
         return [
             sys.executable, "-m", "llmservice.cli", "router", "--served-model-name", "m",
@@ -299,6 +308,11 @@ def main() -> None:
         help="a source tree (e.g. a git worktree of an earlier commit) whose router runs "
         "as one more target in the same run, for before/after figures; repeatable",
     )
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="also measure bench/asgi_floor.py: the same stack forwarding and nothing else",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None or shutil.which("taskset") is None:
         sys.exit("router_bench needs wrk and taskset (apt-get install wrk util-linux)")
@@ -308,6 +322,8 @@ def main() -> None:
         trees[f"{LLMSERVICE} ({label or Path(tree).name})"] = tree
     if args.vllm_router:
         trees["vllm-router"] = None
+    if args.floor:
+        trees[FLOOR] = None
     results = {kind: Sample() for kind in trees}
     loads = [os.getloadavg()]
     with tempfile.TemporaryDirectory(prefix="router-bench-") as tmp:
