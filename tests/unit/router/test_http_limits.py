@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import time
+import weakref
 from typing import Any
 
 import pytest
@@ -19,7 +21,7 @@ from llmservice.router.config import (
     ClientLimits,
 )
 
-from .backends import FakeBackend
+from .backends import FakeBackend, Mode
 from .conftest import CHAT, RouterServer, config, run, until
 
 Conn = tuple[asyncio.StreamReader, asyncio.StreamWriter]
@@ -352,5 +354,66 @@ def test_a_chunked_request_is_forwarded_with_a_content_length_only() -> None:
             assert "transfer-encoding" not in received.headers
             assert received.headers["content-length"] == str(len(received.body))
             assert received.json()["messages"] == CHAT["messages"]
+
+    run(scenario())
+
+
+def test_a_connection_in_use_stays_open_past_the_keep_alive_timeout() -> None:
+    # One timer per connection moves on as requests come: only idleness closes it.
+    async def scenario() -> None:
+        cfg = config(client_limits=limits(keep_alive_timeout=0.4))
+        async with RouterServer(cfg) as server:
+            reader, writer = await connect(server)
+            for _ in range(8):  # 1.2 s of requests, 0.15 s apart: three timeouts' worth
+                writer.write(HEALTHZ)
+                assert (await read_response(reader))[0] == 200
+                await asyncio.sleep(0.15)
+            took = await closed_within(reader, 5.0)
+            writer.close()
+            assert 0.1 < took < 1.2  # 0.4 s after the last answer (0.15 s of it slept)
+
+    run(scenario())
+
+
+def test_an_answer_longer_than_the_keep_alive_timeout_is_not_cut() -> None:
+    async def scenario() -> None:
+        async with FakeBackend(Mode.STREAM, chunks=6, delay=0.15) as backend:
+            cfg = config(backend.url, client_limits=limits(keep_alive_timeout=0.3))
+            async with RouterServer(cfg) as server:
+                reader, writer = await connect(server)
+                writer.write(HEALTHZ)  # an answer first: the keep-alive timer is armed
+                assert (await read_response(reader))[0] == 200
+                body = json.dumps({**CHAT, "stream": True}).encode()
+                writer.write(CHAT_HEAD + b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+                answer = b""
+                async with asyncio.timeout(10):
+                    while not answer.endswith(b"0\r\n\r\n"):  # 0.9 s of chunks
+                        part = await reader.read(65536)
+                        assert part, f"closed in the middle of the answer: {answer!r}"
+                        answer += part
+                assert answer.startswith(b"HTTP/1.1 200")
+                assert b"data: [DONE]" in answer
+                took = await closed_within(reader, 5.0)
+                writer.close()
+                assert took < 1.0  # idle again, it closes after its timeout
+
+    run(scenario())
+
+
+def test_a_closed_connection_is_not_kept_by_its_keep_alive_timer() -> None:
+    async def scenario() -> None:
+        async with RouterServer(config()) as server:  # the default timeout: 75 s
+            reader, writer = await connect(server)
+            writer.write(HEALTHZ)
+            assert (await read_response(reader))[0] == 200
+            connections = server._server.server_state.connections
+            (protocol,) = connections
+            gone = weakref.ref(protocol)
+            del protocol
+            writer.close()
+            await until(lambda: not connections)
+            await asyncio.sleep(0.05)
+            gc.collect()
+            assert gone() is None
 
     run(scenario())
