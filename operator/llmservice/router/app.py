@@ -684,7 +684,7 @@ class _DisconnectWatch:
     `llmservice.router.client_connection`). Under another server `start` listens for
     ``http.disconnect`` with a task; most proxied requests finish in milliseconds, and
     listening costs a task, so it runs only once the request has lasted `WATCH_AFTER`
-    seconds (on the request's own timer, `llmservice.router.deadlines.Watchdog`).
+    seconds (on a timer of its own, started by `llmservice.router.deadlines.Watchdog`).
     """
 
     __slots__ = ("_exchange", "_receive", "_task", "_watcher", "disconnected")

@@ -1,8 +1,14 @@
 """Per-request deadlines: the total timeout and the limit of the current phase.
 
-`Watchdog` keeps one timer per request for the total deadline and the limit of the current
-phase (first byte, then idle gaps); it runs on the request's event loop, so tests drive it
-with the loop's clock. `TIMEOUT_MESSAGES` says which limit ran out, for the error body.
+A `Watchdog` per request holds the total deadline and the limit of the current phase (first
+byte, then idle gaps); `Deadlines` checks every watchdog in flight on one timer, every
+``tick`` seconds, and cancels the task of a request whose limit ran out. Almost no request
+runs out, and a timer of its own armed and cancelled by every request cost more than the
+check (a timer's allocation, start, stop and close in the event loop): this way a request
+pays for joining and leaving a set. The price is precision: a limit is noticed up to one
+tick after it ran out; `tick_for` makes the tick a small part of the shortest limit.
+Everything runs on the requests' event loop and its clock, so tests drive it with that.
+`TIMEOUT_MESSAGES` says which limit ran out, for the error body.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["TIMEOUT_MESSAGES", "Watchdog"]
+__all__ = ["TIMEOUT_MESSAGES", "Deadlines", "Watchdog", "tick_for"]
 
 
 TIMEOUT_MESSAGES = {
@@ -21,27 +27,62 @@ TIMEOUT_MESSAGES = {
     "total": "The exchange with the engine exceeded the total timeout.",
 }
 
+# A limit is noticed at most 1/PRECISION of the shortest limit late, and at most MAX_TICK.
+PRECISION = 32
+MIN_TICK = 0.001
+MAX_TICK = 1.0
+
+
+def tick_for(*limits: float) -> float:
+    """The tick for requests whose shortest limit is the least of ``limits``."""
+    return min(MAX_TICK, max(MIN_TICK, min(limits) / PRECISION))
+
+
+class Deadlines:
+    """The watchdogs in flight on ``loop``, checked every ``tick`` seconds by one timer."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, tick: float) -> None:
+        self.loop = loop
+        self.tick = tick
+        self._watched: set[Watchdog] = set()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def __len__(self) -> int:
+        return len(self._watched)
+
+    def watch(self, watchdog: Watchdog) -> None:
+        self._watched.add(watchdog)
+        if self._timer is None:
+            self._timer = self.loop.call_later(self.tick, self._check)
+
+    def forget(self, watchdog: Watchdog) -> None:
+        self._watched.discard(watchdog)
+
+    def _check(self) -> None:
+        now = self.loop.time()
+        for watchdog in list(self._watched):  # a watchdog that expires leaves the set
+            watchdog.check(now)
+        # The timer runs only while there are requests to watch.
+        self._timer = self.loop.call_later(self.tick, self._check) if self._watched else None
+
 
 class Watchdog:
-    """One timer per request for the total deadline and the current phase's limit.
+    """One request's total deadline and current phase's limit, watched by `Deadlines`.
 
     The phase (``first_byte`` until the response headers, then ``idle`` between chunks)
-    restarts with `enter`; `touch` marks activity. The timer is re-armed lazily when it
-    fires early, so marking activity per chunk costs one clock read, not a new timer. On
-    expiry it records which limit ran out and cancels the request's task.
+    restarts with `enter`; `touch` marks activity, one clock read per chunk. When a limit
+    has run out, the watchdog records which one (``expired``) and cancels the request's task.
 
-    ``on_slow`` is called once if the request is still running ``slow_after`` seconds in;
-    sharing the timer keeps requests that finish sooner at one timer each.
+    ``on_slow`` is called once if the request is still running ``slow_after`` seconds in,
+    on a timer of its own (only an app served by another server asks for it).
     """
 
     __slots__ = (
-        "_due",
-        "_handle",
+        "_deadlines",
         "_limit",
         "_loop",
         "_mark",
-        "_on_slow",
-        "_slow_at",
+        "_slow",
         "_task",
         "expired",
         "phase",
@@ -50,53 +91,38 @@ class Watchdog:
 
     def __init__(
         self,
-        loop: asyncio.AbstractEventLoop,
+        deadlines: Deadlines,
         task: asyncio.Task[Any],
         total: float,
-        first_check: float,
         on_slow: Callable[[], None] | None = None,
         slow_after: float = math.inf,
     ) -> None:
-        self._loop = loop
+        self._deadlines = deadlines
+        self._loop = loop = deadlines.loop
         self._task = task
         self.total = total
         self.phase = "total"
         self._limit = math.inf
         self._mark = loop.time()
         self.expired: str | None = None
-        # The first check comes after the shortest phase limit, so entering a phase rarely
-        # has to move the timer earlier.
-        self._on_slow = on_slow
-        self._slow_at = self._mark + slow_after
-        self._due = min(total, self._mark + first_check, self._slow_at)
-        self._handle = loop.call_at(self._due, self._fire)
+        self._slow = None if on_slow is None else loop.call_later(slow_after, on_slow)
+        deadlines.watch(self)
 
     def enter(self, phase: str, limit: float) -> None:
         self.phase, self._limit, self._mark = phase, limit, self._loop.time()
-        due = min(self.total, self._mark + limit)
-        if due < self._due:
-            self._handle.cancel()
-            self._due = due
-            self._handle = self._loop.call_at(due, self._fire)
 
     def touch(self) -> None:
         self._mark = self._loop.time()
 
-    def _fire(self) -> None:
-        now = self._loop.time()
-        if self._on_slow is not None and now >= self._slow_at:
-            on_slow, self._on_slow = self._on_slow, None
-            on_slow()
+    def check(self, now: float) -> None:
+        """Expire if a limit has run out by ``now``."""
         phase_due = self._mark + self._limit
-        due = min(self.total, phase_due)
-        if self._on_slow is not None:
-            due = min(due, self._slow_at)
-        if now >= due:
+        if now >= min(self.total, phase_due) and self.expired is None:
             self.expired = "total" if self.total <= phase_due else self.phase
+            self._deadlines.forget(self)
             self._task.cancel()
-        else:
-            self._due = due
-            self._handle = self._loop.call_at(due, self._fire)
 
     def close(self) -> None:
-        self._handle.cancel()
+        self._deadlines.forget(self)
+        if self._slow is not None:
+            self._slow.cancel()

@@ -68,7 +68,7 @@ from llmservice.router.balancer import Balancer, Choice
 from llmservice.router.client_connection import ClientConnection
 from llmservice.router.clients import ANONYMOUS, Client
 from llmservice.router.config import RouterConfig
-from llmservice.router.deadlines import TIMEOUT_MESSAGES, Watchdog
+from llmservice.router.deadlines import TIMEOUT_MESSAGES, Deadlines, Watchdog, tick_for
 from llmservice.router.discovery import Replica
 from llmservice.router.errors import (
     NoReadyReplica,
@@ -243,6 +243,10 @@ class Proxy:
         self.clock = clock
         self.on_wait = on_wait
         self.pool: Pool | None = None
+        # The requests' watchdogs, on the loop of the requests (made by the first one).
+        self._deadlines: Deadlines | None = None
+        timeouts = config.timeouts
+        self._tick = tick_for(timeouts.first_byte, timeouts.idle, timeouts.total)
         self.replicas: dict[str, Replica] = {}
         self.loads: dict[str, int] = {}
         admission = config.admission
@@ -378,8 +382,10 @@ class Proxy:
         # The total deadline counts from when the request arrived, on the loop's clock.
         deadline = loop.time() + self.config.timeouts.total - (self.clock() - started)
         timeouts = self.config.timeouts
-        first_check = min(timeouts.first_byte, timeouts.idle)
-        watchdog = Watchdog(loop, task, deadline, first_check, on_slow, slow_after)
+        deadlines = self._deadlines
+        if deadlines is None or deadlines.loop is not loop:
+            deadlines = self._deadlines = Deadlines(loop, self._tick)
+        watchdog = Watchdog(deadlines, task, deadline, on_slow, slow_after)
         try:
             response, held = await self._attempts(exchange, path, body, headers, watchdog)
             # The answer is relayed here rather than inside `_attempts`: a streamed one

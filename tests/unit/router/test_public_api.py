@@ -64,7 +64,7 @@ MODULES = {
     "llmservice.router.server": ["DrainingServer", "GC_THRESHOLD", "serve", "server_config"],
     "llmservice.router.http_limits": ["BoundedHttpToolsProtocol", "bounded_protocol"],
     "llmservice.router.cors": ["ALLOWED_METHODS", "RATE_LIMIT_HEADERS", "Cors"],
-    "llmservice.router.deadlines": ["TIMEOUT_MESSAGES", "Watchdog"],
+    "llmservice.router.deadlines": ["TIMEOUT_MESSAGES", "Deadlines", "Watchdog", "tick_for"],
     "llmservice.router.retry_budget": ["RetryBudget"],
 }
 
