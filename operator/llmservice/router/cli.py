@@ -22,7 +22,7 @@ where it has the same knob)::
                                          of the mean requests in flight
       --session-bound 1.05               new sessions keep every replica's session count
                                          within this multiple of the mean
-      --placement-bound 1.25             ... and go only where the requests in flight are
+      --placement-bound 1.0              ... and go only where the requests in flight are
                                          within this multiple of the mean
       --max-sessions 65536  --session-idle-timeout 600   the session table's bounds
       --session-active-seconds 30        a session counts for balance this long after a

@@ -36,7 +36,9 @@ DEFAULT_PREFIX_CHARS = 512
 DEFAULT_SESSION_BOUND = 1.05
 # A new session has no cache to lose: it goes only where the requests in flight are within
 # this multiple of the mean (a known session leaves its replica only past the load bound).
-DEFAULT_PLACEMENT_BOUND = 1.25
+# At 1.0, not above the mean: the TTFT tail came from replicas that took new sessions while
+# busy and then kept them (p99 127 against 176 ms at 1.25; bench/README.md).
+DEFAULT_PLACEMENT_BOUND = 1.0
 DEFAULT_MAX_SESSIONS = 65_536
 DEFAULT_SESSION_IDLE_SECONDS = 600.0
 # A session counts towards its replica's balance while it sent a request this recently: about

@@ -12,9 +12,10 @@ replica of four often gets 1.2-1.3 times the mean). So placement and stickiness 
   active sessions (a request in the last ``active_seconds``) and fewer than
   ``placement_bound`` times the mean requests in flight (CHWBL on both). With even counts
   that is the ring's own choice, so router replicas agree on it. Both bounds are tight
-  (1.05 and 1.25) because stickiness keeps whatever a placement does: with looser ones a
-  replica took several new sessions in a row, young sessions talk more than old ones, and
-  one replica held three times the others' requests in flight for seconds (the TTFT tail).
+  (1.05, and 1.0: not above the mean) because stickiness keeps whatever a placement does:
+  with looser ones a replica took several new sessions in a row, or new sessions while it
+  was busy, and its sessions then spoke at once: one replica held twice the others'
+  requests in flight for seconds (the TTFT tail).
 - **A known session stays** on the replica that served its previous turn, whatever the
   counts, unless that replica is excluded (failed, ejected, at its concurrency cap) or holds
   more than ``load_bound`` times the mean requests in flight: moving costs a full re-prefill
