@@ -5,8 +5,12 @@ byte, then idle gaps); `Deadlines` checks every watchdog in flight on one timer,
 ``tick`` seconds, and cancels the task of a request whose limit ran out. Almost no request
 runs out, and a timer of its own armed and cancelled by every request cost more than the
 check (a timer's allocation, start, stop and close in the event loop): this way a request
-pays for joining and leaving a set. The price is precision: a limit is noticed up to one
-tick after it ran out; `tick_for` makes the tick a small part of the shortest limit.
+pays for joining and leaving a set. Activity is not stamped with the time either: a phase
+can follow a *progress* count (the reads of the engine's response), and the check that
+sees it move restarts the phase from its own time, so a streamed part costs the watchdog
+nothing. The price is precision: a limit is noticed up to one tick after it ran out, an
+idle limit up to two (its last activity is known to the tick); `tick_for` makes the tick a
+small part of the shortest limit.
 Everything runs on the requests' event loop and its clock, so tests drive it with that.
 `TIMEOUT_MESSAGES` says which limit ran out, for the error body.
 """
@@ -70,8 +74,9 @@ class Watchdog:
     """One request's total deadline and current phase's limit, watched by `Deadlines`.
 
     The phase (``first_byte`` until the response headers, then ``idle`` between chunks)
-    restarts with `enter`; `touch` marks activity, one clock read per chunk. When a limit
-    has run out, the watchdog records which one (``expired``) and cancels the request's task.
+    restarts with `enter`, and again at each check that finds its ``progress`` count moved
+    (see the module docstring). When a limit has run out, the watchdog records which one
+    (``expired``) and cancels the request's task.
 
     ``on_slow`` is called once if the request is still running ``slow_after`` seconds in,
     on a timer of its own (only an app served by another server asks for it).
@@ -82,6 +87,8 @@ class Watchdog:
         "_limit",
         "_loop",
         "_mark",
+        "_progress",
+        "_seen",
         "_slow",
         "_task",
         "expired",
@@ -104,18 +111,26 @@ class Watchdog:
         self.phase = "total"
         self._limit = math.inf
         self._mark = loop.time()
+        self._progress: Callable[[], int] | None = None
+        self._seen = 0
         self.expired: str | None = None
         self._slow = None if on_slow is None else loop.call_later(slow_after, on_slow)
         deadlines.watch(self)
 
-    def enter(self, phase: str, limit: float) -> None:
+    def enter(self, phase: str, limit: float, progress: Callable[[], int] | None = None) -> None:
+        """Start ``phase``, to last at most ``limit`` seconds without ``progress`` (a count
+        that grows with activity) moving; without one, ``limit`` seconds in all."""
         self.phase, self._limit, self._mark = phase, limit, self._loop.time()
-
-    def touch(self) -> None:
-        self._mark = self._loop.time()
+        self._progress = progress
+        self._seen = 0 if progress is None else progress()
 
     def check(self, now: float) -> None:
         """Expire if a limit has run out by ``now``."""
+        progress = self._progress
+        if progress is not None:
+            seen = progress()
+            if seen != self._seen:  # active since the last check: the phase restarts now
+                self._seen, self._mark = seen, now
         phase_due = self._mark + self._limit
         if now >= min(self.total, phase_due) and self.expired is None:
             self.expired = "total" if self.total <= phase_due else self.phase

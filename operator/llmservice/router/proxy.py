@@ -201,13 +201,10 @@ class _Splice:
     bookkeeping; a part the writer declines is left to the relay.
     """
 
-    __slots__ = ("_clock", "_exchange", "_touch", "last", "previous", "write")
+    __slots__ = ("_clock", "_exchange", "last", "previous", "write")
 
-    def __init__(
-        self, exchange: Exchange, touch: Callable[[], None], clock: Callable[[], float]
-    ) -> None:
+    def __init__(self, exchange: Exchange, clock: Callable[[], float]) -> None:
         self._exchange = exchange
-        self._touch = touch
         self._clock = clock
         self.write: Callable[[bytes], bool] | None = None
         self.previous = self.last = b""
@@ -220,7 +217,6 @@ class _Splice:
         if exchange.first_byte_at is None:
             exchange.first_byte_at = self._clock()
         self.previous, self.last = self.last, body
-        self._touch()
         return True
 
 
@@ -391,8 +387,9 @@ class Proxy:
             # The answer is relayed here rather than inside `_attempts`: a streamed one
             # resumes this chain of coroutines on every chunk, the shorter the cheaper.
             try:
-                watchdog.enter("idle", timeouts.idle)
-                await self._relay(exchange, send, response, watchdog, writer)
+                # Idle while the engine sends nothing: the watchdog follows its reads.
+                watchdog.enter("idle", timeouts.idle, response.reads)
+                await self._relay(exchange, send, response, writer)
             finally:
                 response.close()
                 self._release(held)
@@ -578,7 +575,6 @@ class Proxy:
         exchange: Exchange,
         send: Send,
         response: Response,
-        watchdog: Watchdog,
         writer: ClientConnection | None,
     ) -> None:
         status = response.status
@@ -598,14 +594,13 @@ class Proxy:
         exchange.sse = sse
         kept: list[bytes] = []
         kept_size = 0
-        tail = _Splice(exchange, watchdog.touch, self.clock)
+        tail = _Splice(exchange, self.clock)
         splice = None
         if sse and writer is not None and writer.streaming:
             splice = tail
             splice.write = writer.write
             response.splice(splice)
         read_chunk = response.read_chunk
-        touch = watchdog.touch
         try:
             # With a splice this loop wakes only for what the client did not take at once,
             # the end of the body and errors; the rest went out from the engine's callback.
@@ -627,7 +622,6 @@ class Proxy:
                 await send({"type": "http.response.body", "body": chunk, "more_body": not ended})
                 if ended:
                     break
-                touch()
         except UpstreamError as error:
             raise _AbortStream(
                 UpstreamProtocolError(f"The engine broke off its response: {error}.")

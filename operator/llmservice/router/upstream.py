@@ -118,7 +118,7 @@ class _Connection(asyncio.Protocol):
         self.head_done = False
         self.complete = False
         self.keep_alive = False
-        self.got_bytes = False
+        self.reads = 0  # reads that brought bytes of this response (its progress)
         self.chunks: collections.deque[bytes] = collections.deque()
         self.buffered = 0
         self.paused = False
@@ -132,7 +132,7 @@ class _Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        self.got_bytes = True
+        self.reads += 1
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as error:
@@ -163,7 +163,7 @@ class _Connection(asyncio.Protocol):
         if not self.complete:
             self._fail(
                 DisconnectedError(
-                    "the engine closed the connection", before_response=not self.got_bytes
+                    "the engine closed the connection", before_response=not self.reads
                 )
             )
         if self.on_lost is not None:
@@ -246,6 +246,11 @@ class Response:
             if key == name:
                 return value
         return None
+
+    def reads(self) -> int:
+        """How many reads from the engine have brought bytes of this response so far: its
+        progress, for a watchdog (`llmservice.router.deadlines.Watchdog.enter`)."""
+        return self._connection.reads
 
     @property
     def ended(self) -> bool:

@@ -47,16 +47,40 @@ def test_activity_keeps_an_idle_phase_alive_and_the_total_deadline_still_ends_it
         deadlines = Deadlines(loop, TICK)
         task = asyncio.create_task(sleeper())
         watchdog = Watchdog(deadlines, task, total=loop.time() + 0.6)
-        watchdog.enter("idle", 0.15)
+        reads = 0
+        watchdog.enter("idle", 0.15, lambda: reads)
         for _ in range(5):  # 0.5 s of activity, each gap well within the idle limit
             await asyncio.sleep(0.1)
             assert not task.done()
-            watchdog.touch()
+            reads += 1
         with pytest.raises(asyncio.CancelledError):
             await task
         assert watchdog.expired in ("total", "idle")
-        # Touched at 0.5 s: idle would run out at 0.65 s, the total at 0.6 s.
+        # Active at 0.5 s: idle would run out at 0.65 s at the earliest, the total at 0.6 s.
         assert watchdog.expired == "total"
+
+    run(scenario())
+
+
+def test_an_idle_phase_ends_once_its_progress_stops_never_early_and_two_ticks_late_at_most() -> (
+    None
+):
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        deadlines = Deadlines(loop, TICK)
+        task = asyncio.create_task(sleeper())
+        watchdog = Watchdog(deadlines, task, total=loop.time() + 60)
+        reads = 0
+        watchdog.enter("idle", 0.2, lambda: reads)
+        for _ in range(4):  # longer in all than the idle limit, never idle for as long
+            await asyncio.sleep(0.1)
+            reads += 1
+        last_read = loop.time()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        idle = loop.time() - last_read
+        assert watchdog.expired == "idle"
+        assert 0.2 <= idle < 0.2 + 2 * TICK + 10 * TICK  # two ticks late, and some slack
 
     run(scenario())
 

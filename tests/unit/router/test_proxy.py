@@ -232,6 +232,23 @@ def test_idle_timeout_mid_stream_ends_with_an_error_event() -> None:
     run(scenario())
 
 
+def test_a_stream_longer_than_the_idle_timeout_runs_to_its_end_while_parts_keep_coming() -> None:
+    async def scenario() -> None:
+        async with FakeBackend(Mode.STREAM, chunks=8, delay=0.15) as backend:
+            cfg = config(backend.url, timeouts=Timeouts(idle=0.5))
+            async with (
+                RouterServer(cfg) as router,
+                aiohttp.ClientSession() as client,
+                client.post(router.url + "/v1/chat/completions", json=STREAM) as response,
+            ):
+                body = await response.read()
+                assert response.status == 200
+                assert b'"error"' not in body
+                assert body.rstrip().endswith(b"data: [DONE]")
+
+    run(scenario())
+
+
 def test_total_timeout_bounds_a_slow_stream() -> None:
     async def scenario() -> None:
         async with FakeBackend(Mode.STREAM, chunks=100, delay=0.2) as backend:
