@@ -4,9 +4,10 @@ Two things ASGI makes a request pay for with a task's wake-up, measured on one c
 
 - **Each streamed part.** Through ASGI a part wakes the request's task, resumes its
   coroutines and goes through uvicorn's ``send``; going past them cut the router's CPU per
-  streamed chunk by about 15% (bench/README.md). `ClientConnection.write` lets the engine
-  connection's own read callback (`llmservice.router.upstream.Response.splice`) frame a
-  part and write it to the client's transport at once, as uvicorn's ``send`` would have.
+  streamed chunk by about 15% (bench/README.md). A `PartWriter`
+  (`ClientConnection.part_writer`) lets the engine connection's own read callback
+  (`llmservice.router.upstream.Response.splice`) frame a part and write it to the client's
+  transport at once, as uvicorn's ``send`` would have.
 - **Noticing a hang-up.** ASGI reports one only to a pending ``receive()``: a task per
   request, kept waiting for the length of a stream, about 70 us of CPU per stream.
   `ClientConnection.on_disconnect` registers a callback the server's protocol calls from
@@ -30,7 +31,15 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
-__all__ = ["SCOPE_KEY", "ClientConnection", "client_connection", "disconnected", "offer"]
+__all__ = [
+    "SCOPE_KEY",
+    "ClientConnection",
+    "PartWriter",
+    "PartsSent",
+    "client_connection",
+    "disconnected",
+    "offer",
+]
 
 SCOPE_KEY = "llmservice.client_connection"
 # The callback's place on the cycle: uvicorn's cycle has no slot of its own for it.
@@ -56,13 +65,9 @@ class ClientConnection:
             and not cycle.disconnected
         )
 
-    def write(self, body: bytes) -> bool:
-        """Write ``body`` (not empty) as one chunk; False, writing nothing, if not now."""
-        cycle = self._cycle
-        if cycle.disconnected or cycle.flow.write_paused:
-            return False
-        cycle.transport.write(b"%x\r\n%b\r\n" % (len(body), body))
-        return True
+    def part_writer(self, clock: Callable[[], float]) -> PartWriter:
+        """A writer of this answer's body parts, timed by ``clock``."""
+        return PartWriter(self._cycle, clock)
 
     def on_disconnect(self, callback: Callable[[], None] | None) -> None:
         """Call ``callback`` if the client hangs up before the answer is complete (None:
@@ -72,6 +77,49 @@ class ClientConnection:
             callback()  # gone before this was asked: the server will not report it again
             return
         setattr(cycle, _CALLBACK, callback)
+
+
+class PartsSent:
+    """What went out of an answer's body: when its first part did, and its last two parts
+    (an SSE answer's usage is in them)."""
+
+    __slots__ = ("_clock", "first_at", "last", "previous")
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self.first_at: float | None = None
+        self.previous = self.last = b""
+
+    def sent(self, body: bytes) -> None:
+        """Note ``body`` as sent (by the request's task, through ``send``)."""
+        if self.first_at is None:
+            self.first_at = self._clock()
+        self.previous, self.last = self.last, body
+
+
+class PartWriter(PartsSent):
+    """`PartsSent` that writes the parts itself: a sink for `Response.splice`.
+
+    Called with each part (not empty), it writes it to the client as one chunk and notes it,
+    or returns False, writing nothing, when the client is gone or not taking more. It does
+    all of that in one call: it runs for every streamed part.
+    """
+
+    __slots__ = ("_cycle",)
+
+    def __init__(self, cycle: RequestResponseCycle, clock: Callable[[], float]) -> None:
+        super().__init__(clock)
+        self._cycle = cycle
+
+    def __call__(self, body: bytes) -> bool:
+        cycle = self._cycle
+        if cycle.disconnected or cycle.flow.write_paused:
+            return False
+        cycle.transport.write(b"%x\r\n%b\r\n" % (len(body), body))
+        if self.first_at is None:
+            self.first_at = self._clock()
+        self.previous, self.last = self.last, body
+        return True
 
 
 def offer(cycle: RequestResponseCycle) -> None:

@@ -65,7 +65,7 @@ from urllib.parse import urlsplit
 
 from llmservice.router.admission.dispatcher import Dispatcher
 from llmservice.router.balancer import Balancer, Choice
-from llmservice.router.client_connection import ClientConnection
+from llmservice.router.client_connection import ClientConnection, PartsSent
 from llmservice.router.clients import ANONYMOUS, Client
 from llmservice.router.config import RouterConfig
 from llmservice.router.deadlines import TIMEOUT_MESSAGES, Deadlines, Watchdog, tick_for
@@ -191,33 +191,6 @@ class _AbortStream(Exception):
     def __init__(self, error: RouterError) -> None:
         super().__init__(error.message)
         self.error = error
-
-
-class _Splice:
-    """An SSE answer's last two body parts (the usage is in them) and, spliced, its sink.
-
-    As `llmservice.router.upstream.Response.splice`'s sink it writes each part that
-    arrives straight to the client (`ClientConnection.write`) and does the relay's per-part
-    bookkeeping; a part the writer declines is left to the relay.
-    """
-
-    __slots__ = ("_clock", "_exchange", "last", "previous", "write")
-
-    def __init__(self, exchange: Exchange, clock: Callable[[], float]) -> None:
-        self._exchange = exchange
-        self._clock = clock
-        self.write: Callable[[bytes], bool] | None = None
-        self.previous = self.last = b""
-
-    def __call__(self, body: bytes) -> bool:
-        write = self.write
-        if write is None or not write(body):
-            return False
-        exchange = self._exchange
-        if exchange.first_byte_at is None:
-            exchange.first_byte_at = self._clock()
-        self.previous, self.last = self.last, body
-        return True
 
 
 class Proxy:
@@ -371,7 +344,7 @@ class Proxy:
         """Send ``body`` to ``path`` on a chosen replica and stream its answer to ``send``.
 
         ``task`` is the request's own (the caller's): a timeout cancels it. With a
-        ``writer`` an SSE answer's body parts go straight to the client (`_Splice`).
+        ``writer`` an SSE answer's body parts go straight to the client (`PartWriter`).
         """
         self.budget.record_request()
         loop = task.get_loop()
@@ -594,12 +567,14 @@ class Proxy:
         exchange.sse = sse
         kept: list[bytes] = []
         kept_size = 0
-        tail = _Splice(exchange, self.clock)
-        splice = None
+        # An SSE answer's parts: written by the engine connection's callback as they arrive
+        # (`PartWriter`), or sent by this task; either way noted, for the usage at the end.
+        parts: PartsSent
         if sse and writer is not None and writer.streaming:
-            splice = tail
-            splice.write = writer.write
+            parts = splice = writer.part_writer(self.clock)
             response.splice(splice)
+        else:
+            parts, splice = PartsSent(self.clock), None
         read_chunk = response.read_chunk
         try:
             # With a splice this loop wakes only for what the client did not take at once,
@@ -608,11 +583,11 @@ class Proxy:
                 chunk = await read_chunk()
                 if not chunk:
                     break
-                if exchange.first_byte_at is None:
-                    exchange.first_byte_at = self.clock()
                 if sse:
-                    tail.previous, tail.last = tail.last, chunk
-                elif keep_json and kept_size < _USAGE_BODY_LIMIT:
+                    parts.sent(chunk)
+                elif exchange.first_byte_at is None:
+                    exchange.first_byte_at = self.clock()
+                if keep_json and kept_size < _USAGE_BODY_LIMIT:
                     kept.append(chunk)
                     kept_size += len(chunk)
                 # The last part of a body that has all arrived ends the response itself:
@@ -629,12 +604,14 @@ class Proxy:
         finally:
             if splice is not None:
                 response.splice(None)
+            if sse:
+                exchange.first_byte_at = parts.first_at
         if not exchange.response_finished:
             exchange.response_finished = True
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         if sse:
             exchange.prompt_tokens, exchange.completion_tokens = usage_from_sse_tail(
-                tail.previous + tail.last
+                parts.previous + parts.last
             )
         elif kept and kept_size < _USAGE_BODY_LIMIT:
             exchange.prompt_tokens, exchange.completion_tokens = usage_from_json(b"".join(kept))

@@ -12,7 +12,7 @@ import pytest
 from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
 from llmservice.router import client_connection
-from llmservice.router.client_connection import ClientConnection
+from llmservice.router.client_connection import PartWriter
 
 from .backends import FakeBackend, Mode
 from .conftest import CHAT, RouterServer, config, run, until, until_stalled
@@ -27,14 +27,14 @@ REQUEST = json.dumps(STREAM).encode()
 def writes(monkeypatch: pytest.MonkeyPatch) -> dict[bool, int]:
     """Counts of the writer's writes: True for those taken, False for those declined."""
     counts = {True: 0, False: 0}
-    original = ClientConnection.write
+    original = PartWriter.__call__
 
-    def counted(self: ClientConnection, body: bytes) -> bool:
+    def counted(self: PartWriter, body: bytes) -> bool:
         taken = original(self, body)
         counts[taken] += 1
         return taken
 
-    monkeypatch.setattr(ClientConnection, "write", counted)
+    monkeypatch.setattr(PartWriter, "__call__", counted)
     return counts
 
 
