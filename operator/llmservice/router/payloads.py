@@ -154,7 +154,9 @@ def check_content_type(value: bytes | None) -> None:
 
 def parse_body(raw: bytes) -> Fields:
     """The fields the router reads from the JSON object in ``raw``, the rest validated."""
-    if raw.count(b",") >= MAX_ELEMENTS:
+    # A body shorter than MAX_ELEMENTS bytes cannot hold as many commas: not counted (a
+    # count takes about five instructions a byte, on every request).
+    if len(raw) >= MAX_ELEMENTS and raw.count(b",") >= MAX_ELEMENTS:
         raise PayloadTooLarge(f"The request body holds more than {MAX_ELEMENTS} JSON values.")
     if not raw.isascii():
         try:
