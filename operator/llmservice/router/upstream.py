@@ -140,20 +140,24 @@ class _Connection(asyncio.Protocol):
             if self.transport is not None:
                 self.transport.close()
             return
+        chunks = self.chunks
+        if not chunks:
+            return
         sink = self.sink
-        if sink is not None and self.waiter is not None and self.chunks and not self.complete:
+        if sink is not None and self.waiter is not None and not self.complete:
             # Offered only while the reader waits: it has passed on all it was given, so
             # nothing offered here can overtake a part it holds. The body offered is this
             # read's, after any the sink declined before (then the reader is awake).
-            chunks = self.chunks
             if sink(chunks[0] if len(chunks) == 1 else b"".join(chunks)):
                 chunks.clear()
-                self.buffered = 0
-                if self.paused and self.transport is not None:
-                    self.paused = False
-                    self.transport.resume_reading()
-            else:
-                self._wake()
+                return
+            self._wake()
+        # Held for the reader. The read's length bounds the body it brought (its framing
+        # counts too, so reading pauses a little early, never late).
+        self.buffered += len(data)
+        if self.buffered > _MAX_BUFFER and not self.paused and self.transport is not None:
+            self.paused = True
+            self.transport.pause_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -192,11 +196,7 @@ class _Connection(asyncio.Protocol):
         self._wake()
 
     def on_body(self, body: bytes) -> None:
-        self.chunks.append(body)
-        self.buffered += len(body)
-        if self.buffered > _MAX_BUFFER and not self.paused and self.transport is not None:
-            self.paused = True
-            self.transport.pause_reading()
+        self.chunks.append(body)  # `data_received` counts what is held, once per read
         if self.sink is None:  # else `data_received` offers the read's body to the sink
             self._wake()
 
