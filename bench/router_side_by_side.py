@@ -1,0 +1,196 @@
+"""Router CPU per request, per streamed chunk and per chat stream, all routers loaded at once.
+
+`router_bench.py` measures one router after another, and on a shared machine the CPU time
+of the same router moves by 10-40% from one minute to the next: more than the differences
+it is asked to rank. Here every target runs at once, all pinned to core 0, in front of one
+`fast_backend.py` on core 1, and each round loads them all together, one wrk per target:
+whatever the machine does during a round, every target's figure of that round shares it.
+Each figure is the router's CPU time (utime + stime from /proc) over the round divided by
+what it served, as in router_bench; each round also gives every target's ratio to the
+first target of the list (``--reference``, vllm-router by default when it is found),
+and the table shows the medians of the figures and of the per-round ratios, with their
+ranges. The targets share core 0 as well as the machine, so a target's figures include what
+the others' work costs its caches; they are for comparing targets, not absolute figures.
+
+Phases of a round: non-streamed chat requests at ``--plain-connections`` per target (us per
+request), SSE replies of ``--chunks`` events sent ``--sse-delay`` apart at
+``--stream-connections`` per target (us per chunk, the events and ``[DONE]``), and the
+same replies to chat requests of about 14 KB (ms per chat stream).
+
+    PATH=$PATH:/tmp/vllm-router-venv/bin python -m bench.router_side_by_side --rounds 8
+    python -m bench.router_side_by_side --baseline before=/tmp/before-tree
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import contextlib
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.router_bench import (
+    CHAT,
+    FLOOR,
+    HELLO,
+    LLMSERVICE,
+    LOAD_CORE,
+    POST_LUA,
+    ROUTER_CORE,
+    cpu_seconds,
+    free_port,
+    process,
+    router_argv,
+    wait_http,
+    wrk,
+)
+
+VLLM_ROUTER = "vllm-router"
+# (phase, wrk script, what a figure is per, unit scale)
+PHASES = (
+    ("plain", "json", "us/request", 1e6),
+    ("stream", "sse", "us/chunk", 1e6),
+    ("chat", "chat", "ms/chat stream", 1e3),
+)
+
+
+@dataclass
+class Figures:
+    """Per phase: each round's figure, and its ratio to the reference's in that round."""
+
+    values: dict[str, list[float]] = field(default_factory=dict)
+    ratios: dict[str, list[float]] = field(default_factory=dict)
+
+
+def _cell(values: list[float], digits: int) -> str:
+    if not values:
+        return "-"
+    low, mid, high = min(values), statistics.median(values), max(values)
+    return f"{mid:.{digits}f} [{low:.{digits}f}-{high:.{digits}f}]"
+
+
+def table(results: dict[str, Figures], reference: str) -> str:
+    """Medians over the rounds with their ranges, and the paired ratios to ``reference``."""
+    head = ["target"]
+    for _, _, per, _ in PHASES:
+        head += [f"router CPU {per}", f"ratio to {reference}"]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, figures in results.items():
+        cells = [name]
+        for phase, _, _, _ in PHASES:
+            digits = 2 if phase == "chat" else 1
+            cells.append(_cell(figures.values.get(phase, []), digits))
+            cells.append("-" if name == reference else _cell(figures.ratios.get(phase, []), 3))
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def _load(url: str, script: Path, connections: int, seconds: float) -> int:
+    """Requests completed by wrk against ``url`` in ``seconds``."""
+    return wrk(url + "/v1/chat/completions", script, connections, seconds, latency=False).requests
+
+
+def run(targets: dict[str, str | None], args: argparse.Namespace, tmp: Path) -> dict[str, Figures]:
+    """Start every target at once, then load them together for ``args.rounds`` rounds."""
+    scripts = {name: tmp / f"{name}.lua" for name in ("json", "sse", "chat")}
+    scripts["json"].write_text(POST_LUA % {"stream": "false", "messages": HELLO})
+    scripts["sse"].write_text(POST_LUA % {"stream": "true", "messages": HELLO})
+    scripts["chat"].write_text(POST_LUA % {"stream": "true", "messages": CHAT})
+    reference = next(iter(targets))
+    results = {kind: Figures() for kind in targets}
+    backend_port = free_port()
+    backend_argv = [
+        sys.executable, "-m", "bench.fast_backend", "--port", str(backend_port),
+        "--chunks", str(args.chunks), "--sse-delay", str(args.sse_delay),
+    ]  # fmt: skip
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(process(backend_argv, LOAD_CORE))
+        backend = f"http://127.0.0.1:{backend_port}"
+        wait_http(backend + "/health")
+        urls: dict[str, str] = {}
+        pids: dict[str, int] = {}
+        for number, (kind, tree) in enumerate(targets.items()):
+            port = free_port()
+            env = None
+            if tree is not None:  # the same command, importing the baseline's sources
+                env = {**os.environ, "PYTHONPATH": str(Path(tree, "operator"))}
+            argv = router_argv(kind, port, backend, args.vllm_router)
+            proc = stack.enter_context(process(argv, ROUTER_CORE, tmp / f"{number}.log", env))
+            pids[kind], urls[kind] = proc.pid, f"http://127.0.0.1:{port}"
+        for kind, url in urls.items():
+            wait_http(url + ("/v1/models" if kind == VLLM_ROUTER else "/readyz"))
+            for script in scripts.values():  # connections and caches warm
+                wrk(url + "/v1/chat/completions", script, 8, 1, latency=False)
+        with concurrent.futures.ThreadPoolExecutor(len(targets)) as pool:
+            for round_ in range(args.rounds):
+                for phase, script, _, scale in PHASES:
+                    plain = phase == "plain"
+                    connections = args.plain_connections if plain else args.stream_connections
+                    parts = args.chunks + 1 if phase == "stream" else 1  # events and [DONE]
+                    before = {kind: cpu_seconds(pid) for kind, pid in pids.items()}
+                    loads = {
+                        kind: pool.submit(_load, url, scripts[script], connections, args.seconds)
+                        for kind, url in urls.items()
+                    }
+                    served = {kind: load.result() * parts for kind, load in loads.items()}
+                    figures = {
+                        kind: (cpu_seconds(pid) - before[kind]) / served[kind] * scale
+                        for kind, pid in pids.items()
+                    }
+                    for kind, figure in figures.items():
+                        results[kind].values.setdefault(phase, []).append(figure)
+                        ratio = figure / figures[reference]
+                        results[kind].ratios.setdefault(phase, []).append(ratio)
+                print(f"round {round_ + 1}/{args.rounds} done", file=sys.stderr)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=4.0, help="per phase of a round")
+    parser.add_argument("--plain-connections", type=int, default=16)
+    parser.add_argument("--stream-connections", type=int, default=16)
+    parser.add_argument("--chunks", type=int, default=64, help="SSE events per streamed reply")
+    parser.add_argument("--sse-delay", type=float, default=0.002, help="seconds between events")
+    parser.add_argument("--vllm-router", default=shutil.which(VLLM_ROUTER))
+    parser.add_argument(
+        "--baseline",
+        action="append",
+        default=[],
+        metavar="[LABEL=]TREE",
+        help="the router of another source tree as one more target; repeatable",
+    )
+    parser.add_argument("--floor", action="store_true", help="also bench/asgi_floor.py")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None or shutil.which("taskset") is None:
+        sys.exit("router_side_by_side needs wrk and taskset (apt-get install wrk util-linux)")
+    targets: dict[str, str | None] = {}
+    if args.vllm_router:
+        targets[VLLM_ROUTER] = None  # first: the reference of the ratios
+    targets[LLMSERVICE] = None
+    for given in args.baseline:
+        label, _, tree = given.rpartition("=")
+        targets[f"{LLMSERVICE} ({label or Path(tree).name})"] = tree
+    if args.floor:
+        targets[FLOOR] = None
+    loads = [os.getloadavg()]
+    try:
+        with tempfile.TemporaryDirectory(prefix="router-side-by-side-") as tmp:
+            results = run(targets, args, Path(tmp))
+    except (subprocess.CalledProcessError, RuntimeError) as error:
+        sys.exit(f"router_side_by_side: {error}")
+    loads.append(os.getloadavg())
+    for when, (one, five, fifteen) in zip(("before", "after"), loads, strict=True):
+        print(f"load average {when}: {one:.2f} {five:.2f} {fifteen:.2f} (1, 5, 15 min)")
+    print(table(results, next(iter(targets))))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,25 @@
+"""The side-by-side table: medians with ranges, and the paired ratios to the reference."""
+
+from __future__ import annotations
+
+from bench.router_side_by_side import Figures, table
+
+
+def test_the_table_gives_medians_ranges_and_paired_ratios_but_none_for_the_reference() -> None:
+    reference = Figures(
+        values={"plain": [80.0, 100.0, 90.0], "stream": [10.0, 20.0, 30.0], "chat": [1.0]},
+        ratios={"plain": [1.0, 1.0, 1.0], "stream": [1.0, 1.0, 1.0], "chat": [1.0]},
+    )
+    other = Figures(
+        values={"plain": [88.0, 95.0, 99.0], "stream": [11.0, 18.0, 36.0], "chat": [1.25]},
+        ratios={"plain": [1.1, 0.95, 1.1], "stream": [1.1, 0.9, 1.2], "chat": [1.25]},
+    )
+    rows = table({"ref": reference, "other": other}, "ref").splitlines()
+    assert rows[0].startswith("| target | router CPU us/request | ratio to ref |")
+    assert rows[2] == (
+        "| ref | 90.0 [80.0-100.0] | - | 20.0 [10.0-30.0] | - | 1.00 [1.00-1.00] | - |"
+    )
+    assert rows[3] == (
+        "| other | 95.0 [88.0-99.0] | 1.100 [0.950-1.100] | 18.0 [11.0-36.0] "
+        "| 1.100 [0.900-1.200] | 1.25 [1.25-1.25] | 1.250 [1.250-1.250] |"
+    )
