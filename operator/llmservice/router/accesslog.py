@@ -9,6 +9,7 @@ keys, never prompt or completion text.
 
 from __future__ import annotations
 
+import select
 import sys
 import time
 from typing import TYPE_CHECKING, TextIO
@@ -121,7 +122,11 @@ class AccessLog:
             stream.flush()  # what was written as text goes first
             view = memoryview(data)
             while view:  # a raw file (unbuffered standard output) may take part of it
-                view = view[binary.write(view) :]
+                written = binary.write(view)
+                if written is None:  # a full non-blocking one: wait, as a blocking one would
+                    select.select([], [binary], [])
+                    continue
+                view = view[written:]
 
     def flush(self) -> None:
         self._write_pending()

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import threading
+import time
 
 from llmservice.router.accesslog import MAX_PENDING_LINES, AccessLog
 from llmservice.router.proxy import Exchange
@@ -78,3 +81,41 @@ def test_lines_go_out_as_utf8_json_whatever_the_streams_encoding() -> None:
     assert (record["model"], record["session"]) == ("modèle-日本", "séance")
     assert (record["latency_ms"], record["ttfb_ms"]) == (12.346, 1.0)
     assert list(record)[:3] == ["time", "level", "msg"]
+
+
+def test_a_full_non_blocking_standard_output_is_waited_for_not_spun_on_and_loses_no_line() -> None:
+    # Unbuffered standard output (PYTHONUNBUFFERED=1, as in the image) is a raw file; on a
+    # non-blocking pipe that is full, its write takes nothing and returns None.
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    stream = io.TextIOWrapper(io.FileIO(write_end, "w"), write_through=True)
+    log = AccessLog(stream)
+    count = 2_000  # far more than a pipe holds
+    received = bytearray()
+    writer_cpu: list[float] = []
+
+    def drain() -> None:
+        time.sleep(0.5)  # the pipe fills first, and stays full for a while
+        while chunk := os.read(read_end, 1 << 16):
+            received.extend(chunk)
+
+    def write() -> None:
+        started = time.thread_time()
+        write_lines(log, count)  # each full hold is written at once
+        log.flush()
+        writer_cpu.append(time.thread_time() - started)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    writer.join(timeout=30)
+    assert not writer.is_alive(), "the flush never ended"
+    stream.close()  # the reader sees the end
+    reader.join(timeout=30)
+    os.close(read_end)
+    lines = received.decode().splitlines()
+    assert len(lines) == count
+    assert all(json.loads(line)["msg"] == "request" for line in lines)
+    # Waiting costs no CPU; writing again and again into the full pipe costs it all.
+    assert writer_cpu[0] < 0.25
