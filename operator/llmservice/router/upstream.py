@@ -96,6 +96,11 @@ class _Connection(asyncio.Protocol):
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.transport: asyncio.Transport | None = None
+        # httptools takes its callbacks when the parser is made. The body goes straight into
+        # `chunks` (a call in C, no Python frame for every part of a stream);
+        # `data_received` looks at what a read brought once the read is parsed.
+        self.chunks: collections.deque[bytes] = collections.deque()
+        self.on_body: Callable[[bytes], None] = self.chunks.append
         self.parser = httptools.HttpResponseParser(self)
         self.closed = False
         self.idle_since = 0.0
@@ -119,7 +124,7 @@ class _Connection(asyncio.Protocol):
         self.complete = False
         self.keep_alive = False
         self.reads = 0  # reads that brought bytes of this response (its progress)
-        self.chunks: collections.deque[bytes] = collections.deque()
+        self.chunks.clear()
         self.buffered = 0
         self.paused = False
         self.error: UpstreamError | None = None
@@ -144,14 +149,18 @@ class _Connection(asyncio.Protocol):
         if not chunks:
             return
         sink = self.sink
-        if sink is not None and self.waiter is not None and not self.complete:
-            # Offered only while the reader waits: it has passed on all it was given, so
-            # nothing offered here can overtake a part it holds. The body offered is this
-            # read's, after any the sink declined before (then the reader is awake).
-            if sink(chunks[0] if len(chunks) == 1 else b"".join(chunks)):
-                chunks.clear()
-                return
-            self._wake()
+        # Offered only while the reader waits: it has passed on all it was given, so nothing
+        # offered here can overtake a part it holds. The body offered is this read's, after
+        # any the sink declined before (then the reader is awake).
+        if (
+            sink is not None
+            and self.waiter is not None
+            and not self.complete
+            and sink(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+        ):
+            chunks.clear()
+            return
+        self._wake()  # the reader takes what the sink did not
         # Held for the reader. The read's length bounds the body it brought (its framing
         # counts too, so reading pauses a little early, never late).
         self.buffered += len(data)
@@ -194,11 +203,6 @@ class _Connection(asyncio.Protocol):
         self.status = self.parser.get_status_code()
         self.head_done = True
         self._wake()
-
-    def on_body(self, body: bytes) -> None:
-        self.chunks.append(body)  # `data_received` counts what is held, once per read
-        if self.sink is None:  # else `data_received` offers the read's body to the sink
-            self._wake()
 
     def on_message_complete(self) -> None:
         self.keep_alive = self.parser.should_keep_alive()  # only valid until this returns
