@@ -246,23 +246,29 @@ def _items(raw: Raw) -> list[Raw]:
 
 def check_required(route: Route, fields: Fields) -> None:
     """Raise when none of the route's essential fields is there (or it is empty)."""
-    if not route.required:
-        return
-    messages: list[Raw] = []
     for name in route.required:
         if name == "messages":
-            messages = _head_items(fields.messages)
-            if messages:
-                break
+            head = fields.messages
+            # A list's items fill the head in order: it has one when it has a first.
+            if head is not None and head.i0:
+                if route.messages:
+                    _check_message_objects(head)
+                return
             continue
         value: Raw = getattr(fields, name)
         if value and (len(value) > 4 or bytes(value) not in _EMPTY):
-            break
-    else:
+            return
+    if route.required:
         name = route.required[0]
         raise InvalidRequest(f"Missing required parameter: {name!r}.", param=name)
-    if route.messages and name == "messages" and not all(_is(m, _OBJECT_START) for m in messages):
-        raise InvalidRequest("'messages' must be a list of message objects.", param=name)
+
+
+def _check_message_objects(head: _Head) -> None:
+    for item in astuple(head):
+        if not item:
+            return
+        if memoryview(item)[0] != _OBJECT_START:
+            raise InvalidRequest("'messages' must be a list of message objects.", param="messages")
 
 
 def _string_head(raw: Raw) -> str:

@@ -295,21 +295,19 @@ class Proxy:
         proto = scheme.encode()
         lines: list[bytes] = []
         for name, value in headers:
-            if name in drop:
-                if name == b"connection":  # and the headers it names (RFC 9110 7.6.1)
-                    named = {t.strip().lower() for t in value.split(b",")}
-                    drop = drop | (named - {b"close", b"keep-alive"})
-                    lines = [line for line in lines if line.split(b":", 1)[0] not in drop]
-                elif trusted and name in _FORWARDED:
-                    if name == b"x-forwarded-for":
-                        chain.append(value)
-                    elif name == b"x-forwarded-proto":
-                        proto = value
-                    else:
-                        lines.append(name + b": " + value)
-                continue
-            if name not in drop:
+            if name not in drop:  # the common case first: one set lookup per header
                 lines.append(name + b": " + value)
+            elif name == b"connection":  # and the headers it names (RFC 9110 7.6.1)
+                named = {t.strip().lower() for t in value.split(b",")}
+                drop = drop | (named - {b"close", b"keep-alive"})
+                lines = [line for line in lines if line.split(b":", 1)[0] not in drop]
+            elif trusted and name in _FORWARDED:
+                if name == b"x-forwarded-for":
+                    chain.append(value)
+                elif name == b"x-forwarded-proto":
+                    proto = value
+                else:
+                    lines.append(name + b": " + value)
         if client is not None:
             chain.append(client[0].encode())
         if chain:
