@@ -361,7 +361,7 @@ class RouterApp:
         path: str = scope["path"]
         given = self._header(scope, self._request_id_header)
         request_id = given.decode("latin-1") if given else ""
-        if not _REQUEST_ID.match(request_id):
+        if not request_id or not _REQUEST_ID.match(request_id):
             request_id = f"{self._id_prefix}{next(self._ids):08x}"
         proxied = ROUTES.get(path)
         exchange = Exchange(request_id=request_id, route=path if proxied else "other", model="")

@@ -396,7 +396,12 @@ class Proxy:
         target = path.encode("latin-1")
         tried: set[str] = set()
         fresh = False  # the next attempt opens a new connection (see the module docstring)
-        choice = await self._slot(exchange)
+        # A free slot is taken without a coroutine of its own; only a wait needs one.
+        choice = self.dispatcher.try_acquire(exchange.key, ())
+        if choice is None:
+            choice = await self._queued_slot(exchange)
+        elif self.on_wait is not None:
+            self.on_wait(exchange.client.name, 0.0)
         held = choice.replica  # the replica whose slot this request holds
         exchange.primary = choice.primary
         if exchange.key_kind != "none":
@@ -519,16 +524,11 @@ class Proxy:
             return False
         return 200 <= response.status < 300
 
-    async def _slot(self, exchange: Exchange) -> Choice:
-        """The first attempt's slot: at once when one is free, else after waiting in the queue.
+    async def _queued_slot(self, exchange: Exchange) -> Choice:
+        """The first attempt's slot when none was free: after waiting in the queue.
 
         (Retries never queue: `_retry_slot` takes a free slot or gives up.)
         """
-        choice = self.dispatcher.try_acquire(exchange.key, ())
-        if choice is not None:
-            if self.on_wait is not None:
-                self.on_wait(exchange.client.name, 0.0)
-            return choice
         cold_start = 0.0
         if not self.replicas:
             # None yet (an engine scaling from zero): hold the request for one, if allowed.
