@@ -5,30 +5,35 @@ Two things ASGI makes a request pay for with a task's wake-up, measured on one c
 - **Each streamed part.** Through ASGI a part wakes the request's task, resumes its
   coroutines and goes through uvicorn's ``send``; going past them cut the router's CPU per
   streamed chunk by about 15% (bench/README.md). A `PartWriter`
-  (`ClientConnection.part_writer`) lets the engine connection's own read callback
-  (`llmservice.router.upstream.Response.splice`) frame a part and write it to the client's
-  transport at once, as uvicorn's ``send`` would have.
+  (`ClientConnection.part_writer`) is the outlet the engine connection's own read callback
+  (`llmservice.router.upstream.Response.splice`) writes each part to, framed as uvicorn's
+  ``send`` would have: the client's transport, and whether it takes writes now.
 - **Noticing a hang-up.** ASGI reports one only to a pending ``receive()``: a task per
   request, kept waiting for the length of a stream, about 70 us of CPU per stream.
   `ClientConnection.on_disconnect` registers a callback the server's protocol calls from
   its ``connection_lost`` instead.
 
 The server's protocol (`llmservice.router.http_limits`) offers the connection under
-`SCOPE_KEY` in each request's ASGI scope (`offer`) and reports hang-ups (`disconnected`).
-The writer is used only between ``http.response.start`` and the last body part of a chunked
-answer: the head and the end of the answer still go through ``send``, which keeps uvicorn's
-own bookkeeping (keep-alive, completion) in charge. A write is declined, and the part left
-to ``send``, when the client is gone or not taking more (uvicorn's flow control has paused
-writing): ``send`` then waits for it as usual. An app served by another server finds no
-connection in its scope and falls back to plain ASGI.
+`SCOPE_KEY` in each request's ASGI scope (`offer`), reports hang-ups (`disconnected`,
+`gone`) and tells the connection's writer when the client's transport stops or starts
+taking writes (`writing`). The writer is used only between ``http.response.start`` and
+the last body part of a chunked answer: the head and the end of the answer still go
+through ``send``, which keeps uvicorn's own bookkeeping (keep-alive, completion) in charge.
+While the client is gone or not taking more (uvicorn's flow control has paused writing)
+the writer is not ``writable``, and the parts are left to ``send``, which waits for the
+client as usual. The flag is kept by those events rather than read from uvicorn's state
+for each part: reading it there would take a Python call per part. An app served by
+another server finds no connection in its scope and falls back to plain ASGI.
 """
 
 from __future__ import annotations
 
+import asyncio
 import weakref
 from collections.abc import Callable
 from typing import Any
 
+from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
 __all__ = [
@@ -38,12 +43,18 @@ __all__ = [
     "PartsSent",
     "client_connection",
     "disconnected",
+    "gone",
     "offer",
+    "writing",
 ]
 
 SCOPE_KEY = "llmservice.client_connection"
 # The callback's place on the cycle: uvicorn's cycle has no slot of its own for it.
 _CALLBACK = "_llmservice_on_disconnect"
+# The latest writer's place on the connection's flow control, which uvicorn shares between
+# the connection's requests (one answer is written at a time) and which the events that
+# change a writer's flag reach (`writing`).
+_WRITER = "_llmservice_part_writer"
 
 
 class ClientConnection:
@@ -66,8 +77,13 @@ class ClientConnection:
         )
 
     def part_writer(self, clock: Callable[[], float]) -> PartWriter:
-        """A writer of this answer's body parts, timed by ``clock``."""
-        return PartWriter(self._cycle, clock)
+        """The outlet of this answer's body parts, timed by ``clock`` (after its head)."""
+        cycle = self._cycle
+        flow = cycle.flow
+        writer = PartWriter(clock, cycle.transport)
+        writer.writable = not (cycle.disconnected or flow.write_paused)
+        setattr(flow, _WRITER, writer)
+        return writer
 
     def on_disconnect(self, callback: Callable[[], None] | None) -> None:
         """Call ``callback`` if the client hangs up before the answer is complete (None:
@@ -83,43 +99,47 @@ class PartsSent:
     """What went out of an answer's body: when its first part did, and its last two parts
     (an SSE answer's usage is in them)."""
 
-    __slots__ = ("_clock", "first_at", "last", "previous")
+    __slots__ = ("clock", "first_at", "last", "previous")
 
     def __init__(self, clock: Callable[[], float]) -> None:
-        self._clock = clock
+        self.clock = clock
         self.first_at: float | None = None
         self.previous = self.last = b""
 
     def sent(self, body: bytes) -> None:
         """Note ``body`` as sent (by the request's task, through ``send``)."""
         if self.first_at is None:
-            self.first_at = self._clock()
+            self.first_at = self.clock()
         self.previous, self.last = self.last, body
 
 
 class PartWriter(PartsSent):
-    """`PartsSent` that writes the parts itself: a sink for `Response.splice`.
+    """`PartsSent` whose parts the engine connection writes to ``transport`` itself while
+    ``writable``: an `llmservice.router.upstream.Outlet`."""
 
-    Called with each part (not empty), it writes it to the client as one chunk and notes it,
-    or returns False, writing nothing, when the client is gone or not taking more. It does
-    all of that in one call: it runs for every streamed part.
-    """
+    __slots__ = ("transport", "writable")
 
-    __slots__ = ("_cycle",)
-
-    def __init__(self, cycle: RequestResponseCycle, clock: Callable[[], float]) -> None:
+    def __init__(self, clock: Callable[[], float], transport: asyncio.WriteTransport) -> None:
         super().__init__(clock)
-        self._cycle = cycle
+        self.transport = transport
+        self.writable = False
 
-    def __call__(self, body: bytes) -> bool:
-        cycle = self._cycle
-        if cycle.disconnected or cycle.flow.write_paused:
-            return False
-        cycle.transport.write(b"%x\r\n%b\r\n" % (len(body), body))
-        if self.first_at is None:
-            self.first_at = self._clock()
-        self.previous, self.last = self.last, body
-        return True
+
+def writing(flow: FlowControl, writable: bool) -> None:
+    """The server's part: the client's transport (of ``flow``) takes writes again, or no
+    longer (it paused writing)."""
+    writer: PartWriter | None = getattr(flow, _WRITER, None)
+    if writer is not None:
+        writer.writable = writable
+
+
+def gone(flow: FlowControl) -> None:
+    """The server's part: the client's connection (of ``flow``) is lost; its writer stops
+    for good."""
+    writer: PartWriter | None = getattr(flow, _WRITER, None)
+    if writer is not None:
+        writer.writable = False
+        setattr(flow, _WRITER, None)
 
 
 def offer(cycle: RequestResponseCycle) -> None:

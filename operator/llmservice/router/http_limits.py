@@ -133,8 +133,18 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self._keep_alive_timer = None
         cycle = self.cycle
         super().connection_lost(exc)
+        if self.flow is not None:
+            client_connection.gone(self.flow)
         if cycle is not None and cycle.disconnected:
             client_connection.disconnected(cycle)
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        client_connection.writing(self.flow, False)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        client_connection.writing(self.flow, True)
 
     def data_received(self, data: bytes) -> None:
         # uvicorn's, with the head limits; its 400 and upgrade handling are kept.

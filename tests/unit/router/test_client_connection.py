@@ -6,13 +6,15 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import Callable
+from typing import Any
 
 import httptools
 import pytest
 from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
 from llmservice.router import client_connection
-from llmservice.router.client_connection import PartWriter
+from llmservice.router.client_connection import ClientConnection, PartWriter
 
 from .backends import FakeBackend, Mode
 from .conftest import CHAT, RouterServer, config, run, until, until_stalled
@@ -23,18 +25,42 @@ PAD = "x" * 16_000  # 2,000 events of 16 KB: far more than the buffers between
 REQUEST = json.dumps(STREAM).encode()
 
 
+class _CountedTransport:
+    """A client transport that counts the parts written to it."""
+
+    def __init__(self, transport: asyncio.WriteTransport, counts: dict[bool, int]) -> None:
+        self.transport = transport
+        self.counts = counts
+
+    def write(self, data: bytes) -> None:
+        self.counts[True] += 1
+        self.transport.write(data)
+
+
 @pytest.fixture
 def writes(monkeypatch: pytest.MonkeyPatch) -> dict[bool, int]:
-    """Counts of the writer's writes: True for those taken, False for those declined."""
+    """A chunked answer's parts by the way they went: True for those the engine connection
+    wrote to the client itself, False for those sent through uvicorn's ``send``."""
     counts = {True: 0, False: 0}
-    original = PartWriter.__call__
+    part_writer = ClientConnection.part_writer
+    send = RequestResponseCycle.send
 
-    def counted(self: PartWriter, body: bytes) -> bool:
-        taken = original(self, body)
-        counts[taken] += 1
-        return taken
+    def counted_writer(self: ClientConnection, clock: Callable[[], float]) -> PartWriter:
+        writer = part_writer(self, clock)
+        writer.transport = _CountedTransport(writer.transport, counts)  # type: ignore[assignment]
+        return writer
 
-    monkeypatch.setattr(PartWriter, "__call__", counted)
+    async def counted_send(self: RequestResponseCycle, message: Any) -> None:
+        if (
+            self.chunked_encoding
+            and message["type"] == "http.response.body"
+            and message.get("more_body")
+        ):
+            counts[False] += 1
+        await send(self, message)
+
+    monkeypatch.setattr(ClientConnection, "part_writer", counted_writer)
+    monkeypatch.setattr(RequestResponseCycle, "send", counted_send)
     return counts
 
 
@@ -104,6 +130,7 @@ def test_a_slow_reader_gets_every_event_in_order(writes: dict[bool, int]) -> Non
             assert written < EVENTS // 2
             buffered = [c.buffered for c in router.app.proxy.pool._open]  # type: ignore[union-attr]
             assert max(buffered) <= 512 << 10
+            written_straight = writes[True]
             # Reading on, the client gets every event once, in order, in valid framing.
             answers = _Answers()
             await answers.read(reader, 1)
@@ -114,9 +141,11 @@ def test_a_slow_reader_gets_every_event_in_order(writes: dict[bool, int]) -> Non
             assert numbers == list(range(EVENTS))
             writer.close()
             await writer.wait_closed()
-        # Both ways were taken: straight out, and through `send` while writing was paused.
-        assert writes[True] > 0
+        # Both ways were taken: straight out, and through `send` while writing was paused;
+        # and straight out again once the client took writes again.
+        assert written_straight > 0
         assert writes[False] > 0
+        assert writes[True] > written_straight
 
     run(scenario())
 
@@ -147,6 +176,35 @@ def test_the_connection_is_kept_alive_after_a_written_stream(writes: dict[bool, 
                 assert line["ttfb_ms"] is not None
             assert len(backend.requests) == 2
         assert writes[True] >= 8  # each token went straight out, in both answers
+
+    run(scenario())
+
+
+def test_a_hang_up_mid_stream_stops_the_writer_for_good(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once the client is gone nothing is written to its closed transport (uvloop raises
+    there), even before the request's task hears of it."""
+    made: list[PartWriter] = []
+    part_writer = ClientConnection.part_writer
+
+    def recorded(self: ClientConnection, clock: Callable[[], float]) -> PartWriter:
+        made.append(part_writer(self, clock))
+        return made[-1]
+
+    monkeypatch.setattr(ClientConnection, "part_writer", recorded)
+
+    async def scenario() -> None:
+        async with (
+            FakeBackend(Mode.STREAM, chunks=200, delay=0.01) as backend,
+            RouterServer(config(backend.url)) as router,
+        ):
+            reader, writer = await asyncio.open_connection("127.0.0.1", router.port)
+            writer.write(_post())
+            await reader.readuntil(b"data: ")  # the stream is under way
+            assert made[0].writable
+            writer.close()
+            await until(lambda: len(router.log_lines()) == 1)
+            assert router.log_lines()[0]["status"] == 499
+            assert not made[0].writable
 
     run(scenario())
 

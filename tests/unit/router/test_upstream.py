@@ -263,19 +263,35 @@ class Engine:
         await self.writer.drain()
 
 
-def test_a_sink_gets_each_read_while_the_reader_waits() -> None:
+class Outlet:
+    """An outlet whose transport is itself: it keeps each part written, unframed."""
+
+    def __init__(self, writable: bool) -> None:
+        self.transport = self
+        self.writable = writable
+        self.first_at: float | None = None
+        self.previous = self.last = b""
+        self.taken: list[bytes] = []
+
+    def clock(self) -> float:
+        return 1.5
+
+    def write(self, data: bytes) -> None:
+        size, rest = data.split(b"\r\n", 1)
+        assert rest.endswith(b"\r\n")  # one whole chunk
+        assert int(size, 16) == len(rest) - 2
+        self.taken.append(rest[:-2])
+
+
+def test_an_outlet_gets_each_read_while_the_reader_waits() -> None:
     async def scenario() -> None:
         engine = Engine()
         server, port = await raw_server(engine.handle)
         async with server, Pool(limit=4, connect_timeout=5) as pool:
             response = await pool.request("127.0.0.1", port, HEAD, b"{}")
-            taken: list[bytes] = []
-
-            def sink(body: bytes) -> bool:
-                taken.append(body)
-                return True
-
-            response.splice(sink)
+            outlet = Outlet(writable=True)
+            taken = outlet.taken
+            response.splice(outlet)  # type: ignore[arg-type]
             reading = asyncio.ensure_future(response.read_chunk())
             await asyncio.sleep(0)  # the reader is waiting
             for n in range(3):
@@ -283,6 +299,8 @@ def test_a_sink_gets_each_read_while_the_reader_waits() -> None:
                 await until(lambda n=n: len(taken) == n + 1)  # type: ignore[misc]
             assert not reading.done()  # the reader slept through all three
             assert taken == [b"part 0", b"part 1", b"part 2"]
+            # Noted as written: the first one's time, the last two.
+            assert (outlet.first_at, outlet.previous, outlet.last) == (1.5, b"part 1", b"part 2")
             await engine.part(b"last")
             await engine.part(b"")
             # The end of the body is the reader's: the last part with it, then b"".
@@ -295,35 +313,29 @@ def test_a_sink_gets_each_read_while_the_reader_waits() -> None:
     run(scenario())
 
 
-def test_what_the_sink_declines_reaches_the_reader_first_and_in_order() -> None:
+def test_what_the_outlet_does_not_take_reaches_the_reader_first_and_in_order() -> None:
     async def scenario() -> None:
         engine = Engine()
         server, port = await raw_server(engine.handle)
         async with server, Pool(limit=4, connect_timeout=5) as pool:
             response = await pool.request("127.0.0.1", port, HEAD, b"{}")
-            taken: list[bytes] = []
-            open_ = [False]
-
-            def sink(body: bytes) -> bool:
-                if open_[0]:
-                    taken.append(body)
-                return open_[0]
-
-            response.splice(sink)
+            outlet = Outlet(writable=False)
+            taken = outlet.taken
+            response.splice(outlet)  # type: ignore[arg-type]
             reading = asyncio.ensure_future(response.read_chunk())
             await asyncio.sleep(0)  # the reader is waiting
-            await engine.part(b"a")  # declined: the reader wakes with it
+            await engine.part(b"a")  # not writable: the reader wakes with it
             assert await reading == b"a"
             # While the reader holds "a" (as if writing it out), later parts wait for it,
-            # even though the sink would take them now.
-            open_[0] = True
+            # even though the outlet would take them now.
+            outlet.writable = True
             await engine.part(b"b")
             await engine.part(b"c")
-            arrived = response._connection.chunks  # both parts read, neither offered
+            arrived = response._connection.chunks  # both parts read, neither written
             await until(lambda: b"".join(arrived) == b"bc")
             assert taken == []
             assert await response.read_chunk() == b"bc"
-            # Back in the reader's wait, the sink takes what comes.
+            # Back in the reader's wait, the outlet takes what comes.
             reading = asyncio.ensure_future(response.read_chunk())
             await asyncio.sleep(0)  # the reader is waiting
             await engine.part(b"d")
