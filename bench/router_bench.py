@@ -17,7 +17,9 @@ pool of 1,000) share core 1. Each run measures, for every target:
   per reply: body reading and parsing, the prefix key, the stream, the bookkeeping.
 
 Medians over ``--runs`` runs are printed as a Markdown table, with the load average before
-and after (the figures are only comparable within one run on a quiet machine).
+and after (the figures are only comparable within one run on a quiet machine), then each
+router's CPU figures over vllm-router's of the same run (medians and ranges of the
+per-run ratios: steadier than the figures, which move by 10-40% between runs here).
 vllm-router (PyPI package ``vllm-router``, ``--policy consistent_hash``) is used when
 ``--vllm-router`` names its executable or one is found on PATH; install it in a separate
 virtualenv, it is not a project dependency. ``--baseline [LABEL=]TREE`` (repeatable) adds
@@ -293,6 +295,37 @@ def table(results: dict[str, Sample]) -> str:
     return "\n".join(rows)
 
 
+def paired_ratios(results: dict[str, Sample], reference: str) -> str:
+    """Each target's CPU figures over ``reference``'s of the same run: medians [ranges].
+
+    A run measures every target within a minute or two, so a ratio within a run cancels
+    most of what the machine did between runs (the figures themselves move by 10-40%).
+    """
+    base = results[reference]
+    phases = ("cpu_per_request_us", "cpu_per_chunk_us", "cpu_per_chat_ms")
+    rows = [
+        f"| target | CPU per request / {reference} | per chunk / {reference} "
+        f"| per chat stream / {reference} |",
+        "|---|---|---|---|",
+    ]
+    for name, sample in results.items():
+        if name == reference or not sample.cpu_per_request_us:
+            continue
+        cells = [name]
+        for phase in phases:
+            ratios = [
+                mine / theirs
+                for mine, theirs in zip(getattr(sample, phase), getattr(base, phase), strict=True)
+            ]
+            cells.append(
+                f"{statistics.median(ratios):.3f} [{min(ratios):.3f}-{max(ratios):.3f}]"
+                if ratios
+                else "-"
+            )
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=3)
@@ -343,6 +376,9 @@ def main() -> None:
     for when, (one, five, fifteen) in zip(("before", "after"), loads, strict=True):
         print(f"load average {when}: {one:.2f} {five:.2f} {fifteen:.2f} (1, 5, 15 min)")
     print(table(results))
+    if "vllm-router" in results:
+        print()
+        print(paired_ratios(results, "vllm-router"))
 
 
 if __name__ == "__main__":
