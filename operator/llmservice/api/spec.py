@@ -707,7 +707,10 @@ class Timeouts(CamelModel):
         description="Time until a replica sends response headers (covers queueing and prefill).",
     )
     idle_seconds: Annotated[float, Field(gt=0, le=3600)] = Field(
-        default=60, description="Longest silence between two chunks of a streamed response."
+        default=60,
+        description="Longest silence between two chunks of a streamed response. Noticed up"
+        " to two checks late: the router checks every 1/32 of the shortest of the first"
+        " byte, idle and total limits, at least once a second.",
     )
     total_seconds: Annotated[float, Field(gt=0, le=86400)] = Field(
         default=1800, description="Longest time for a whole request."
