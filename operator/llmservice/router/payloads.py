@@ -267,7 +267,7 @@ def _check_message_objects(head: _Head) -> None:
     for item in astuple(head):
         if not item:
             return
-        if memoryview(item)[0] != _OBJECT_START:
+        if not _is(item, _OBJECT_START):
             raise InvalidRequest("'messages' must be a list of message objects.", param="messages")
 
 

@@ -93,6 +93,7 @@ def test_resolve_model() -> None:
         ("/v1/chat/completions", b"{}", "messages"),
         ("/v1/chat/completions", b'{"messages": []}', "messages"),
         ("/v1/chat/completions", b'{"messages": ["hi"]}', "messages"),
+        ("/v1/chat/completions", b'{"messages": [{"role": "user"}, 3]}', "messages"),
         ("/v1/chat/completions", b'{"messages": "hi"}', "messages"),
         ("/v1/completions", b'{"prompt": ""}', "prompt"),
         ("/v1/embeddings", b'{"input": null}', "input"),
