@@ -38,6 +38,10 @@ class LeastLoadBalancer:
 
     def __init__(self) -> None:
         self._replicas: tuple[str, ...] = ()
+        # Each turn's order of the replicas, and one immutable Choice per replica: made
+        # when the fleet changes, not on every pick.
+        self._orders: tuple[tuple[str, ...], ...] = ()
+        self._choices: dict[str, Choice] = {}
         self._turn = 0
 
     @property
@@ -45,26 +49,26 @@ class LeastLoadBalancer:
         return self._replicas
 
     def update(self, replicas: Collection[str]) -> None:
-        self._replicas = tuple(sorted(set(replicas)))
+        ordered = self._replicas = tuple(sorted(set(replicas)))
+        self._orders = tuple(ordered[i:] + ordered[:i] for i in range(len(ordered)))
+        self._choices = {replica: Choice(replica) for replica in ordered}
 
     def pick(
         self, key: str | None, loads: Mapping[str, int], exclude: Collection[str] = ()
     ) -> Choice | None:
-        replicas = self._replicas
-        count = len(replicas)
-        if not count:
+        orders = self._orders
+        if not orders:
             return None
-        self._turn = (self._turn + 1) % count
+        turn = self._turn = (self._turn + 1) % len(orders)
         best: str | None = None
         best_load = 0
-        for i in range(count):
-            replica = replicas[(self._turn + i) % count]
+        for replica in orders[turn]:
             if replica in exclude:
                 continue
             load = loads.get(replica, 0)
             if best is None or load < best_load:
                 best, best_load = replica, load
-        return None if best is None else Choice(best)
+        return None if best is None else self._choices[best]
 
 
 class RoundRobinBalancer:

@@ -234,6 +234,24 @@ def test_the_table_is_bounded_and_forgets_the_least_recently_used() -> None:
     assert table.counts == {"a": 2, "b": 1}
 
 
+def test_a_full_table_forgets_quiet_sessions_first_and_a_quiet_one_counts_again() -> None:
+    table = SessionTable(max_sessions=3, idle_seconds=600.0, active_seconds=10.0)
+    table.put(1, "a", 0.0)
+    table.put(2, "b", 1.0)
+    table.expire(20.0)  # both quiet now: remembered, not counted
+    assert (len(table), table.counts) == (2, {})
+    table.put(3, "a", 20.0)
+    table.put(4, "a", 21.0)  # full: the quietest session goes, not an active one
+    assert (table.get(1), table.get(2), table.get(3), table.get(4)) == (None, "b", "a", "a")
+    table.put(2, "b", 22.0)  # back: it counts again, and the table stays full
+    assert (len(table), table.counts) == (3, {"a": 2, "b": 1})
+    table.put(5, "b", 23.0)  # full of active sessions: the least recently seen goes
+    assert table.get(3) is None
+    assert table.counts == {"a": 1, "b": 2}
+    table.expire(700.0)
+    assert (len(table), table.counts) == (0, {})
+
+
 def test_a_removed_replica_leaves_no_count_behind() -> None:
     balancer = sticky(["a", "b", "c"])
     place(balancer, range(30))
