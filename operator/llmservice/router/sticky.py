@@ -19,7 +19,16 @@ replica of four often gets 1.2-1.3 times the mean). So placement and stickiness 
 - **A known session stays** on the replica that served its previous turn, whatever the
   counts, unless that replica is excluded (failed, ejected, at its concurrency cap) or holds
   more than ``load_bound`` times the mean requests in flight: moving costs a full re-prefill
-  of the conversation, so only an overload is worth it. A moved session stays where it moved.
+  of the conversation, so only an overload is worth it (a bound that let shorter
+  conversations leave sooner moved ten times as many turns and shortened no tail:
+  bench/README.md). A moved session stays where it moved.
+
+What the decisions weigh: the router's own counts, exact at the moment of the pick (the
+requests in flight per replica, which with one router replica are the engine's running and
+waiting requests, and the active sessions). Not the engines' scraped signals
+(``vllm:num_requests_waiting``, KV-cache usage): read every scrape interval they lag the
+pile-ups that make the TTFT tail, which build and drain within one to two seconds, and
+router replicas that scraped at different moments would place the same session apart.
 
 The table is bounded: at most ``max_sessions`` entries (least recently used first out), and
 sessions idle for ``idle_seconds`` are forgotten; a session stops counting for placement
