@@ -38,6 +38,7 @@ from typing import Any, ClassVar
 import httptools
 from uvicorn._types import ASGI3Application
 from uvicorn.config import Config
+from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.httptools_impl import (
     STATUS_LINE,
     HttpToolsProtocol,
@@ -205,6 +206,25 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = False
         self._cancel_head_timer()
         super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        # uvicorn adds every part of a body to a bytearray and copies it out into bytes for
+        # each receive(): two copies of every body (about 2% of a request's instructions
+        # with a 14 KB prompt). A part that comes while nothing is held is held as the
+        # parser's own bytes instead, which receive()'s bytes() passes on uncopied; a
+        # second part before the app receives goes to a bytearray as uvicorn's would, so
+        # parts that pile up are not copied again on each one.
+        cycle = self.cycle
+        held = cycle.body
+        if held or cycle.response_complete or self.parser.should_upgrade():
+            if held and isinstance(held, bytes):  # not a bytearray: ours, held alone
+                cycle.body = bytearray(held)
+            super().on_body(body)
+            return
+        cycle.body = body  # type: ignore[assignment]
+        if len(body) > HIGH_WATER_LIMIT:
+            self.flow.pause_reading()
+        cycle.message_event.set()
 
     def on_message_complete(self) -> None:
         self._in_head = True

@@ -443,9 +443,9 @@ class Pool:
                 raise DisconnectedError(
                     "the connection is closed", before_response=True, reused=reused
                 )
-            transport.write(
-                head + b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
-            )
+            # One writev of the head and the body: the body is not copied onto the head's
+            # end (14,000 instructions with a 14 KB prompt), and a short one costs no more.
+            transport.writelines((head + b"\r\nContent-Length: %d\r\n\r\n" % len(body), body))
             while not connection.head_done:
                 if connection.error is not None:
                     error = connection.error

@@ -358,6 +358,31 @@ def test_a_chunked_request_is_forwarded_with_a_content_length_only() -> None:
     run(scenario())
 
 
+@pytest.mark.parametrize("pause", [0.0, 0.002])
+def test_a_body_in_many_pieces_reaches_the_engine_whole(pause: float) -> None:
+    # The pieces come in reads of their own (paused) or pile up between the app's receives
+    # (not paused, and more than uvicorn's flow control lets in before it pauses reading):
+    # either way the engine gets every byte, in order.
+    async def scenario() -> None:
+        async with FakeBackend() as backend, RouterServer(config(backend.url)) as server:
+            filler = "".join(chr(0x41 + n % 26) for n in range(300_000))
+            body = json.dumps({**CHAT, "user": filler}).encode()
+            reader, writer = await connect(server)
+            writer.write(CHAT_HEAD + b"Content-Length: %d\r\n\r\n" % len(body))
+            for start in range(0, len(body), 1500):
+                writer.write(body[start : start + 1500])
+                if pause:
+                    await writer.drain()
+                    await asyncio.sleep(pause if start % 60_000 == 0 else 0)
+            status, _, _ = await read_response(reader)
+            writer.close()
+            assert status == 200
+            (received,) = backend.requests
+            assert received.body == body
+
+    run(scenario())
+
+
 def test_a_connection_in_use_stays_open_past_the_keep_alive_timeout() -> None:
     # One timer per connection moves on as requests come: only idleness closes it.
     async def scenario() -> None:
