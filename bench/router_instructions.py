@@ -7,12 +7,17 @@ same to 0.1% from run to run with a fixed hash seed, so a change of 1% shows. Th
 out the kernel (system calls) and the cost of cache misses, so they rank changes of Python
 code and are no substitute for the time of a change that swaps C for Python.
 
-For each target (the router of a source tree, or ``floor``: `bench/asgi_floor.py`), the
-router runs under callgrind in front of `bench/fast_backend.py`; ``--warmup`` requests go
-first, then the counters are zeroed, ``--requests`` non-streamed chat requests are sent
-over ``--connections`` keep-alive connections (each with its own ``X-Session-ID`` from a
-pool of 1,000, as in router_bench), and the count is dumped and divided by the requests.
+For each target (the router of a source tree, ``floor``: `bench/asgi_floor.py`, or
+``vllm-router``: the Rust router with ``--policy consistent_hash``, on PATH or in
+/tmp/vllm-router-venv, or ``--vllm-router PATH``), the router runs under callgrind in front
+of `bench/fast_backend.py`; ``--warmup`` requests go first, then the counters are zeroed,
+``--requests`` non-streamed chat requests are sent over ``--connections`` keep-alive
+connections (each with its own ``X-Session-ID`` from a pool of 1,000, as in router_bench),
+and the count is dumped and divided by the requests.
 Needs ``valgrind`` (``apt-get install valgrind``); each target takes about 40 s.
+
+``--chat-body`` sends router_bench's chat prompt (about 14 KB: a system prompt and a long
+user message) instead of a one-word one: what a request's body costs.
 
 ``--stream`` counts per streamed part instead: the requests ask for ``"stream": true`` and
 the backend answers each with ``--chunks`` SSE events and ``[DONE]``, one event every
@@ -22,6 +27,7 @@ cost spread over them, as in router_bench's CPU per chunk).
 
     python -m bench.router_instructions . floor /tmp/before-tree
     python -m bench.router_instructions --stream --requests 200 --warmup 40 . /tmp/before-tree
+    python -m bench.router_instructions --chat-body . vllm-router
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import argparse
 import asyncio
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -37,17 +44,22 @@ import time
 import urllib.error
 from pathlib import Path
 
-from bench.router_bench import free_port, wait_http
+from bench.router_bench import CHAT, HELLO, free_port, router_argv, wait_http
+from bench.routing_bench import VLLM_ROUTER_VENV
 
 FLOOR = "floor"
-BODY = b'{"model":"m","stream":false,"messages":[{"role":"user","content":"hello"}]}'
-STREAM_BODY = BODY.replace(b'"stream":false', b'"stream":true')
+VLLM_ROUTER = "vllm-router"
+_BODY = '{"model":"m","stream":%s,"messages":%s}'
 _LENGTH = re.compile(rb"(?i)\r\ncontent-length: *(\d+)")
 _CHUNKED_END = b"\r\n0\r\n\r\n"
 
 
-async def _client(port: int, requests: int, offset: int, stream: bool) -> None:
-    body = STREAM_BODY if stream else BODY
+def request_body(stream: bool, chat: bool) -> bytes:
+    """A chat request's body: streamed or not, with the one-word or the 14 KB prompt."""
+    return (_BODY % ("true" if stream else "false", CHAT if chat else HELLO)).encode()
+
+
+async def _client(port: int, requests: int, offset: int, body: bytes, stream: bool) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         for n in range(offset, offset + requests):
@@ -70,9 +82,12 @@ async def _client(port: int, requests: int, offset: int, stream: bool) -> None:
         writer.close()
 
 
-async def _load(port: int, requests: int, connections: int, stream: bool) -> None:
-    each = requests // connections
-    await asyncio.gather(*(_client(port, each, i * each, stream) for i in range(connections)))
+async def _load(port: int, requests: int, args: argparse.Namespace) -> None:
+    each = requests // args.connections
+    body = request_body(args.stream, args.chat_body)
+    await asyncio.gather(
+        *(_client(port, each, i * each, body, args.stream) for i in range(args.connections))
+    )
 
 
 def _callgrind_total(out: Path) -> int:
@@ -84,31 +99,40 @@ def _callgrind_total(out: Path) -> int:
 
 def count(target: str, backend_port: int, args: argparse.Namespace, tmp: Path) -> float:
     """Instructions per request (per streamed part with ``--stream``) of ``target`` (a
-    source tree, or ``floor``)."""
+    source tree, ``floor`` or ``vllm-router``)."""
     port = free_port()
     out = tmp / f"callgrind.{port}"
     valgrind = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
+    ready = f"http://127.0.0.1:{port}/readyz"
     if target == FLOOR:
-        command = ["-m", "bench.asgi_floor", "--backend-port", str(backend_port)]
+        command = [sys.executable, "-m", "bench.asgi_floor", "--backend-port", str(backend_port)]
+        command += ["--port", str(port)]
         env = {**os.environ, "PYTHONHASHSEED": "0"}
+    elif target == VLLM_ROUTER:
+        if not args.vllm_router:
+            raise RuntimeError("vllm-router not found: give --vllm-router PATH")
+        backend = f"http://127.0.0.1:{backend_port}"
+        command = router_argv(VLLM_ROUTER, port, backend, args.vllm_router)
+        env = dict(os.environ)
+        ready = f"http://127.0.0.1:{port}/v1/models"
     else:
         command = [
-            "-m", "llmservice.cli", "router", "--served-model-name", "m", "--host", "127.0.0.1",
-            "--static-backends", f"http://127.0.0.1:{backend_port}", "--drain-delay", "0",
-            "--log-level", "warning",
+            sys.executable, "-m", "llmservice.cli", "router", "--served-model-name", "m",
+            "--host", "127.0.0.1", "--static-backends", f"http://127.0.0.1:{backend_port}",
+            "--drain-delay", "0", "--log-level", "warning", "--port", str(port),
         ]  # fmt: skip
         operator = str(Path(target, "operator").resolve())
         env = {**os.environ, "PYTHONHASHSEED": "0", "PYTHONPATH": operator}
-    argv = [*valgrind, sys.executable, *command, "--port", str(port)]
+    argv = [*valgrind, *command]
     log = tmp / f"router.{port}.log"
     with open(log, "wb") as output:
         process = subprocess.Popen(argv, env=env, stdout=output, stderr=subprocess.STDOUT)
     try:
-        wait_http(f"http://127.0.0.1:{port}/readyz", timeout=300)
-        asyncio.run(_load(port, args.warmup, args.connections, args.stream))
+        wait_http(ready, timeout=300)
+        asyncio.run(_load(port, args.warmup, args))
         subprocess.run(["callgrind_control", "--zero", str(process.pid)], check=True,
                        stdout=subprocess.DEVNULL)  # fmt: skip
-        asyncio.run(_load(port, args.requests, args.connections, args.stream))
+        asyncio.run(_load(port, args.requests, args))
         subprocess.run(["callgrind_control", "--dump", str(process.pid)], check=True,
                        stdout=subprocess.DEVNULL)  # fmt: skip
         dumps = sorted(tmp.glob(f"callgrind.{port}.*"), key=lambda p: p.stat().st_mtime)
@@ -125,13 +149,25 @@ def count(target: str, backend_port: int, args: argparse.Namespace, tmp: Path) -
         process.wait(60)
 
 
+def _find_vllm_router() -> str | None:
+    """vllm-router on PATH, else where bench/README.md installs it, else None."""
+    found = shutil.which(VLLM_ROUTER)
+    if found is None and Path(VLLM_ROUTER_VENV).exists():
+        found = VLLM_ROUTER_VENV
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("targets", nargs="+", help=f"source trees, or {FLOOR!r}")
+    parser.add_argument("targets", nargs="+", help=f"source trees, {FLOOR!r} or {VLLM_ROUTER!r}")
     parser.add_argument("--requests", type=int, default=1600)
     parser.add_argument("--warmup", type=int, default=400)
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--stream", action="store_true", help="count per streamed part")
+    parser.add_argument(
+        "--chat-body", action="store_true", help="send the 14 KB chat prompt, not one word"
+    )
+    parser.add_argument("--vllm-router", default=_find_vllm_router())
     parser.add_argument("--chunks", type=int, default=64, help="SSE events per streamed reply")
     parser.add_argument("--sse-delay", type=float, default=0.01, help="seconds between events")
     args = parser.parse_args()
