@@ -252,6 +252,95 @@ def test_a_full_table_forgets_quiet_sessions_first_and_a_quiet_one_counts_again(
     assert (len(table), table.counts) == (0, {})
 
 
+class ReferenceTable:
+    """The table's contract, kept the plain way: every session with its replica, its last
+    request and that request's place in order, and whether an expiry found it quiet since."""
+
+    def __init__(self, max_sessions: int, idle: float, active: float) -> None:
+        self.max_sessions, self.idle, self.active = max_sessions, idle, min(active, idle)
+        self.seen: dict[int, tuple[str, float]] = {}
+        self.order: dict[int, int] = {}  # the latest request's number (times may tie)
+        self.requests = 0
+        self.quiet: set[int] = set()
+
+    def put(self, key: int, replica: str, now: float) -> None:
+        if key not in self.seen and len(self.seen) >= self.max_sessions:
+            oldest = min(self.seen, key=self.order.__getitem__)
+            self.drop(oldest)
+        self.seen[key] = (replica, now)
+        self.requests += 1
+        self.order[key] = self.requests
+        self.quiet.discard(key)
+
+    def drop(self, key: int) -> None:
+        del self.seen[key], self.order[key]
+        self.quiet.discard(key)
+
+    def expire(self, now: float) -> None:
+        for key, (_, seen) in list(self.seen.items()):
+            if seen < now - self.idle:
+                self.drop(key)
+            elif seen < now - self.active:
+                self.quiet.add(key)
+
+    def forget(self, gone: set[str]) -> None:
+        for key in [k for k, (replica, _) in self.seen.items() if replica in gone]:
+            self.drop(key)
+
+    def counts(self) -> dict[str, int]:
+        return dict(Counter(r for k, (r, _) in self.seen.items() if k not in self.quiet))
+
+
+# Few keys and small tables, so that sequences often fill the table while some of its
+# sessions are quiet: where which session goes first matters.
+puts = st.tuples(st.just("put"), st.integers(0, 6), st.sampled_from("abc"))
+operations = st.lists(
+    st.one_of(
+        puts,
+        puts,
+        st.tuples(st.just("expire"), st.just(0), st.just("")),
+        st.tuples(st.just("forget"), st.just(0), st.sampled_from("abcdefgh")),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(
+    st.integers(1, 4),
+    st.sampled_from([5.0, 20.0]),
+    st.sampled_from([1.0, 3.0, 30.0]),
+    operations,
+    st.lists(st.sampled_from([0.0, 0.5, 1.0, 4.0]), min_size=60, max_size=60),
+)
+def test_the_table_keeps_its_contract_under_any_sequence(
+    max_sessions: int,
+    idle: float,
+    active: float,
+    ops: list[tuple[str, int, str]],
+    steps: list[float],
+) -> None:
+    table = SessionTable(max_sessions=max_sessions, idle_seconds=idle, active_seconds=active)
+    reference = ReferenceTable(max_sessions, idle, active)
+    now = 0.0
+    for (op, key, replica), step in zip(ops, steps, strict=False):
+        now += step
+        if op == "put":
+            table.put(key, replica, now)
+            reference.put(key, replica, now)
+        elif op == "expire":
+            table.expire(now)
+            reference.expire(now)
+        else:
+            table.forget_replicas({replica})
+            reference.forget({replica})
+        assert len(table) == len(reference.seen) <= max_sessions
+        assert table.counts == reference.counts()
+        for probe in range(7):
+            expected = reference.seen.get(probe)
+            assert table.get(probe) == (None if expected is None else expected[0])
+
+
 def test_a_removed_replica_leaves_no_count_behind() -> None:
     balancer = sticky(["a", "b", "c"])
     place(balancer, range(30))
