@@ -21,8 +21,9 @@ and after (the figures are only comparable within one run on a quiet machine), t
 router's CPU figures over vllm-router's of the same run (medians and ranges of the
 per-run ratios: steadier than the figures, which move by 10-40% between runs here).
 vllm-router (PyPI package ``vllm-router``, ``--policy consistent_hash``) is used when
-``--vllm-router`` names its executable or one is found on PATH; install it in a separate
-virtualenv, it is not a project dependency. ``--baseline [LABEL=]TREE`` (repeatable) adds
+``--vllm-router`` names its executable or one is found on PATH or in
+/tmp/vllm-router-venv; install it in a virtualenv of its own, it is not a project
+dependency. ``--baseline [LABEL=]TREE`` (repeatable) adds
 the router of another source tree (for example a worktree of an earlier commit) as one more
 target, for before/after figures from one run. ``--floor`` adds ``bench/asgi_floor.py``, an
 ASGI proxy on the router's own stack that only forwards: the least a request can cost here.
@@ -74,6 +75,18 @@ _WORDS = "the quick brown fox jumps over the lazy dog while the router keeps cou
 CHAT = (
     f'[{{"role":"system","content":"{_WORDS * 14}"}},{{"role":"user","content":"{_WORDS * 180}"}}]'
 )
+
+
+# Where bench/README.md installs it (a virtualenv of its own), when it is not on PATH.
+VLLM_ROUTER_VENV = "/tmp/vllm-router-venv/bin/vllm-router"  # noqa: S108
+
+
+def find_vllm_router() -> str | None:
+    """vllm-router on PATH, else where bench/README.md installs it, else None."""
+    found = shutil.which("vllm-router")
+    if found is None and Path(VLLM_ROUTER_VENV).exists():
+        found = VLLM_ROUTER_VENV
+    return found
 
 
 def free_port() -> int:
@@ -332,7 +345,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--chunks", type=int, default=64, help="SSE events per streamed reply")
     parser.add_argument("--sse-delay", type=float, default=0.002, help="seconds between events")
-    parser.add_argument("--vllm-router", default=shutil.which("vllm-router"))
+    parser.add_argument("--vllm-router", default=find_vllm_router())
     parser.add_argument(
         "--baseline",
         action="append",

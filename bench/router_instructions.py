@@ -36,7 +36,6 @@ import argparse
 import asyncio
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -44,8 +43,7 @@ import time
 import urllib.error
 from pathlib import Path
 
-from bench.router_bench import CHAT, HELLO, free_port, router_argv, wait_http
-from bench.routing_bench import VLLM_ROUTER_VENV
+from bench.router_bench import CHAT, HELLO, find_vllm_router, free_port, router_argv, wait_http
 
 FLOOR = "floor"
 VLLM_ROUTER = "vllm-router"
@@ -149,14 +147,6 @@ def count(target: str, backend_port: int, args: argparse.Namespace, tmp: Path) -
         process.wait(60)
 
 
-def _find_vllm_router() -> str | None:
-    """vllm-router on PATH, else where bench/README.md installs it, else None."""
-    found = shutil.which(VLLM_ROUTER)
-    if found is None and Path(VLLM_ROUTER_VENV).exists():
-        found = VLLM_ROUTER_VENV
-    return found
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("targets", nargs="+", help=f"source trees, {FLOOR!r} or {VLLM_ROUTER!r}")
@@ -167,7 +157,7 @@ def main() -> None:
     parser.add_argument(
         "--chat-body", action="store_true", help="send the 14 KB chat prompt, not one word"
     )
-    parser.add_argument("--vllm-router", default=_find_vllm_router())
+    parser.add_argument("--vllm-router", default=find_vllm_router())
     parser.add_argument("--chunks", type=int, default=64, help="SSE events per streamed reply")
     parser.add_argument("--sse-delay", type=float, default=0.01, help="seconds between events")
     args = parser.parse_args()

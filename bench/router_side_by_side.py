@@ -44,6 +44,7 @@ from bench.router_bench import (
     POST_LUA,
     ROUTER_CORE,
     cpu_seconds,
+    find_vllm_router,
     free_port,
     process,
     router_argv,
@@ -159,7 +160,7 @@ def main() -> None:
     parser.add_argument("--stream-connections", type=int, default=16)
     parser.add_argument("--chunks", type=int, default=64, help="SSE events per streamed reply")
     parser.add_argument("--sse-delay", type=float, default=0.002, help="seconds between events")
-    parser.add_argument("--vllm-router", default=shutil.which(VLLM_ROUTER))
+    parser.add_argument("--vllm-router", default=find_vllm_router())
     parser.add_argument(
         "--baseline",
         action="append",

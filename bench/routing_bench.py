@@ -45,7 +45,6 @@ import hashlib
 import json
 import os
 import resource
-import shutil
 import statistics
 import subprocess
 import sys
@@ -60,14 +59,12 @@ import httpx
 import uvloop
 from bench.admission_bench import FIRST_TOKEN, percentile
 from bench.chat_workload import Session, Workload, WorkloadSpec, build, messages
-from bench.router_bench import free_port, process, router_argv, wait_http
+from bench.router_bench import find_vllm_router, free_port, process, router_argv, wait_http
 
 LLMSERVICE = str(Path(sys.executable).with_name("llmservice"))
 MODEL = "m"
 SESSION_HEADER = "X-Session-ID"
 REPLICA_HEADER = "x-inference-pod"
-# Where bench/README.md installs it (a virtualenv of its own), when it is not on PATH.
-VLLM_ROUTER_VENV = "/tmp/vllm-router-venv/bin/vllm-router"  # noqa: S108
 
 
 @dataclass(frozen=True)
@@ -578,8 +575,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dump", help="write every turn's result here, one JSON-lines file per run")
     p.add_argument(
         "--vllm-router",
-        default=shutil.which("vllm-router")
-        or (VLLM_ROUTER_VENV if Path(VLLM_ROUTER_VENV).exists() else None),
+        default=find_vllm_router(),
     )
     args = p.parse_args(argv)
     if args.sessions is None:
