@@ -26,7 +26,8 @@ vllm-router (PyPI package ``vllm-router``, ``--policy consistent_hash``) is used
 dependency. ``--baseline [LABEL=]TREE`` (repeatable) adds
 the router of another source tree (for example a worktree of an earlier commit) as one more
 target, for before/after figures from one run. ``--floor`` adds ``bench/asgi_floor.py``, an
-ASGI proxy on the router's own stack that only forwards: the least a request can cost here.
+ASGI proxy on the router's own stack that only forwards: the least a request can cost here,
+and ``bench/raw_floor.py``, the same without uvicorn and ASGI.
 Needs ``wrk`` and ``taskset``.
 
     python -m bench.router_bench --runs 5 --seconds 5 --baseline before=/tmp/before
@@ -191,13 +192,17 @@ class Sample:
 
 LLMSERVICE = "llmservice"
 FLOOR = "ASGI floor"
+RAW_FLOOR = "raw floor"
+# The floors' modules: the router's stack forwarding and nothing else, with uvicorn and
+# ASGI (`bench/asgi_floor.py`) and without (`bench/raw_floor.py`).
+FLOORS = {FLOOR: "bench.asgi_floor", RAW_FLOOR: "bench.raw_floor"}
 
 
 def router_argv(kind: str, port: int, backend: str, vllm_router: str | None) -> list[str]:
-    if kind == FLOOR:
+    if kind in FLOORS:
         backend_port = backend.rsplit(":", 1)[1]
         return [
-            sys.executable, "-m", "bench.asgi_floor", "--port", str(port),
+            sys.executable, "-m", FLOORS[kind], "--port", str(port),
             "--backend-port", backend_port,
         ]  # fmt: skip
     if kind.startswith(LLMSERVICE):
@@ -357,7 +362,8 @@ def main() -> None:
     parser.add_argument(
         "--floor",
         action="store_true",
-        help="also measure bench/asgi_floor.py: the same stack forwarding and nothing else",
+        help="also measure bench/asgi_floor.py and bench/raw_floor.py: the same stack"
+        " forwarding and nothing else, with and without uvicorn and ASGI",
     )
     args = parser.parse_args()
     if shutil.which("wrk") is None or shutil.which("taskset") is None:
@@ -369,7 +375,7 @@ def main() -> None:
     if args.vllm_router:
         trees["vllm-router"] = None
     if args.floor:
-        trees[FLOOR] = None
+        trees.update(dict.fromkeys(FLOORS))
     results = {kind: Sample() for kind in trees}
     loads = [os.getloadavg()]
     with tempfile.TemporaryDirectory(prefix="router-bench-") as tmp:

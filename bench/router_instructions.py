@@ -7,7 +7,8 @@ same to 0.1% from run to run with a fixed hash seed, so a change of 1% shows. Th
 out the kernel (system calls) and the cost of cache misses, so they rank changes of Python
 code and are no substitute for the time of a change that swaps C for Python.
 
-For each target (the router of a source tree, ``floor``: `bench/asgi_floor.py`, or
+For each target (the router of a source tree, ``floor``: `bench/asgi_floor.py`,
+``raw-floor``: `bench/raw_floor.py`, or
 ``vllm-router``: the Rust router with ``--policy consistent_hash``, on PATH or in
 /tmp/vllm-router-venv, or ``--vllm-router PATH``), the router runs under callgrind in front
 of `bench/fast_backend.py`; ``--warmup`` requests go first, then the counters are zeroed,
@@ -25,7 +26,7 @@ the backend answers each with ``--chunks`` SSE events and ``[DONE]``, one event 
 own, as it does at full speed; the count is divided by the parts relayed (the request's own
 cost spread over them, as in router_bench's CPU per chunk).
 
-    python -m bench.router_instructions . floor /tmp/before-tree
+    python -m bench.router_instructions . floor raw-floor /tmp/before-tree
     python -m bench.router_instructions --stream --requests 200 --warmup 40 . /tmp/before-tree
     python -m bench.router_instructions --chat-body . vllm-router
 """
@@ -46,6 +47,8 @@ from pathlib import Path
 from bench.router_bench import CHAT, HELLO, find_vllm_router, free_port, router_argv, wait_http
 
 FLOOR = "floor"
+RAW_FLOOR = "raw-floor"
+_FLOOR_MODULES = {FLOOR: "bench.asgi_floor", RAW_FLOOR: "bench.raw_floor"}
 VLLM_ROUTER = "vllm-router"
 _BODY = '{"model":"m","stream":%s,"messages":%s}'
 _LENGTH = re.compile(rb"(?i)\r\ncontent-length: *(\d+)")
@@ -102,8 +105,9 @@ def count(target: str, backend_port: int, args: argparse.Namespace, tmp: Path) -
     out = tmp / f"callgrind.{port}"
     valgrind = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
     ready = f"http://127.0.0.1:{port}/readyz"
-    if target == FLOOR:
-        command = [sys.executable, "-m", "bench.asgi_floor", "--backend-port", str(backend_port)]
+    if target in _FLOOR_MODULES:
+        command = [sys.executable, "-m", _FLOOR_MODULES[target]]
+        command += ["--backend-port", str(backend_port)]
         command += ["--port", str(port)]
         env = {**os.environ, "PYTHONHASHSEED": "0"}
     elif target == VLLM_ROUTER:
@@ -149,7 +153,9 @@ def count(target: str, backend_port: int, args: argparse.Namespace, tmp: Path) -
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("targets", nargs="+", help=f"source trees, {FLOOR!r} or {VLLM_ROUTER!r}")
+    parser.add_argument(
+        "targets", nargs="+", help=f"source trees, {FLOOR!r}, {RAW_FLOOR!r} or {VLLM_ROUTER!r}"
+    )
     parser.add_argument("--requests", type=int, default=1600)
     parser.add_argument("--warmup", type=int, default=400)
     parser.add_argument("--connections", type=int, default=8)

@@ -37,7 +37,7 @@ from pathlib import Path
 
 from bench.router_bench import (
     CHAT,
-    FLOOR,
+    FLOORS,
     HELLO,
     LLMSERVICE,
     LOAD_CORE,
@@ -168,7 +168,9 @@ def main() -> None:
         metavar="[LABEL=]TREE",
         help="the router of another source tree as one more target; repeatable",
     )
-    parser.add_argument("--floor", action="store_true", help="also bench/asgi_floor.py")
+    parser.add_argument(
+        "--floor", action="store_true", help="also bench/asgi_floor.py and bench/raw_floor.py"
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None or shutil.which("taskset") is None:
         sys.exit("router_side_by_side needs wrk and taskset (apt-get install wrk util-linux)")
@@ -180,7 +182,7 @@ def main() -> None:
         label, _, tree = given.rpartition("=")
         targets[f"{LLMSERVICE} ({label or Path(tree).name})"] = tree
     if args.floor:
-        targets[FLOOR] = None
+        targets.update(dict.fromkeys(FLOORS))
     loads = [os.getloadavg()]
     try:
         with tempfile.TemporaryDirectory(prefix="router-side-by-side-") as tmp:

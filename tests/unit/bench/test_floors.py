@@ -1,4 +1,5 @@
-"""The ASGI floor of router_bench forwards answers as the backend gives them, over sockets."""
+"""router_bench's floors (with and without ASGI) forward answers as the backend gives them,
+over sockets."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import httpx
+import pytest
 
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "hello"}]}
 
@@ -40,16 +42,21 @@ def running(*argv: str, port: int) -> Iterator[str]:
         process.wait(10)
 
 
-def test_the_floor_relays_plain_and_streamed_answers_unchanged() -> None:
+@pytest.mark.parametrize("floor_module", ["bench.asgi_floor", "bench.raw_floor"])
+def test_the_floor_relays_plain_and_streamed_answers_unchanged(floor_module: str) -> None:
     backend_port = free_port()
     with (
         running("bench.fast_backend", "--chunks", "3", port=backend_port) as backend,
-        running("bench.asgi_floor", "--backend-port", str(backend_port), port=free_port()) as floor,
+        running(floor_module, "--backend-port", str(backend_port), port=free_port()) as floor,
+        httpx.Client() as client,  # one keep-alive connection for every request
     ):
-        for body in (CHAT, {**CHAT, "stream": True}):
+        for body in (CHAT, {**CHAT, "stream": True}, CHAT):
             direct = httpx.post(backend + "/v1/chat/completions", json=body)
-            relayed = httpx.post(floor + "/v1/chat/completions", json=body)
+            relayed = client.post(floor + "/v1/chat/completions", json=body)
             assert relayed.status_code == direct.status_code == 200
             assert relayed.headers["content-type"] == direct.headers["content-type"]
             assert relayed.content == direct.content
-        assert b"data: [DONE]" in relayed.content
+            if body.get("stream"):
+                assert b"data: [DONE]" in relayed.content
+                assert relayed.headers["transfer-encoding"] == "chunked"
+        assert client.get(floor + "/health").text == "ok"
