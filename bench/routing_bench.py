@@ -20,7 +20,10 @@ busiest replica over the mean. From the client: time to first token (the first c
 content; an engine sends the role chunk at once) and end-to-end latency of the streamed
 requests, errors, and "moves": turns served by another replica than the session's previous
 turn, told by the ``x-inference-pod`` header each replica sets on its responses (both
-routers pass it through). The 1-minute load average is read as each target starts and ends.
+routers pass it through), and the "live spread": the busiest replica's conversations under
+way minus the idlest's, averaged over the run (`live_spread`; the caches' balance, where
+the share is the requests'). The 1-minute load average is read as each target starts and
+ends.
 
 With ``--routers 2`` every target runs two router processes and each turn goes to one of
 them by a hash of the session and the turn: what a load balancer that spreads every request
@@ -359,6 +362,43 @@ def moves(results: list[Result]) -> int:
     return count
 
 
+# How often `live_spread` counts the conversations under way on each replica.
+LIVE_SAMPLE_SECONDS = 0.5
+
+
+def live_spread(results: list[Result], step: float = LIVE_SAMPLE_SECONDS) -> float:
+    """The busiest replica's conversations under way minus the idlest's, every ``step``
+    seconds of the run, averaged: how evenly the router spread what the caches must hold.
+
+    A conversation is under way from its first turn's start to its last turn's end, on the
+    replica of its latest turn that started (between turns, the one that will be asked
+    next if it stays). Replicas that answered no turn do not count.
+    """
+    answered = sorted((r for r in results if r.replica is not None), key=lambda r: r.started)
+    if not answered:
+        return 0.0
+    replicas = sorted({r.replica for r in answered if r.replica is not None})
+    last_end: dict[int, float] = {}
+    for r in answered:
+        last_end[r.session] = max(last_end.get(r.session, 0.0), r.started + r.e2e)
+    start, end = answered[0].started, max(last_end.values())
+    spreads: list[int] = []
+    where: dict[int, str] = {}  # each conversation's replica as of the sample time
+    index, now = 0, start
+    while now <= end:
+        while index < len(answered) and answered[index].started <= now:
+            turn = answered[index]
+            where[turn.session] = turn.replica  # type: ignore[assignment]
+            index += 1
+        counts = dict.fromkeys(replicas, 0)
+        for session, replica in where.items():
+            if last_end[session] >= now:
+                counts[replica] += 1
+        spreads.append(max(counts.values()) - min(counts.values()))
+        now += step
+    return statistics.fmean(spreads)
+
+
 @dataclass
 class Row:
     label: str
@@ -372,6 +412,7 @@ class Row:
     errors: int
     load_start: float
     load_end: float
+    live_spread: float = 0.0
     requests: int = 0
     seconds: float = 0.0
     in_flight: float = 0.0
@@ -408,6 +449,7 @@ def summarize(
         share=max(served) / mean if mean else 0.0,
         moves=moves(results),
         errors=len(results) - len(ok),
+        live_spread=live_spread(results),
         load_start=load[0],
         load_end=load[1],
         requests=len(results),
@@ -432,15 +474,15 @@ def quality_table(rows: list[Row]) -> str:
 
 def run_table(rows: list[Row]) -> str:
     lines = [
-        "| target | requests | requests per replica | seconds | mean in flight "
+        "| target | requests | requests per replica | live spread | seconds | mean in flight "
         "| client CPU s | transcript |",
-        "|---|---:|---|---:|---:|---:|---|",
+        "|---|---:|---|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         per = " ".join(str(n) for n in r.per_replica)
         lines.append(
-            f"| {r.label} | {r.requests} | {per} | {r.seconds:.0f} | {r.in_flight:.1f} "
-            f"| {r.client_cpu:.1f} | {r.digest} |"
+            f"| {r.label} | {r.requests} | {per} | {r.live_spread:.1f} | {r.seconds:.0f} "
+            f"| {r.in_flight:.1f} | {r.client_cpu:.1f} | {r.digest} |"
         )
     return "\n".join(lines)
 
@@ -498,8 +540,8 @@ def medians_table(rows: list[Row]) -> str:
         by_label.setdefault(row.label, []).append(row)
     lines = [
         "| target | runs | hit rate | TTFT p50 ms | TTFT p99 ms | e2e p99 ms | share max/mean "
-        "| moves |",
-        "|---|---:|---|---|---|---|---|---|",
+        "| moves | live spread |",
+        "|---|---:|---|---|---|---|---|---|---|",
     ]
     for label, group in by_label.items():
         lines.append(
@@ -507,7 +549,8 @@ def medians_table(rows: list[Row]) -> str:
             f"| {cell([r.ttft_p50_ms for r in group], 0)} "
             f"| {cell([r.ttft_p99_ms for r in group], 0)} "
             f"| {cell([r.e2e_p99_ms for r in group], 0)} "
-            f"| {cell([r.share for r in group], 2)} | {cell([r.moves for r in group], 0)} |"
+            f"| {cell([r.share for r in group], 2)} | {cell([r.moves for r in group], 0)} "
+            f"| {cell([r.live_spread for r in group], 1)} |"
         )
     return "\n".join(lines)
 

@@ -17,6 +17,7 @@ from bench.routing_bench import (
     counters,
     digest,
     drive,
+    live_spread,
     measure,
     medians_table,
     moves,
@@ -126,9 +127,29 @@ def test_the_table_math() -> None:
     lines = medians_table([rounds[0], other, rounds[1], rounds[2]]).splitlines()
     assert lines[2] == (
         "| t | 3 | 0.400 [0.400-0.400] | 30 [30-30] | 70 [50-90] | 5000 [5000-5000] "
-        "| 1.80 [1.80-1.80] | 3 [2-4] |"
+        "| 1.80 [1.80-1.80] | 3 [2-4] | 1.0 [1.0-1.0] |"
     )
     assert lines[3].startswith("| u | 1 |")
+
+
+def test_live_spread_counts_conversations_under_way_on_their_latest_replica() -> None:
+    def turn(session: int, number: int, replica: str, started: float, e2e: float) -> Result:
+        return Result(session, number, True, 0.01, e2e, replica, started)
+
+    results = [
+        turn(0, 0, "a", 0.0, 1.0),
+        turn(0, 1, "a", 2.0, 1.0),  # under way on "a" from 0 to 3, between its turns too
+        turn(1, 0, "a", 0.0, 4.0),  # on "a" from 0 to 4
+        turn(2, 0, "b", 1.0, 1.0),  # on "b" from 1 to 2
+        Result(3, 0, False, None, 0.5, None, 0.0),  # no answer: on no replica
+    ]
+    # Samples at 0, 1, 2, 3, 4: a-b = 2-0, 2-1, 2-1, 2-0, 1-0.
+    assert live_spread(results, step=1.0) == pytest.approx(7 / 5)
+    # A session that moves counts on its new replica from its turn's start.
+    moved = [turn(0, 0, "a", 0.0, 1.0), turn(0, 1, "b", 1.5, 1.0), turn(1, 0, "b", 0.0, 3.0)]
+    # Samples at 0, 1, 2, 3: a-b = 1-1, 1-1, 0-2, 0-1.
+    assert live_spread(moved, step=1.0) == pytest.approx(3 / 4)
+    assert live_spread([]) == 0.0
 
 
 def test_moves_follow_turn_order_not_completion_order() -> None:
