@@ -153,7 +153,7 @@ def create_service(api: client.ApiClient, name: str, engine: dict[str, Any]) -> 
 
 
 def ready(api: client.ApiClient, namespace: str, name: str) -> bool:
-    obj = client.CustomObjectsApi(api).get_namespaced_custom_object(
+    obj: dict[str, Any] = client.CustomObjectsApi(api).get_namespaced_custom_object(  # type: ignore[assignment]
         GROUP, VERSION, namespace, PLURAL, name
     )
     conditions = (obj.get("status") or {}).get("conditions") or []
@@ -162,12 +162,14 @@ def ready(api: client.ApiClient, namespace: str, name: str) -> bool:
 
 def router_ips(api: client.ApiClient, namespace: str) -> list[str]:
     pods = client.CoreV1Api(api).list_namespaced_pod(namespace, label_selector=ROUTER).items
-    return sorted(
-        p.status.pod_ip
-        for p in pods
-        if p.status.pod_ip
-        and any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])
-    )
+    ips = []
+    for pod in pods:
+        status = pod.status
+        if status is None or not status.pod_ip:
+            continue
+        if any(c.type == "Ready" and c.status == "True" for c in status.conditions or []):
+            ips.append(status.pod_ip)
+    return sorted(ips)
 
 
 def scaling_events(
@@ -221,11 +223,11 @@ class EngineWatch:
     def _stream(self, list_call: Any, on_event: Callable[[str, Any], None], **kw: Any) -> None:
         # Short server-side timeouts, resumed from the last version seen, so the thread
         # notices `stop` within seconds and misses no event in between.
-        w = watch.Watch()
+        w = watch.Watch()  # type: ignore[no-untyped-call]
         version = None
         while not self.stop.is_set():
             try:
-                for event in w.stream(list_call, self.namespace, timeout_seconds=5,
+                for event in w.stream(list_call, self.namespace, timeout_seconds=5,  # type: ignore[no-untyped-call]
                                       resource_version=version, **kw):  # fmt: skip
                     on_event(event["type"], event["object"])
                     version = event["object"].metadata.resource_version

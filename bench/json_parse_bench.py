@@ -10,8 +10,8 @@ answered 503), uploader processes posting worst-case bodies of the largest allow
 a loop, and this process asking /healthz every 10 ms on its own keep-alive connection;
 prints the latency percentiles of /healthz.
 
-    .venv/bin/python bench/json_parse_bench.py
-    .venv/bin/python bench/json_parse_bench.py --healthz --uploaders 4 --seconds 20
+    .venv/bin/python -m bench.json_parse_bench
+    .venv/bin/python -m bench.json_parse_bench --healthz --uploaders 4 --seconds 20
 """
 
 from __future__ import annotations
@@ -30,11 +30,10 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+from bench.router_bench import free_port, process, wait_http
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from llmservice.router.config import DEFAULT_MAX_BODY_BYTES
 from llmservice.router.payloads import MAX_ELEMENTS, parse_body
-from router_bench import free_port, process, wait_http
 
 HEAD = b'{"model":"llama","messages":[{"role":"user","content":"x"}],"x":['
 
@@ -124,7 +123,7 @@ UPLOADER = """
 import sys, socket, time
 host, port, kind, seconds = sys.argv[1], int(sys.argv[2]), sys.argv[3], float(sys.argv[4])
 sys.path.insert(0, sys.argv[5])
-from json_parse_bench import bodies
+from bench.json_parse_bench import bodies
 body = bodies(int(sys.argv[6]))[kind]
 head = (f"POST /v1/chat/completions HTTP/1.1\\r\\nhost: x\\r\\ncontent-type: application/json"
         f"\\r\\ncontent-length: {len(body)}\\r\\n\\r\\n").encode()
@@ -156,14 +155,14 @@ def router(port: int, size: int) -> Iterator[subprocess.Popen[bytes]]:
 
 def healthz_while_parsing(uploaders: int, seconds: float, kind: str, size: int) -> None:
     port = free_port()
-    here = str(Path(__file__).resolve().parent)
+    root = str(Path(__file__).resolve().parent.parent)  # where `bench` imports from
     with router(port, size):
         argv = [sys.executable, "-c", UPLOADER, "127.0.0.1", str(port), kind]
         procs = [
             subprocess.Popen(
-                [*argv, str(seconds), here, str(size)],
+                [*argv, str(seconds), root, str(size)],
                 stdout=subprocess.PIPE,
-                env={**os.environ, "PYTHONPATH": here},
+                env={**os.environ, "PYTHONPATH": root},
             )
             for _ in range(uploaders)
         ]

@@ -145,7 +145,8 @@ def count(target: str, backend_port: int, args: argparse.Namespace, tmp: Path) -
         if not dumps:
             raise RuntimeError(f"callgrind wrote no dump; see {log}")
         parts = args.chunks + 1 if args.stream else 1  # the events and [DONE]
-        return _callgrind_total(dumps[-1]) / (args.requests * parts)
+        requests: int = args.requests
+        return _callgrind_total(dumps[-1]) / (requests * parts)
     finally:
         process.terminate()
         process.wait(60)

@@ -126,8 +126,8 @@ def run(targets: dict[str, str | None], args: argparse.Namespace, tmp: Path) -> 
             pids[kind], urls[kind] = proc.pid, f"http://127.0.0.1:{port}"
         for kind, url in urls.items():
             wait_http(url + ("/v1/models" if kind == VLLM_ROUTER else "/readyz"))
-            for script in scripts.values():  # connections and caches warm
-                wrk(url + "/v1/chat/completions", script, 8, 1, latency=False)
+            for lua in scripts.values():  # connections and caches warm
+                wrk(url + "/v1/chat/completions", lua, 8, 1, latency=False)
         with concurrent.futures.ThreadPoolExecutor(len(targets)) as pool:
             for round_ in range(args.rounds):
                 for phase, script, _, scale in PHASES:
