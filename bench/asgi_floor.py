@@ -79,13 +79,20 @@ class FloorApp:
             response.close()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+def floor_setup(description: str | None) -> argparse.Namespace:
+    """A floor's command line (``--port``, ``--backend-port``), and the router's garbage
+    collector settings."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--backend-port", type=int, required=True)
     args = parser.parse_args()
     gc.freeze()
     gc.set_threshold(GC_THRESHOLD, 20, 50)  # as the router's `serve` sets it
+    return args
+
+
+def main() -> None:
+    args = floor_setup(__doc__)
     uvicorn.run(
         FloorApp(args.backend_port),
         host="127.0.0.1",

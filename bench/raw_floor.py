@@ -18,15 +18,13 @@ but a GET is forwarded to the backend's /v1/chat/completions, a GET answers ``ok
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import gc
 from typing import cast
 
 import httptools
 import uvloop
+from bench.asgi_floor import floor_setup
 
-from llmservice.router.server import GC_THRESHOLD
 from llmservice.router.upstream import Pool
 
 HEAD = b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json"
@@ -111,12 +109,7 @@ async def serve(port: int, backend_port: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--backend-port", type=int, required=True)
-    args = parser.parse_args()
-    gc.freeze()
-    gc.set_threshold(GC_THRESHOLD, 20, 50)  # as the router's `serve` sets it
+    args = floor_setup(__doc__)
     uvloop.run(serve(args.port, args.backend_port))
 
 
