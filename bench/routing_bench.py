@@ -374,21 +374,22 @@ def live_spread(results: list[Result], step: float = LIVE_SAMPLE_SECONDS) -> flo
     replica of its latest turn that started (between turns, the one that will be asked
     next if it stays). Replicas that answered no turn do not count.
     """
-    answered = sorted((r for r in results if r.replica is not None), key=lambda r: r.started)
-    if not answered:
+    turns = sorted((r.started, r.session, r.replica) for r in results if r.replica is not None)
+    if not turns:
         return 0.0
-    replicas = sorted({r.replica for r in answered if r.replica is not None})
+    replicas = sorted({replica for _, _, replica in turns})
     last_end: dict[int, float] = {}
-    for r in answered:
-        last_end[r.session] = max(last_end.get(r.session, 0.0), r.started + r.e2e)
-    start, end = answered[0].started, max(last_end.values())
+    for r in results:
+        if r.replica is not None:
+            last_end[r.session] = max(last_end.get(r.session, 0.0), r.started + r.e2e)
+    end = max(last_end.values())
     spreads: list[int] = []
     where: dict[int, str] = {}  # each conversation's replica as of the sample time
-    index, now = 0, start
+    index, now = 0, turns[0][0]
     while now <= end:
-        while index < len(answered) and answered[index].started <= now:
-            turn = answered[index]
-            where[turn.session] = turn.replica  # type: ignore[assignment]
+        while index < len(turns) and turns[index][0] <= now:
+            _, session, replica = turns[index]
+            where[session] = replica
             index += 1
         counts = dict.fromkeys(replicas, 0)
         for session, replica in where.items():
