@@ -238,9 +238,15 @@ def test_autoscaler_scales_up_under_load_down_after_and_a_reapply_does_not_fight
     try:
         # Four requests in flight against a target of one per replica: the maximum, 3.
         engine_replicas_become(apps, namespace, "chat", 3, 60)
-        obj = wait_ready(custom, namespace, "chat")
-        decision = obj["status"]["autoscaling"]["lastDecision"]
-        assert (decision["reason"], decision["to"]) == ("ScaleUp", 3), decision
+        wait_ready(custom, namespace, "chat")
+
+        def scaled_up() -> dict[str, Any] | None:
+            # The operator writes the status after the Deployment it scaled: it may lag.
+            autoscaling = get_llms(custom, namespace, "chat")["status"].get("autoscaling") or {}
+            last = autoscaling.get("lastDecision") or {}
+            return last if (last.get("reason"), last.get("to")) == ("ScaleUp", 3) else None
+
+        decision = eventually(scaled_up, 30, "the status to give the scale-up to 3")
         assert decision["metric"] == "InFlightRequests"
         assert decision["value"] >= 2
 
