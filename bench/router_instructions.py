@@ -44,11 +44,13 @@ import time
 import urllib.error
 from pathlib import Path
 
+from bench import router_bench
 from bench.router_bench import CHAT, HELLO, find_vllm_router, free_port, router_argv, wait_http
 
 FLOOR = "floor"
 RAW_FLOOR = "raw-floor"
-_FLOOR_MODULES = {FLOOR: "bench.asgi_floor", RAW_FLOOR: "bench.raw_floor"}
+# This tool's names for router_bench's floors.
+_FLOOR_KINDS = {FLOOR: router_bench.FLOOR, RAW_FLOOR: router_bench.RAW_FLOOR}
 VLLM_ROUTER = "vllm-router"
 _BODY = '{"model":"m","stream":%s,"messages":%s}'
 _LENGTH = re.compile(rb"(?i)\r\ncontent-length: *(\d+)")
@@ -105,10 +107,9 @@ def count(target: str, backend_port: int, args: argparse.Namespace, tmp: Path) -
     out = tmp / f"callgrind.{port}"
     valgrind = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
     ready = f"http://127.0.0.1:{port}/readyz"
-    if target in _FLOOR_MODULES:
-        command = [sys.executable, "-m", _FLOOR_MODULES[target]]
-        command += ["--backend-port", str(backend_port)]
-        command += ["--port", str(port)]
+    if target in _FLOOR_KINDS:
+        backend = f"http://127.0.0.1:{backend_port}"
+        command = router_argv(_FLOOR_KINDS[target], port, backend, None)
         env = {**os.environ, "PYTHONHASHSEED": "0"}
     elif target == VLLM_ROUTER:
         if not args.vllm_router:
