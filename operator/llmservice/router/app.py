@@ -83,7 +83,7 @@ from llmservice.router.admission import (
 )
 from llmservice.router.auth import ApiKeys
 from llmservice.router.balancer import Balancer, make_balancer, routing_key
-from llmservice.router.client_connection import client_connection
+from llmservice.router.client_connection import ClientConnection, client_connection
 from llmservice.router.clients import Client
 from llmservice.router.config import RouterConfig
 from llmservice.router.cors import Cors
@@ -364,6 +364,8 @@ class RouterApp:
         if not request_id or not _REQUEST_ID.match(request_id):
             request_id = f"{self._id_prefix}{next(self._ids):08x}"
         proxied = ROUTES.get(path)
+        # The client's connection past ASGI, under the router's own server (None otherwise).
+        connection = client_connection(scope)
         exchange = Exchange(request_id=request_id, route=path if proxied else "other", model="")
         if self.tracing is not None and proxied is not None:
             exchange.span = self.tracing.start(scope["headers"], path)
@@ -380,9 +382,9 @@ class RouterApp:
             if proxied is not None:
                 if self.limiter.limited(exchange.client):
                     self._rate_limit(exchange)
-                await self._proxied(scope, receive, send, exchange, started, proxied)
+                await self._proxied(scope, receive, send, connection, exchange, started, proxied)
             else:
-                await self._local(scope, send, exchange)
+                await self._local(scope, send, connection, exchange)
         except RouterError as error:
             exchange.cause = error.cause
             if isinstance(error, TooManyRequests):
@@ -393,7 +395,8 @@ class RouterApp:
                 exchange.status = error.status
                 if BODY_READ not in scope and self._has_body(scope):
                     await self._discard_body(receive)
-                await self._send(send, error.status, error_body(error, request_id), exchange)
+                body = error_body(error, request_id)
+                await self._send(send, connection, error.status, body, exchange)
         except _ClientGone:
             exchange.status, exchange.cause = 499, "client_disconnect"
         finally:
@@ -465,6 +468,7 @@ class RouterApp:
     async def _send(
         self,
         send: Send,
+        connection: ClientConnection | None,
         status: int,
         body: bytes,
         exchange: Exchange,
@@ -478,8 +482,11 @@ class RouterApp:
         ]
         exchange.status = status
         exchange.response_started = True
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body, "more_body": False})
+        if connection is not None and connection.start(status, headers, chunked=False):
+            connection.write(body, False)  # head and body in one write, past ASGI
+        else:
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": body, "more_body": False})
         exchange.response_finished = True
 
     async def _preflight(self, send: Send, exchange: Exchange) -> None:
@@ -501,19 +508,26 @@ class RouterApp:
         data = [self._model_card(name) for name in self.config.model_names]
         return json.dumps({"object": "list", "data": data}).encode()
 
-    async def _model(self, send: Send, exchange: Exchange, name: str) -> None:
+    async def _model(
+        self, send: Send, connection: ClientConnection | None, exchange: Exchange, name: str
+    ) -> None:
         """One model as the OpenAI API's ``GET /v1/models/{model}`` answers it."""
         if name not in self._names and not (self._any_name and name):
             raise ModelNotFound(f"The model {name!r} does not exist.", param="model")
-        await self._send(send, 200, json.dumps(self._model_card(name)).encode(), exchange)
+        card = json.dumps(self._model_card(name)).encode()
+        await self._send(send, connection, 200, card, exchange)
 
-    async def _healthz(self, send: Send, exchange: Exchange) -> None:
+    async def _healthz(
+        self, send: Send, connection: ClientConnection | None, exchange: Exchange
+    ) -> None:
         """Liveness, and each replica's breaker (`llmservice.router.outliers`): the one
         handler of /healthz and its alias /health."""
         body = {"status": "ok", "replicas": self.proxy.outliers.snapshot()}
-        await self._send(send, 200, json.dumps(body).encode(), exchange)
+        await self._send(send, connection, 200, json.dumps(body).encode(), exchange)
 
-    async def _local(self, scope: Scope, send: Send, exchange: Exchange) -> None:
+    async def _local(
+        self, scope: Scope, send: Send, connection: ClientConnection | None, exchange: Exchange
+    ) -> None:
         path = scope["path"]
         handlers = {"/healthz", "/health", "/readyz", "/metrics", MODELS}
         if path not in handlers and not path.startswith(MODEL_PREFIX):
@@ -521,22 +535,28 @@ class RouterApp:
         if scope["method"] not in ("GET", "HEAD"):
             raise MethodNotAllowed(f"Use GET for {path}.")
         if path in ("/healthz", "/health"):
-            await self._healthz(send, exchange)
+            await self._healthz(send, connection, exchange)
         elif path.startswith(MODEL_PREFIX):
-            await self._model(send, exchange, path[len(MODEL_PREFIX) :])
+            await self._model(send, connection, exchange, path[len(MODEL_PREFIX) :])
         elif path == "/readyz":
             ready, reason = self.ready
             body = json.dumps({"status": "ok" if ready else "unavailable", "reason": reason})
-            await self._send(send, 200 if ready else 503, body.encode(), exchange)
+            await self._send(send, connection, 200 if ready else 503, body.encode(), exchange)
         elif path == "/metrics":
             kind = [(b"content-type", CONTENT_TYPE_LATEST.encode())]
-            await self._send(send, 200, self.metrics.render(), exchange, kind)
+            await self._send(send, connection, 200, self.metrics.render(), exchange, kind)
         else:
-            await self._send(send, 200, self._models, exchange)
+            await self._send(send, connection, 200, self._models, exchange)
 
     # -- proxied endpoints --------------------------------------------------------------
 
-    async def _read_body(self, scope: Scope, receive: Receive, exchange: Exchange) -> bytes:
+    async def _read_body(
+        self,
+        scope: Scope,
+        receive: Receive,
+        connection: ClientConnection | None,
+        exchange: Exchange,
+    ) -> bytes:
         """The request body, within the body limit and the router's budget of bytes held.
 
         Every byte read is charged to the budget (``body_bytes_held``) until the request ends
@@ -550,6 +570,14 @@ class RouterApp:
         scope[BODY_READ] = True  # from here on, read to the end or given up on
         if length is not None and length > limit:
             raise PayloadTooLarge(f"The request body exceeds {limit} bytes.")
+        whole = None if connection is None else connection.take_body()
+        if whole is not None:  # it came with the head: no receive() needed
+            size = len(whole)
+            if size > limit:
+                raise PayloadTooLarge(f"The request body exceeds {limit} bytes.")
+            if size:
+                self._hold(size, exchange)
+            return whole
         parts: list[bytes] = []
         size = 0
         while True:
@@ -562,12 +590,16 @@ class RouterApp:
                 size += more
                 if size > limit:
                     raise PayloadTooLarge(f"The request body exceeds {limit} bytes.")
-                self._check_budget(more, exchange)
-                self.body_bytes_held += more
-                exchange.body_bytes += more
+                self._hold(more, exchange)
                 parts.append(chunk)
             if not message.get("more_body", False):
                 return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def _hold(self, more: int, exchange: Exchange) -> None:
+        """Charge ``more`` body bytes of ``exchange`` to the budget, or refuse them."""
+        self._check_budget(more, exchange)
+        self.body_bytes_held += more
+        exchange.body_bytes += more
 
     def _check_budget(self, more: int, exchange: Exchange) -> None:
         """Refuse ``more`` body bytes that would take the router over its budget."""
@@ -590,6 +622,7 @@ class RouterApp:
         scope: Scope,
         receive: Receive,
         send: Send,
+        connection: ClientConnection | None,
         exchange: Exchange,
         started: float,
         route: Route,
@@ -598,7 +631,7 @@ class RouterApp:
         if scope["method"] != "POST":
             raise MethodNotAllowed(f"Use POST for {path}.")
         check_content_type(self._header(scope, b"content-type"))
-        raw = await self._read_body(scope, receive, exchange)
+        raw = await self._read_body(scope, receive, connection, exchange)
         fields = await self._parse(raw)
         session_value = self._header(scope, self._session_header)
         session = session_value.decode("latin-1") if session_value else None
@@ -647,7 +680,6 @@ class RouterApp:
         if task is None:  # pragma: no cover - always inside a task under a server
             raise RuntimeError("no current task")
         watch = _DisconnectWatch(receive, task, exchange)
-        connection = client_connection(scope)
         if connection is not None:
             connection.on_disconnect(watch.hung_up)  # told by the server: no task needed
             on_slow, slow_after = None, math.inf
@@ -664,7 +696,7 @@ class RouterApp:
                 task,
                 on_slow,
                 slow_after,
-                connection if exchange.stream else None,
+                connection,
             )
         except asyncio.CancelledError:
             if not watch.disconnected:

@@ -47,7 +47,6 @@ from uvicorn.protocols.http.httptools_impl import (
 from uvicorn.server import ServerState
 
 from llmservice.router import client_connection
-from llmservice.router.coalesce import hold_heads
 from llmservice.router.config import ClientLimits
 
 __all__ = ["BoundedHttpToolsProtocol", "bounded_protocol"]
@@ -182,10 +181,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
                 self._arm_head_timer()
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
-        # Not limits: each request's answer head goes out with its body (`coalesce`), and
-        # the app may write a stream's parts and hear of a hang-up past ASGI
-        # (`client_connection`).
-        hold_heads(cycle)
+        # Not limits: the app may take the body, write the answer and hear of a hang-up
+        # past ASGI (`client_connection`).
         client_connection.offer(cycle)
         super()._start_asgi_task(cycle, app)
 

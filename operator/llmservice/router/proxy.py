@@ -337,12 +337,13 @@ class Proxy:
         task: asyncio.Task[Any],
         on_slow: Callable[[], None] | None = None,
         slow_after: float = math.inf,
-        writer: ClientConnection | None = None,
+        connection: ClientConnection | None = None,
     ) -> None:
         """Send ``body`` to ``path`` on a chosen replica and stream its answer to ``send``.
 
-        ``task`` is the request's own (the caller's): a timeout cancels it. With a
-        ``writer`` an SSE answer's body parts go straight to the client (`PartWriter`).
+        ``task`` is the request's own (the caller's): a timeout cancels it. With the client's
+        ``connection`` the answer goes to it past ASGI where it can (`ClientConnection`), and
+        an SSE answer's parts straight from the engine's connection (`PartWriter`).
         """
         self.budget.record_request()
         loop = task.get_loop()
@@ -360,7 +361,7 @@ class Proxy:
             try:
                 # Idle while the engine sends nothing: the watchdog follows its reads.
                 watchdog.enter("idle", timeouts.idle, response.reads)
-                await self._relay(exchange, send, response, writer)
+                await self._relay(exchange, send, response, connection)
             finally:
                 response.close()
                 self._release(held)
@@ -371,9 +372,9 @@ class Proxy:
             error = UpstreamTimeout(TIMEOUT_MESSAGES[watchdog.expired])
             if not exchange.response_started:
                 raise error from None
-            await self._abort(exchange, send, error)
+            await self._abort(exchange, send, connection, error)
         except _AbortStream as abort:
-            await self._abort(exchange, send, abort.error)
+            await self._abort(exchange, send, connection, abort.error)
         finally:
             watchdog.close()
 
@@ -546,7 +547,7 @@ class Proxy:
         exchange: Exchange,
         send: Send,
         response: Response,
-        writer: ClientConnection | None,
+        connection: ClientConnection | None,
     ) -> None:
         status = response.status
         exchange.status = status
@@ -560,7 +561,16 @@ class Proxy:
         content_type = response.header(b"content-type") or b""
         sse = content_type.startswith(b"text/event-stream")
         keep_json = not sse and content_type.startswith(b"application/json")
-        await send({"type": "http.response.start", "status": status, "headers": out_headers})
+        # Past ASGI when the client's connection takes it (`ClientConnection.start`): the
+        # head is then held for the first part, but for a stream's, which the client sees at
+        # once (before the first token).
+        direct = connection
+        if direct is not None and direct.start(status, out_headers, chunked=sse):
+            if sse:
+                direct.write(b"", True)
+        else:
+            direct = None
+            await send({"type": "http.response.start", "status": status, "headers": out_headers})
         exchange.response_started = True
         exchange.sse = sse
         kept: list[bytes] = []
@@ -568,8 +578,8 @@ class Proxy:
         # An SSE answer's parts: written by the engine connection's callback as they arrive
         # (`PartWriter`), or sent by this task; either way noted, for the usage at the end.
         parts: PartsSent
-        if sse and writer is not None and writer.streaming:
-            parts = splice = writer.part_writer(self.clock)
+        if sse and connection is not None and connection.streaming:
+            parts = splice = connection.part_writer(self.clock)
             response.splice(splice)
         else:
             parts, splice = PartsSent(self.clock), None
@@ -592,7 +602,13 @@ class Proxy:
                 # one message, and one call into the server, fewer than an empty last one.
                 ended = response.ended
                 exchange.response_finished = ended
-                await send({"type": "http.response.body", "body": chunk, "more_body": not ended})
+                if direct is None:
+                    message = {"type": "http.response.body", "body": chunk, "more_body": not ended}
+                    await send(message)
+                else:
+                    if direct.paused:  # the client takes no more now: wait, as send would
+                        await direct.drain()
+                    direct.write(chunk, not ended)
                 if ended:
                     break
         except UpstreamError as error:
@@ -606,7 +622,10 @@ class Proxy:
                 exchange.first_byte_at = parts.first_at
         if not exchange.response_finished:
             exchange.response_finished = True
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            if direct is None:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+            else:
+                direct.write(b"", False)
         if sse:
             exchange.prompt_tokens, exchange.completion_tokens = usage_from_sse_tail(
                 parts.previous + parts.last
@@ -614,11 +633,21 @@ class Proxy:
         elif kept and kept_size < _USAGE_BODY_LIMIT:
             exchange.prompt_tokens, exchange.completion_tokens = usage_from_json(b"".join(kept))
 
-    async def _abort(self, exchange: Exchange, send: Send, error: RouterError) -> None:
+    async def _abort(
+        self,
+        exchange: Exchange,
+        send: Send,
+        connection: ClientConnection | None,
+        error: RouterError,
+    ) -> None:
         """End a response whose headers are already out; see the module docstring."""
         exchange.cause = error.cause
         if not exchange.sse:
-            return  # the app returns with the body incomplete and the server closes the connection
+            # The app returns with the body incomplete and the server closes the
+            # connection; a head held for the first part goes out first, as sent.
+            if connection is not None:
+                connection.flush()
+            return
         event = {
             "error": {
                 "message": error.message,
@@ -628,6 +657,7 @@ class Proxy:
             }
         }
         payload = b"data: " + json.dumps(event).encode() + b"\n\n"
+        # Through send whichever way the head went: the cycle's state is the same.
         await send({"type": "http.response.body", "body": payload, "more_body": True})
         exchange.response_finished = True
         await send({"type": "http.response.body", "body": b"", "more_body": False})

@@ -40,10 +40,12 @@ class _CountedTransport:
 @pytest.fixture
 def writes(monkeypatch: pytest.MonkeyPatch) -> dict[bool, int]:
     """A chunked answer's parts by the way they went: True for those the engine connection
-    wrote to the client itself, False for those sent through uvicorn's ``send``."""
+    wrote to the client itself, False for those the request's task wrote (through uvicorn's
+    ``send`` or the connection's `ClientConnection.write`)."""
     counts = {True: 0, False: 0}
     part_writer = ClientConnection.part_writer
     send = RequestResponseCycle.send
+    write = ClientConnection.write
 
     def counted_writer(self: ClientConnection, clock: Callable[[], float]) -> PartWriter:
         writer = part_writer(self, clock)
@@ -59,7 +61,13 @@ def writes(monkeypatch: pytest.MonkeyPatch) -> dict[bool, int]:
             counts[False] += 1
         await send(self, message)
 
+    def counted_write(self: ClientConnection, body: bytes, more: bool) -> None:
+        if self.streaming and body and more:
+            counts[False] += 1
+        write(self, body, more)
+
     monkeypatch.setattr(ClientConnection, "part_writer", counted_writer)
+    monkeypatch.setattr(ClientConnection, "write", counted_write)
     monkeypatch.setattr(RequestResponseCycle, "send", counted_send)
     return counts
 
@@ -209,7 +217,7 @@ def test_a_hang_up_mid_stream_stops_the_writer_for_good(monkeypatch: pytest.Monk
     run(scenario())
 
 
-def test_a_non_streamed_answer_is_not_written_past_send(writes: dict[bool, int]) -> None:
+def test_a_non_streamed_answer_is_not_spliced_part_by_part(writes: dict[bool, int]) -> None:
     async def scenario() -> None:
         async with (
             FakeBackend(Mode.JSON) as backend,
