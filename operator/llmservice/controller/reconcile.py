@@ -404,6 +404,33 @@ def _autoscaling_status(
     )
 
 
+async def _keep_scaling_step(
+    ctx: Context, body: Mapping[str, Any], service: LLMService, step: ScalingDecision
+) -> None:
+    """Record a step the engine Deployment took when its reconcile fails before writing
+    the status: only the autoscaling field (a merge patch leaves the rest as it is), and
+    only if the Deployment was scaled. Best effort, as `_report_transient`."""
+    meta = body["metadata"]
+    live = ctx.store.get("Deployment", meta["namespace"], naming.engine_name(service))
+    if live is None or (live.get("spec") or {}).get("replicas") != step.to_replicas:
+        return  # not applied: the next reconcile decides again
+    autoscaling = AutoscalingStatus(
+        current_replicas=int((live.get("status") or {}).get("replicas", 0)),
+        desired_replicas=step.to_replicas,
+        last_decision=step,
+    )
+    try:
+        await ctx.api.patch_status(
+            meta["namespace"], meta["name"], LLMServiceStatus(autoscaling=autoscaling)
+        )
+    except (client.ApiException, OSError) as error:
+        log.warning(
+            "Could not record the scaling step in the status: %s",
+            error,
+            extra=about(meta["namespace"], meta["name"]),
+        )
+
+
 async def reconcile(body: Mapping[str, Any], ctx: Context) -> Outcome:
     """Bring one LLMService's children and status in line with its spec."""
     outcome = Outcome()
@@ -446,40 +473,47 @@ async def reconcile(body: Mapping[str, Any], ctx: Context) -> Outcome:
     elif ctx.autoscaler is not None:
         ctx.autoscaler.forget(namespace, name)
 
-    applied = await _apply_children(ctx, body, service, desired, current, outcome)
+    try:
+        applied = await _apply_children(ctx, body, service, desired, current, outcome)
 
-    live_engine = ctx.store.get("Deployment", namespace, naming.engine_name(service))
-    engine_state = observe.deployment_state(live_engine, engine_replicas)
-    router_state = observe.deployment_state(
-        ctx.store.get("Deployment", namespace, naming.router_name(service)),
-        service.spec.router.replicas,
-    )
-    failed_mounts = await _failed_mounts(ctx, namespace, [*pods, *router_pods])
-    engine = observe.engine_observation(engine_state, pods, failed_mounts)
-    rejected_keys = await _rejected_keys(ctx, service, router_pods)
-    router = observe.router_observation(router_state, router_pods, failed_mounts, rejected_keys)
-    if applied.invalid:
-        summary = observe.invalid_spec_observations("; ".join(applied.invalid)[:4000])
-    else:
-        summary = list(observe.summary(engine, router, applied.error))
-    observations = [*summary, engine, router, monitoring]
+        live_engine = ctx.store.get("Deployment", namespace, naming.engine_name(service))
+        engine_state = observe.deployment_state(live_engine, engine_replicas)
+        router_state = observe.deployment_state(
+            ctx.store.get("Deployment", namespace, naming.router_name(service)),
+            service.spec.router.replicas,
+        )
+        failed_mounts = await _failed_mounts(ctx, namespace, [*pods, *router_pods])
+        engine = observe.engine_observation(engine_state, pods, failed_mounts)
+        rejected_keys = await _rejected_keys(ctx, service, router_pods)
+        router = observe.router_observation(router_state, router_pods, failed_mounts, rejected_keys)
+        if applied.invalid:
+            summary = observe.invalid_spec_observations("; ".join(applied.invalid)[:4000])
+        else:
+            summary = list(observe.summary(engine, router, applied.error))
+        observations = [*summary, engine, router, monitoring]
 
-    targets = _metrics_targets(pods, naming.ENGINE_PORT)
-    rates = await ctx.throughput.observe(namespace, name, targets, ctx.now)
+        targets = _metrics_targets(pods, naming.ENGINE_PORT)
+        rates = await ctx.throughput.observe(namespace, name, targets, ctx.now)
 
-    status = LLMServiceStatus(
-        observed_generation=generation,
-        conditions=_merge(conditions, observations, generation),
-        replicas=engine_state.desired,
-        ready_replicas=engine_state.ready,
-        replica_summary=f"{engine_state.ready}/{engine_state.desired}",
-        selector=naming.selector_string(service, naming.ENGINE),
-        router_ready_replicas=router_state.ready,
-        endpoint=endpoint_url(service),
-        throughput=_throughput_status(rates) if rates is not None else current.throughput,
-        autoscaling=(
-            _autoscaling_status(current, scaling, live_engine) if scaling is not None else None
-        ),
-    )
-    await _write_status(ctx, body, current, status, outcome)
+        status = LLMServiceStatus(
+            observed_generation=generation,
+            conditions=_merge(conditions, observations, generation),
+            replicas=engine_state.desired,
+            ready_replicas=engine_state.ready,
+            replica_summary=f"{engine_state.ready}/{engine_state.desired}",
+            selector=naming.selector_string(service, naming.ENGINE),
+            router_ready_replicas=router_state.ready,
+            endpoint=endpoint_url(service),
+            throughput=_throughput_status(rates) if rates is not None else current.throughput,
+            autoscaling=(
+                _autoscaling_status(current, scaling, live_engine) if scaling is not None else None
+            ),
+        )
+        await _write_status(ctx, body, current, status, outcome)
+    except Exception:
+        # The Deployment may have been scaled already: the next reconcile finds it at the
+        # new size, makes no decision, and the status would never say why it moved.
+        if scaling is not None and scaling.step is not None:
+            await _keep_scaling_step(ctx, body, service, scaling.step)
+        raise
     return outcome

@@ -17,8 +17,10 @@ from kubernetes import client
 from pydantic import ValidationError
 
 from llmservice.api import LLMServiceStatus
+from llmservice.controller.autoscaler import Evaluation
 from llmservice.controller.kinds import Kind
 from llmservice.controller.reconcile import Context, _evolve, reconcile
+from llmservice.controller.scaling import Decision, Load
 from llmservice.controller.store import ClusterStore
 from llmservice.controller.throughput import ThroughputTracker
 
@@ -139,3 +141,76 @@ def test_refused_child_stalls_with_the_spec_field_named_once() -> None:
 def test_a_misspelt_status_field_is_an_error() -> None:
     with pytest.raises(ValidationError, match="observedGenration"):
         _evolve(LLMServiceStatus(), observedGenration=1)
+
+
+class FlappingStatusAPI(RefusingAPI):
+    """Everything applies; the first ``failures`` status patches fail with 503."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    async def apply(self, kind: Kind, obj: Any) -> dict[str, Any]:
+        self.applied.append(obj["kind"])
+        return {**obj, "metadata": {**obj["metadata"], "resourceVersion": "1"}}
+
+    async def patch_status(self, namespace: str, name: str, status: LLMServiceStatus) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise client.ApiException(status=503, reason="Service Unavailable")
+        self.statuses.append(status)
+
+
+class ScaleUpTo:
+    """An autoscaler that decides one step up to ``replicas``."""
+
+    def __init__(self, replicas: int) -> None:
+        self.replicas = replicas
+
+    async def evaluate(self, *args: Any) -> Evaluation:
+        return Evaluation(
+            Decision(self.replicas, "ScaleUp", ""),
+            Load(value=30.0, demand=True, idle_seconds=0.0),
+            "RequestsInFlight",
+            8.0,
+        )
+
+
+@pytest.mark.parametrize(
+    ("failures", "recorded"),
+    [(1, True), (2, False)],
+    ids=["recorded-after-the-status-write-failed", "best-effort-when-that-fails-too"],
+)
+def test_a_scaling_step_is_kept_in_the_status_when_the_reconcile_fails_after_it(
+    failures: int, recorded: bool
+) -> None:
+    """The step's reconcile scaled the Deployment but could not write its status: the next
+    reconcile would find the Deployment at the new size and decide nothing, so the step is
+    recorded on its own (the autoscaling field alone) before the error goes on."""
+    api = FlappingStatusAPI(failures)
+    body = copy.deepcopy(BODY)
+    body["spec"]["engine"] = {"autoscaling": {"enabled": True, "minReplicas": 1, "maxReplicas": 3}}
+
+    async def scenario() -> None:
+        async with httpx.AsyncClient() as http:
+            context = Context(
+                api=api,  # type: ignore[arg-type]
+                store=ClusterStore(),
+                throughput=ThroughputTracker(http),
+                monitoring_crd_installed=False,
+                autoscaler=ScaleUpTo(3),  # type: ignore[arg-type]
+            )
+            with pytest.raises(client.ApiException):
+                await reconcile(body, context)
+
+    asyncio.run(scenario())
+    assert ("Normal", "ScaleUp") in [(kind, reason) for kind, reason, _ in api.events]
+    if not recorded:
+        assert api.statuses == []
+        return
+    (status,) = api.statuses
+    document = status.model_dump(mode="json", by_alias=True, exclude_none=True)
+    assert list(document) == ["autoscaling"]  # the rest of the status is left as it is
+    step = document["autoscaling"]["lastDecision"]
+    assert (step["from"], step["to"], step["reason"]) == (1, 3, "ScaleUp")
+    assert document["autoscaling"]["desiredReplicas"] == 3
