@@ -589,7 +589,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--base-port",
         type=int,
         help="replicas on this port and the next ones (default: free ports, which move the"
-        " hash rings from run to run)",
+        " hash rings from run to run); below the ephemeral range (32768-60999 on Linux),"
+        " where an outgoing connection may hold one",
     )
     p.add_argument("--sim-profile", default="8b-h100")
     p.add_argument(
