@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import socket
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import replace
 from types import TracebackType
 from typing import Any, TypeVar
@@ -40,6 +41,23 @@ def run(coro: Coroutine[Any, Any, T], timeout: float = TEST_TIMEOUT) -> T:
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(bounded())
+
+
+@contextlib.asynccontextmanager
+async def reset_at_exit(
+    port: int,
+) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    """A client connection to 127.0.0.1:``port`` that is reset when the block ends.
+
+    For a client that stops reading while the router still has an answer for it: uvloop's
+    loop does not close while a transport holds buffered writes, so a test that failed
+    there would hang when its loop closes instead of failing. A reset ends both sides.
+    """
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        yield reader, writer
+    finally:
+        writer.transport.abort()
 
 
 def config(*backends: str, **changes: Any) -> RouterConfig:

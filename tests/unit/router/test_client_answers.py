@@ -24,7 +24,7 @@ from llmservice.router import client_connection
 from llmservice.router.client_connection import ClientConnection
 
 from .backends import FakeBackend, Mode
-from .conftest import CHAT, RouterServer, config, run, until, until_stalled
+from .conftest import CHAT, RouterServer, config, reset_at_exit, run, until, until_stalled
 
 BODY = json.dumps(CHAT).encode()
 _DATE = re.compile(rb"\r\ndate: [^\r]*\r\n")
@@ -232,15 +232,17 @@ def test_a_client_that_reads_no_large_answer_holds_the_engine_back() -> None:
 
         server = await asyncio.start_server(engine, "127.0.0.1", 0)
         url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-        async with server, RouterServer(config(url)) as router:
-            reader, writer = await asyncio.open_connection("127.0.0.1", router.port)
+        async with (
+            server,
+            RouterServer(config(url)) as router,
+            reset_at_exit(router.port) as (reader, writer),
+        ):
             writer.write(post(request_id=b"r-1"))
             await until_stalled(lambda: written)
             assert written < size // 4
             head = await reader.readuntil(b"\r\n\r\n")
             assert b"content-length: %d\r\n" % size in head
             assert len(await reader.readexactly(size)) == size
-            writer.close()
 
     run(scenario())
 

@@ -17,7 +17,7 @@ from llmservice.router import client_connection
 from llmservice.router.client_connection import ClientConnection, PartWriter
 
 from .backends import FakeBackend, Mode
-from .conftest import CHAT, RouterServer, config, run, until, until_stalled
+from .conftest import CHAT, RouterServer, config, reset_at_exit, run, until, until_stalled
 
 STREAM = {**CHAT, "stream": True}
 EVENTS = 2_000
@@ -129,8 +129,11 @@ def test_a_slow_reader_gets_every_event_in_order(writes: dict[bool, int]) -> Non
 
         server = await asyncio.start_server(engine, "127.0.0.1", 0)
         url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-        async with server, RouterServer(config(url)) as router:
-            reader, writer = await asyncio.open_connection("127.0.0.1", router.port)
+        async with (
+            server,
+            RouterServer(config(url)) as router,
+            reset_at_exit(router.port) as (reader, writer),
+        ):
             writer.write(_post())
             # The client reads nothing: the engine's writes stop once the buffers between
             # are full.
@@ -147,8 +150,6 @@ def test_a_slow_reader_gets_every_event_in_order(writes: dict[bool, int]) -> Non
             assert events[-1] == b"[END]"
             numbers = [json.loads(event[len(b"data: ") :])["n"] for event in events[:-1]]
             assert numbers == list(range(EVENTS))
-            writer.close()
-            await writer.wait_closed()
         # Both ways were taken: straight out, and through `send` while writing was paused;
         # and straight out again once the client took writes again.
         assert written_straight > 0
