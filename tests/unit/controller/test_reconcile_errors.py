@@ -32,6 +32,17 @@ BODY: dict[str, Any] = {
 }
 
 
+def _context(api: Any, http: httpx.AsyncClient, **extra: Any) -> Context:
+    """A reconcile's context around a scripted ``api``, with an empty cluster store."""
+    return Context(
+        api=api,
+        store=ClusterStore(),
+        throughput=ThroughputTracker(http),
+        monitoring_crd_installed=False,
+        **extra,
+    )
+
+
 class UnavailableAPI:
     """Every apply fails with 503; status patches are recorded."""
 
@@ -50,12 +61,7 @@ def test_transient_error_sets_reconciling_and_propagates() -> None:
 
     async def scenario() -> None:
         async with httpx.AsyncClient() as http:
-            context = Context(
-                api=api,  # type: ignore[arg-type]
-                store=ClusterStore(),
-                throughput=ThroughputTracker(http),
-                monitoring_crd_installed=False,
-            )
+            context = _context(api, http)
             with pytest.raises(client.ApiException):
                 await reconcile(BODY, context)
 
@@ -113,12 +119,7 @@ def test_refused_child_stalls_with_the_spec_field_named_once() -> None:
 
     async def scenario() -> None:
         async with httpx.AsyncClient() as http:
-            context = Context(
-                api=api,  # type: ignore[arg-type]
-                store=ClusterStore(),
-                throughput=ThroughputTracker(http),
-                monitoring_crd_installed=False,
-            )
+            context = _context(api, http)
             await reconcile(body, context)
             # The next pass reads the status it wrote: the Ingress is not sent again, and
             # nothing changed, so nothing is written.
@@ -193,13 +194,7 @@ def test_a_scaling_step_is_kept_in_the_status_when_the_reconcile_fails_after_it(
 
     async def scenario() -> None:
         async with httpx.AsyncClient() as http:
-            context = Context(
-                api=api,  # type: ignore[arg-type]
-                store=ClusterStore(),
-                throughput=ThroughputTracker(http),
-                monitoring_crd_installed=False,
-                autoscaler=ScaleUpTo(3),  # type: ignore[arg-type]
-            )
+            context = _context(api, http, autoscaler=ScaleUpTo(3))
             with pytest.raises(client.ApiException):
                 await reconcile(body, context)
 

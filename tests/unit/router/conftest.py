@@ -60,6 +60,15 @@ async def reset_at_exit(
         writer.transport.abort()
 
 
+async def scripted_engine(
+    handler: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+) -> tuple[asyncio.Server, str]:
+    """An engine that answers each connection with ``handler``, and its base URL (for the
+    answers `backends.FakeBackend` has no mode for)."""
+    server = await asyncio.start_server(handler, "127.0.0.1", 0)
+    return server, f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+
+
 def config(*backends: str, **changes: Any) -> RouterConfig:
     base = RouterConfig(
         served_model_name="llama",

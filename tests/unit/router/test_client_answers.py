@@ -24,7 +24,16 @@ from llmservice.router import client_connection
 from llmservice.router.client_connection import ClientConnection
 
 from .backends import FakeBackend, Mode
-from .conftest import CHAT, RouterServer, config, reset_at_exit, run, until, until_stalled
+from .conftest import (
+    CHAT,
+    RouterServer,
+    config,
+    reset_at_exit,
+    run,
+    scripted_engine,
+    until,
+    until_stalled,
+)
 
 BODY = json.dumps(CHAT).encode()
 _DATE = re.compile(rb"\r\ndate: [^\r]*\r\n")
@@ -230,8 +239,7 @@ def test_a_client_that_reads_no_large_answer_holds_the_engine_back() -> None:
                     written += part
             writer.close()
 
-        server = await asyncio.start_server(engine, "127.0.0.1", 0)
-        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        server, url = await scripted_engine(engine)
         async with (
             server,
             RouterServer(config(url)) as router,
@@ -257,8 +265,7 @@ def test_an_answer_cut_off_before_its_body_still_gets_its_head_out() -> None:
             await writer.drain()
             writer.close()
 
-        server = await asyncio.start_server(engine, "127.0.0.1", 0)
-        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        server, url = await scripted_engine(engine)
         async with server, RouterServer(config(url)) as router:
             reader, writer = await asyncio.open_connection("127.0.0.1", router.port)
             writer.write(post(request_id=b"r-1"))

@@ -17,7 +17,16 @@ from llmservice.router import client_connection
 from llmservice.router.client_connection import ClientConnection, PartWriter
 
 from .backends import FakeBackend, Mode
-from .conftest import CHAT, RouterServer, config, reset_at_exit, run, until, until_stalled
+from .conftest import (
+    CHAT,
+    RouterServer,
+    config,
+    reset_at_exit,
+    run,
+    scripted_engine,
+    until,
+    until_stalled,
+)
 
 STREAM = {**CHAT, "stream": True}
 EVENTS = 2_000
@@ -127,8 +136,7 @@ def test_a_slow_reader_gets_every_event_in_order(writes: dict[bool, int]) -> Non
                 await reader.read()  # until the router lets the connection go
             writer.close()
 
-        server = await asyncio.start_server(engine, "127.0.0.1", 0)
-        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        server, url = await scripted_engine(engine)
         async with (
             server,
             RouterServer(config(url)) as router,
