@@ -98,7 +98,6 @@ def make_balancer(config: BalancerConfig) -> Balancer:
         return StickyBalancer(
             fallback=LeastLoadBalancer(),
             load_bound=config.load_bound,
-            session_bound=config.session_bound,
             placement_bound=config.placement_bound,
             virtual_nodes=config.virtual_nodes,
             max_sessions=config.max_sessions,

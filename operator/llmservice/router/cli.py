@@ -20,10 +20,9 @@ where it has the same knob)::
       --session-header X-Session-ID
       --load-bound 2.0                   a session leaves its replica only above this multiple
                                          of the mean requests in flight
-      --session-bound 1.05               new sessions keep every replica's session count
-                                         within this multiple of the mean
-      --placement-bound 1.0              ... and go only where the requests in flight are
-                                         within this multiple of the mean
+      --placement-bound 1.0              new sessions go where the requests in flight are
+                                         within this multiple of the mean (the one of those
+                                         with the fewest active sessions)
       --max-sessions 65536  --session-idle-timeout 600   the session table's bounds
       --session-active-seconds 30        a session counts for balance this long after a
                                          request
@@ -184,18 +183,12 @@ def parser() -> argparse.ArgumentParser:
         " multiple of the mean requests in flight, and no new session goes there",
     )
     p.add_argument(
-        "--session-bound",
-        type=float,
-        default=defaults.DEFAULT_SESSION_BOUND,
-        help="new sessions are placed so that no replica holds more than this multiple of"
-        " the mean number of active sessions (see --session-active-seconds)",
-    )
-    p.add_argument(
         "--placement-bound",
         type=float,
         default=defaults.DEFAULT_PLACEMENT_BOUND,
         help="a new session goes only to a replica holding at most this multiple of the mean"
-        " requests in flight (a new session has no cache to lose)",
+        " requests in flight (a new session has no cache to lose), the one of them with the"
+        " fewest active sessions (see --session-active-seconds)",
     )
     p.add_argument(
         "--max-sessions",
@@ -519,7 +512,6 @@ def build_config(args: argparse.Namespace) -> RouterConfig:
         balancer=BalancerConfig(
             strategy=args.strategy,
             load_bound=args.load_bound,
-            session_bound=args.session_bound,
             placement_bound=args.placement_bound,
             max_sessions=args.max_sessions,
             session_idle_seconds=args.session_idle_timeout,

@@ -33,7 +33,6 @@ DEFAULT_PREFIX_CHARS = 512
 # Tight, because stickiness keeps whatever a placement does: with 1.1 a replica could take
 # several new sessions in a row, and a burst of young sessions (the talkative ones) on one
 # replica is what made the TTFT tail (bench/README.md, "Placement and the TTFT tail").
-DEFAULT_SESSION_BOUND = 1.05
 # A new session has no cache to lose: it goes only where the requests in flight are within
 # this multiple of the mean (a known session leaves its replica only past the load bound).
 # At 1.0, not above the mean: the TTFT tail came from replicas that took new sessions while
@@ -197,7 +196,6 @@ class BalancerConfig:
 
     strategy: Strategy = DEFAULT_STRATEGY
     load_bound: float = DEFAULT_LOAD_BOUND
-    session_bound: float = DEFAULT_SESSION_BOUND
     placement_bound: float = DEFAULT_PLACEMENT_BOUND
     max_sessions: int = DEFAULT_MAX_SESSIONS
     session_idle_seconds: float = DEFAULT_SESSION_IDLE_SECONDS
@@ -206,8 +204,8 @@ class BalancerConfig:
     prefix_chars: int = DEFAULT_PREFIX_CHARS
 
     def __post_init__(self) -> None:
-        if min(self.load_bound, self.session_bound, self.placement_bound) < 1.0:
-            raise ValueError("load, session and placement bounds must be >= 1.0")
+        if min(self.load_bound, self.placement_bound) < 1.0:
+            raise ValueError("load and placement bounds must be >= 1.0")
         if self.virtual_nodes < 1 or self.prefix_chars < 1 or self.max_sessions < 1:
             raise ValueError("virtual nodes, prefix chars and max sessions must be >= 1")
         if self.session_idle_seconds <= 0 or self.session_active_seconds <= 0:

@@ -7,15 +7,17 @@ conversation on a replica that holds none of it, evicting other sessions' blocks
 Without a bound, hashing leaves session counts as uneven as chance makes them (the busiest
 replica of four often gets 1.2-1.3 times the mean). So placement and stickiness are split:
 
-- **A new session is placed for balance**, on the hash ring: it starts at its key's point
-  and takes the first replica that has fewer than ``session_bound`` times the mean number of
-  active sessions (a request in the last ``active_seconds``) and fewer than
-  ``placement_bound`` times the mean requests in flight (CHWBL on both). With even counts
-  that is the ring's own choice, so router replicas agree on it. Both bounds are tight
-  (1.05, and 1.0: not above the mean) because stickiness keeps whatever a placement does:
-  with looser ones a replica took several new sessions in a row, or new sessions while it
-  was busy, and its sessions then spoke at once: one replica held twice the others'
-  requests in flight for seconds (the TTFT tail).
+- **A new session is placed for balance**: among the replicas holding at most
+  ``placement_bound`` times the mean requests in flight, the one with the fewest active
+  sessions (a request in the last ``active_seconds``); ties go to the first of them on the
+  hash ring from the session's key, so router replicas with the same counts agree. The
+  placement bound is tight (1.0: not above the mean) because stickiness keeps whatever a
+  placement does: with a looser one a replica took new sessions while it was busy, and its
+  sessions then spoke at once: one replica held twice the others' requests in flight for
+  seconds (the TTFT tail). The fewest sessions rather than, as before, the first replica
+  on the ring under 1.05 times the mean count: on the routing benchmark that kept 0.2-0.7
+  points more of the prefix caches with one router replica, with a lower TTFT tail, and
+  as much with two (bench/README.md, "Fewest sessions").
 - **A known session stays** on the replica that served its previous turn, whatever the
   counts, unless that replica is excluded (failed, ejected, at its concurrency cap) or holds
   more than ``load_bound`` times the mean requests in flight: moving costs a full re-prefill
@@ -40,8 +42,9 @@ grown (measured with tracemalloc), so the default bound of 65,536 sessions holds
 
 Fleet changes: a new replica takes new sessions until its count is even (no live session
 moves to it); a removed replica's sessions are placed again, and no other session moves.
-Several router replicas share no state: they agree on every session placed at its ring
-point (all of them while counts are even) and each follows the sessions it placed itself.
+Several router replicas share no state: they agree on a new session whenever their counts
+have the same fewest replicas (with counts even, the first of them on the ring), and each
+follows the sessions it placed itself.
 """
 
 from __future__ import annotations
@@ -57,7 +60,6 @@ from llmservice.router.config import (
     DEFAULT_MAX_SESSIONS,
     DEFAULT_PLACEMENT_BOUND,
     DEFAULT_SESSION_ACTIVE_SECONDS,
-    DEFAULT_SESSION_BOUND,
     DEFAULT_SESSION_IDLE_SECONDS,
 )
 from llmservice.router.ring import Balancer, Choice, HashRing, hash64
@@ -176,7 +178,6 @@ class StickyBalancer:
         *,
         fallback: Balancer,
         load_bound: float = DEFAULT_LOAD_BOUND,
-        session_bound: float = DEFAULT_SESSION_BOUND,
         placement_bound: float = DEFAULT_PLACEMENT_BOUND,
         virtual_nodes: int = 1000,
         max_sessions: int = DEFAULT_MAX_SESSIONS,
@@ -184,10 +185,9 @@ class StickyBalancer:
         active_seconds: float = DEFAULT_SESSION_ACTIVE_SECONDS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if min(load_bound, session_bound, placement_bound) < 1.0:
-            raise ValueError("load, session and placement bounds must be >= 1.0")
+        if min(load_bound, placement_bound) < 1.0:
+            raise ValueError("load and placement bounds must be >= 1.0")
         self.load_bound = load_bound
-        self.session_bound = session_bound
         self.placement_bound = placement_bound
         self.ring = HashRing(virtual_nodes)
         self.sessions = SessionTable(
@@ -247,21 +247,19 @@ class StickyBalancer:
         load_cap: int,
     ) -> str:
         counts = self.sessions.counts
-        session_cap = _cap(self.session_bound, counts, eligible)
         place_cap = min(load_cap, _cap(self.placement_bound, loads, eligible))
-        fallback: str | None = None
+        chosen: str | None = None
+        fewest = math.inf
+        # In ring order from the session's point: the first replica with the fewest wins.
         for replica in self.ring.walk(hashed, exclude):
             if loads.get(replica, 0) >= place_cap:
                 continue
-            if counts.get(replica, 0) < session_cap:
-                return replica
-            if fallback is None:
-                fallback = replica
-        # Every replica under the placement cap is at the session cap too (possible only
-        # while the cap rounds down to the counts): the first of them on the ring. One
-        # always exists, since the least-loaded eligible replica is below a bound of at
-        # least 1.
-        return fallback if fallback is not None else eligible[0]
+            count = counts.get(replica, 0)
+            if count < fewest:
+                chosen, fewest = replica, count
+        # One is always under the cap (the least-loaded eligible replica is below a bound
+        # of at least 1); the fallback only keeps the type honest.
+        return chosen if chosen is not None else eligible[0]
 
 
 def _cap(bound: float, counts: Mapping[str, int], eligible: Sequence[str]) -> int:
