@@ -15,9 +15,10 @@ replica of four often gets 1.2-1.3 times the mean). So placement and stickiness 
   placement does: with a looser one a replica took new sessions while it was busy, and its
   sessions then spoke at once: one replica held twice the others' requests in flight for
   seconds (the TTFT tail). The fewest sessions rather than, as before, the first replica
-  on the ring under 1.05 times the mean count: on the routing benchmark that kept 0.2-0.7
-  points more of the prefix caches with one router replica, with a lower TTFT tail, and
-  as much with two (bench/README.md, "Fewest sessions").
+  on the ring under 1.05 times the mean count: on the routing benchmark, with one router
+  replica, it kept as much of the prefix caches or up to 0.7 points more (three runs, two
+  layouts of the ring) with a TTFT tail as low or lower, and as much with two
+  (bench/README.md, "Fewest sessions").
 - **A known session stays** on the replica that served its previous turn, whatever the
   counts, unless that replica is excluded (failed, ejected, at its concurrency cap) or holds
   more than ``load_bound`` times the mean requests in flight: moving costs a full re-prefill
