@@ -82,7 +82,7 @@ from llmservice.router.admission import (
     ThroughputGate,
 )
 from llmservice.router.auth import ApiKeys
-from llmservice.router.balancer import Balancer, make_balancer, routing_key
+from llmservice.router.balancer import Balancer, StickyBalancer, make_balancer, routing_key
 from llmservice.router.client_connection import ClientConnection, client_connection
 from llmservice.router.clients import Client
 from llmservice.router.config import RouterConfig
@@ -112,6 +112,7 @@ from llmservice.router.payloads import (
     api_chat_body,
     check_content_type,
     check_required,
+    continues,
     is_true,
     parse_body,
     prompt_view,
@@ -215,6 +216,10 @@ class RouterApp:
             on_wait=self.admission.waited,
         )
         metrics.in_flight = lambda: self.proxy.loads
+        # Told of later turns of conversations it has no record of (`note_continued`).
+        self._sticky = sticky = balancer if isinstance(balancer, StickyBalancer) else None
+        if sticky is not None:
+            metrics.placement_shared = lambda: sticky.shared
         dispatcher = self.proxy.dispatcher
         self.admission.queued = dispatcher.queued
         self.admission.limits = dispatcher.limits
@@ -665,6 +670,18 @@ class RouterApp:
             _NO_VIEW if session else prompt_view(route.prompt, fields),
             self.config.balancer.prefix_chars,
         )
+        # A later turn under a key this router has no record of: another router replica
+        # placed its conversation (a session id made up here above tells nothing).
+        sticky, key = self._sticky, exchange.key
+        made_up = session_value is None and session is not None
+        if (
+            sticky is not None
+            and key is not None
+            and not made_up
+            and sticky.unknown(key)
+            and continues(route.prompt, fields)
+        ):
+            sticky.note_continued(key)
         trace_lines = None
         if exchange.span is not None and self.tracing is not None:
             trace_lines = self.tracing.upstream_lines(exchange.span)

@@ -99,6 +99,7 @@ def make_balancer(config: BalancerConfig) -> Balancer:
             fallback=LeastLoadBalancer(),
             load_bound=config.load_bound,
             placement_bound=config.placement_bound,
+            placement_slack=config.placement_slack,
             virtual_nodes=config.virtual_nodes,
             max_sessions=config.max_sessions,
             idle_seconds=config.session_idle_seconds,

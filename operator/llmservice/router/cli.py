@@ -23,6 +23,8 @@ where it has the same knob)::
       --placement-bound 1.0              new sessions go where the requests in flight are
                                          within this multiple of the mean (the one of those
                                          with the fewest active sessions)
+      --placement-slack 2                while other router replicas place sessions too: the
+                                         first on the ring within this many of the fewest
       --max-sessions 65536  --session-idle-timeout 600   the session table's bounds
       --session-active-seconds 30        a session counts for balance this long after a
                                          request
@@ -189,6 +191,15 @@ def parser() -> argparse.ArgumentParser:
         help="a new session goes only to a replica holding at most this multiple of the mean"
         " requests in flight (a new session has no cache to lose), the one of them with the"
         " fewest active sessions (see --session-active-seconds)",
+    )
+    p.add_argument(
+        "--placement-slack",
+        type=int,
+        default=defaults.DEFAULT_PLACEMENT_SLACK,
+        help="while later turns show that other router replicas place sessions too, a new"
+        " session goes to the first replica on the ring from its key with at most this many"
+        " active sessions more than the fewest, whatever the requests in flight, so that the"
+        " router replicas agree",
     )
     p.add_argument(
         "--max-sessions",
@@ -513,6 +524,7 @@ def build_config(args: argparse.Namespace) -> RouterConfig:
             strategy=args.strategy,
             load_bound=args.load_bound,
             placement_bound=args.placement_bound,
+            placement_slack=args.placement_slack,
             max_sessions=args.max_sessions,
             session_idle_seconds=args.session_idle_timeout,
             session_active_seconds=args.session_active_seconds,

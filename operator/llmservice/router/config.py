@@ -38,6 +38,11 @@ DEFAULT_PREFIX_CHARS = 512
 # At 1.0, not above the mean: the TTFT tail came from replicas that took new sessions while
 # busy and then kept them (p99 127 against 176 ms at 1.25; bench/README.md).
 DEFAULT_PLACEMENT_BOUND = 1.0
+# While other router replicas place sessions too, a new session goes to the first replica on
+# the ring from its key among those within this many active sessions of the fewest: the
+# router replicas' counts differ by a session or two, and with the fewest alone they would
+# send a session apart (bench/README.md, "Placement shared by router replicas").
+DEFAULT_PLACEMENT_SLACK = 2
 DEFAULT_MAX_SESSIONS = 65_536
 DEFAULT_SESSION_IDLE_SECONDS = 600.0
 # A session counts towards its replica's balance while it sent a request this recently: about
@@ -197,6 +202,7 @@ class BalancerConfig:
     strategy: Strategy = DEFAULT_STRATEGY
     load_bound: float = DEFAULT_LOAD_BOUND
     placement_bound: float = DEFAULT_PLACEMENT_BOUND
+    placement_slack: int = DEFAULT_PLACEMENT_SLACK
     max_sessions: int = DEFAULT_MAX_SESSIONS
     session_idle_seconds: float = DEFAULT_SESSION_IDLE_SECONDS
     session_active_seconds: float = DEFAULT_SESSION_ACTIVE_SECONDS
@@ -206,6 +212,8 @@ class BalancerConfig:
     def __post_init__(self) -> None:
         if min(self.load_bound, self.placement_bound) < 1.0:
             raise ValueError("load and placement bounds must be >= 1.0")
+        if self.placement_slack < 0:
+            raise ValueError("the placement slack must be >= 0")
         if self.virtual_nodes < 1 or self.prefix_chars < 1 or self.max_sessions < 1:
             raise ValueError("virtual nodes, prefix chars and max sessions must be >= 1")
         if self.session_idle_seconds <= 0 or self.session_active_seconds <= 0:

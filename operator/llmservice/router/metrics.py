@@ -23,6 +23,8 @@ labels on every update, which cost more than the rest of a proxied request's boo
 ``llmservice_router_ejected{replica}``                     1 while ejected (outliers.py)
 ``llmservice_router_session_routing_total{key,outcome}``   key kind; primary replica or spilled
 ``llmservice_router_replicas{state}``                      routable / draining replicas
+``llmservice_router_placement_shared``                     1 while sessions are placed as other
+                                                           router replicas place them (sticky.py)
 =========================================================  =======================================
 """
 
@@ -93,6 +95,8 @@ class RouterMetrics(Collector):
         self.duration: dict[str, _Histogram] = {}
         self.first_byte: dict[str, _Histogram] = {}
         self.replicas = {"routable": 0, "draining": 0}
+        # Read at scrape time; None under a strategy without sessions (no such gauge).
+        self.placement_shared: Callable[[], bool] | None = None
         registry.register(self)
 
     # -- hot path -----------------------------------------------------------------------
@@ -183,6 +187,12 @@ class RouterMetrics(Collector):
         for state, value in self.replicas.items():
             replicas.add_metric([state], value)
         yield replicas
+        if self.placement_shared is not None:
+            yield GaugeMetricFamily(
+                f"{PREFIX}_placement_shared",
+                "1 while new sessions are placed as other router replicas place them.",
+                value=float(self.placement_shared()),
+            )
 
     @staticmethod
     def _counter(name: str, doc: str, label: str, values: Mapping[str, int]) -> Metric:

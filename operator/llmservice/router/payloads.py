@@ -51,6 +51,7 @@ __all__ = [
     "api_chat_body",
     "check_content_type",
     "check_required",
+    "continues",
     "parse_body",
     "prompt_view",
     "resolve_model",
@@ -308,6 +309,20 @@ def _messages(items: list[Raw]) -> list[dict[str, Any]]:
             message = _ITEM.decode(item)
             out.append({"role": string_or_none(message.role), "content": _text(message.content)})
     return out
+
+
+def continues(kind: Prompt, fields: Fields) -> bool:
+    """Whether a chat's messages hold an assistant message: a later turn of a conversation.
+
+    Only the first `HEAD_ITEMS` messages are looked at; a first turn that opens with
+    examples of earlier turns counts as a later one (what this decides tolerates that).
+    """
+    if kind is not Prompt.CHAT and kind is not Prompt.ANTHROPIC:
+        return False
+    for item in _head_items(fields.messages)[1:]:
+        if _is(item, _OBJECT_START) and _equals(_ITEM.decode(item).role, b'"assistant"'):
+            return True
+    return False
 
 
 def prompt_view(kind: Prompt, fields: Fields) -> dict[str, Any]:

@@ -115,6 +115,7 @@ class RouterServer:
         api_keys: Any = None,
         api_keys_file: Any = None,
         plain_server: bool = False,
+        balancer: Any = None,
     ) -> None:
         """``plain_server``: uvicorn's own protocol instead of the router's (the app then
         finds no `llmservice.router.client_connection` and keeps to plain ASGI)."""
@@ -125,6 +126,7 @@ class RouterServer:
             access_log=AccessLog(self._log),
             api_keys=api_keys,
             api_keys_file=api_keys_file,
+            balancer=balancer,
         )
         self._sock = socket.socket()
         self._sock.bind(("127.0.0.1", 0))

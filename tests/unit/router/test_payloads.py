@@ -14,6 +14,7 @@ from llmservice.router.payloads import (
     api_chat_body,
     check_content_type,
     check_required,
+    continues,
     parse_body,
     prompt_view,
     resolve_model,
@@ -241,3 +242,41 @@ def test_a_long_text_gives_the_same_prefix_key_as_its_head(tail: str) -> None:
         assert len(head) >= TEXT_HEAD_BYTES // 4 - 16
         key = routing_key(None, view, 1000)
         assert key == routing_key(None, {"messages": [{"role": "user", "content": text}]}, 1000)
+
+
+@pytest.mark.parametrize(
+    ("messages", "later"),
+    [
+        ([{"role": "system", "content": "s"}, {"role": "user", "content": "hi"}], False),
+        ([{"role": "user", "content": "hi"}], False),
+        (
+            [
+                {"role": "system", "content": "s"},
+                {"role": "user", "content": "hi"},
+                {"role": "assistant", "content": "hello"},
+                {"role": "user", "content": "more"},
+            ],
+            True,
+        ),
+        # Roles are read, not words: "assistant" in a text, quoted or not, is no answer.
+        ([{"role": "user", "content": 'the "assistant" said'}], False),
+        ([{"role": "user", "content": "x"}, {"role": "user", "content": "assistant"}], False),
+        ([{"role": "user", "content": "x"}, "assistant"], False),
+        ([{"content": "x", "role": "assistant"}, {"role": "user", "content": "y"}], False),
+        ([{"role": "user", "content": "x"}, {"content": "y", "role": "assistant"}], True),
+    ],
+)
+def test_a_later_turn_is_told_by_an_answer_among_its_messages(
+    messages: list[object], later: bool
+) -> None:
+    fields = parse_body(json.dumps({"model": "m", "messages": messages}).encode())
+    assert continues(Prompt.CHAT, fields) is later
+    assert continues(Prompt.ANTHROPIC, fields) is later
+
+
+def test_only_chat_shaped_requests_are_later_turns() -> None:
+    answered = [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]
+    fields = parse_body(json.dumps({"model": "m", "messages": answered}).encode())
+    assert not continues(Prompt.COMPLETION, fields)
+    assert not continues(Prompt.RESPONSES, fields)
+    assert not continues(Prompt.CHAT, parse_body(b'{"model": "m", "prompt": "x"}'))

@@ -7,6 +7,7 @@ from collections import Counter
 
 import httpx
 
+from llmservice.router import LeastLoadBalancer, StickyBalancer
 from llmservice.sim import SimServer
 
 from .conftest import RouterServer, config, run
@@ -60,3 +61,58 @@ def test_each_conversation_stays_on_one_replica_and_conversations_spread() -> No
 
     run(scenario(header=True))
     run(scenario(header=False))
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_router_replicas_that_hear_each_others_conversations_share_their_placement() -> None:
+    # Two router replicas in front of the same engines, each turn sent to either (as a load
+    # balancer spreading requests would): each hears later turns of conversations the other
+    # placed, and so places as the other would. One router replica alone never does.
+    async def scenario(routers: int) -> list[StickyBalancer]:
+        clock = Clock()
+        balancers = [StickyBalancer(fallback=LeastLoadBalancer(), clock=clock) for _ in range(2)]
+        async with contextlib.AsyncExitStack() as stack:
+            sims = [
+                await stack.enter_async_context(SimServer(sim_config(f"sim-{n}"))) for n in range(4)
+            ]
+            urls = [sim.url for sim in sims]
+            clients = []
+            for balancer in balancers[:routers]:
+                router = await stack.enter_async_context(
+                    RouterServer(config(*urls), balancer=balancer)
+                )
+                clients.append(
+                    await stack.enter_async_context(
+                        httpx.AsyncClient(base_url=router.url, timeout=30.0)
+                    )
+                )
+            for number in range(24):
+                messages = [{"role": "system", "content": SYSTEM}]
+                served = set()
+                for turn in range(3):
+                    messages.append({"role": "user", "content": f"Question {turn} of {number}"})
+                    response = await clients[(number + turn) % routers].post(
+                        "/v1/chat/completions",
+                        json={"model": "llama", "messages": messages, "max_tokens": 4},
+                        headers={"X-Session-ID": f"conversation-{number}"},
+                    )
+                    assert response.status_code == 200, response.text
+                    served.add(response.headers["x-inference-pod"])
+                    messages.append(response.json()["choices"][0]["message"])
+                assert len(served) == 1, (number, served)
+                clock.now += 0.5
+            for http in clients:
+                metrics = (await http.get("/metrics")).text
+                shared = balancers[clients.index(http)].shared
+                assert f"llmservice_router_placement_shared {float(shared)}" in metrics
+        return balancers[:routers]
+
+    assert all(balancer.shared for balancer in run(scenario(2)))
+    assert not any(balancer.shared for balancer in run(scenario(1)))

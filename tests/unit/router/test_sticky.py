@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 from collections import Counter
 
 import pytest
@@ -11,7 +12,7 @@ from hypothesis import strategies as st
 
 from llmservice.router import LeastLoadBalancer, StickyBalancer
 from llmservice.router.ring import Choice, hash64
-from llmservice.router.sticky import SessionTable
+from llmservice.router.sticky import SHARED_WINDOW_SECONDS, SessionTable
 
 names = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-", min_size=1, max_size=20)
 fleets = st.lists(names, min_size=1, max_size=12, unique=True)
@@ -402,3 +403,134 @@ def test_ended_sessions_stop_weighing_on_their_replica_but_keep_their_home() -> 
     assert sum(balancer.sessions.counts.values()) == 10
     # A quiet session that comes back still finds its replica.
     assert place(balancer, list(old)) == old
+
+
+def note_foreign(balancer: StickyBalancer, clock: Clock, placed: int, foreign: int) -> None:
+    """``placed`` new sessions, ``foreign`` of them noted as later turns of conversations
+    placed elsewhere, alone in the windows the balancer decides on next."""
+    for _ in range(2):  # windows of no new session: earlier ones out, nothing decided
+        clock.now += SHARED_WINDOW_SECONDS
+        balancer.pick("session:tick", {})
+    for n in range(placed):
+        key = f"session:{clock.now}:{n}"
+        if n < foreign:
+            balancer.note_continued(key)
+        balancer.pick(key, {})
+    clock.now += SHARED_WINDOW_SECONDS
+    balancer.pick("session:tick", {})
+
+
+def test_placement_is_shared_while_later_turns_of_unknown_sessions_come_and_not_after() -> None:
+    clock = Clock()
+    balancer = sticky(["a", "b", "c", "d"], clock)
+    note_foreign(balancer, clock, 40, 0)
+    assert not balancer.shared  # one router replica: every conversation placed here
+    note_foreign(balancer, clock, 40, 20)
+    assert balancer.shared  # half were placed by another router replica
+    note_foreign(balancer, clock, 5, 5)
+    assert balancer.shared  # too few placements to decide: as it was
+    note_foreign(balancer, clock, 40, 2)
+    assert not balancer.shared
+
+
+def test_a_later_turn_of_a_known_session_is_not_foreign() -> None:
+    clock = Clock()
+    balancer = sticky(["a", "b", "c", "d"], clock)
+    place(balancer, [f"session:{n}" for n in range(40)])
+    for n in range(40):
+        balancer.note_continued(f"session:{n}")
+    assert not balancer.unknown("session:0")
+    clock.now += 3 * SHARED_WINDOW_SECONDS
+    place(balancer, ["session:tick"])
+    assert not balancer.shared
+
+
+def shared(fleet: list[str], **kwargs: float) -> StickyBalancer:
+    balancer = sticky(fleet, **kwargs)
+    balancer.shared = True
+    return balancer
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    fleet=fleets,
+    loads=st.lists(st.integers(0, 8), min_size=12, max_size=12),
+    before=st.integers(0, 200),
+    slack=st.integers(0, 4),
+    key=names,
+)
+def test_a_shared_placement_is_the_first_on_the_ring_within_the_slack_whatever_the_loads(
+    fleet: list[str], loads: list[int], before: int, slack: int, key: str
+) -> None:
+    balancer = shared(fleet, placement_slack=slack)
+    for n in range(before):  # uneven counts: every replica but one busy at each placement
+        idle = fleet[n % 3 % len(fleet)]
+        balancer.shared = False
+        balancer.pick(f"session:{n}", {r: 0 if r == idle else 9 for r in fleet})
+    balancer.shared = True
+    in_flight = dict(zip(fleet, loads, strict=False))
+    counts = dict(balancer.sessions.counts)
+    session = f"new:{key}"
+    choice = balancer.pick(session, in_flight)
+    assert choice is not None
+    most = min(counts.get(r, 0) for r in fleet) + slack
+    ring = list(balancer.ring.walk(hash64(session), ()))
+    assert choice.replica == min((r for r in fleet if counts.get(r, 0) <= most), key=ring.index)
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(fleet=fleets, count=st.integers(1, 600), slack=st.integers(0, 4))
+def test_shared_placements_keep_the_session_counts_within_the_slack_of_each_other(
+    fleet: list[str], count: int, slack: int
+) -> None:
+    balancer = shared(fleet, placement_slack=slack)
+    placed = Counter(place(balancer, range(count)).values())
+    assert max(placed.values()) - min(placed.get(r, 0) for r in fleet) <= slack + 1
+
+
+def agreement(mode_shared: bool) -> float:
+    """How often two router replicas place a conversation alike when each sees its own
+    requests in flight (what either sends, about half of them) and both hear from every
+    conversation: its first turn reaches one, a later turn the other."""
+    fleet = ["a", "b", "c", "d"]
+    rng = random.Random(7)  # noqa: S311 - reproducible test loads, not secrets
+    agree = total = 0
+    for trial in range(10):
+        routers = [sticky(fleet), sticky(fleet)]
+        for router in routers:
+            router.shared = mode_shared
+        for n in range(300):
+            key = f"{trial}:{n}"
+            first, other = routers if n % 2 else routers[::-1]
+            picks = [
+                router.pick(key, {r: rng.randrange(4) for r in fleet}) for router in (first, other)
+            ]
+            if n >= 100:
+                agree += picks[0] == picks[1]
+                total += 1
+    return agree / total
+
+
+def test_shared_placements_agree_across_router_replicas_where_placing_alone_would_not() -> None:
+    alone, together = agreement(False), agreement(True)
+    assert alone < 0.5  # above the mean in one's view and not in the other's
+    assert together > 0.95
+
+
+def test_a_shared_session_spills_a_turn_off_a_busy_replica_and_keeps_its_home() -> None:
+    # The load is this router replica's view alone: re-homing the session here would part
+    # it from where the other router replicas send it.
+    fleet = ["a", "b", "c", "d"]
+    balancer = shared(fleet)
+    home = place(balancer, ["session:s"])["session:s"]
+    busy = {r: 10 if r == home else 0 for r in fleet}
+    spilled = balancer.pick("session:s", busy)
+    assert spilled is not None
+    assert spilled.replica != home
+    assert not spilled.primary
+    assert balancer.sessions.get(hash("session:s")) == home
+    assert place(balancer, ["session:s"])["session:s"] == home
+    balancer.shared = False  # placing alone, a moved session stays where it moved
+    moved = balancer.pick("session:s", busy)
+    assert moved is not None
+    assert place(balancer, ["session:s"])["session:s"] == moved.replica != home
