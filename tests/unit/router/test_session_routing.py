@@ -11,6 +11,7 @@ from llmservice.router import LeastLoadBalancer, StickyBalancer
 from llmservice.sim import SimServer
 
 from .conftest import RouterServer, config, run
+from .test_sticky import Clock
 from .test_with_simulator import sim_config
 
 SYSTEM = "You are a patient assistant. " * 20  # one long system prompt for everyone
@@ -61,14 +62,6 @@ def test_each_conversation_stays_on_one_replica_and_conversations_spread() -> No
 
     run(scenario(header=True))
     run(scenario(header=False))
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_router_replicas_that_hear_each_others_conversations_share_their_placement() -> None:
