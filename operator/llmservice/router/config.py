@@ -30,9 +30,6 @@ DEFAULT_REQUEST_ID_HEADER = "X-Request-ID"
 DEFAULT_LOAD_BOUND = _API_ROUTER.load_bound
 DEFAULT_VIRTUAL_NODES = 1000
 DEFAULT_PREFIX_CHARS = 512
-# Tight, because stickiness keeps whatever a placement does: with 1.1 a replica could take
-# several new sessions in a row, and a burst of young sessions (the talkative ones) on one
-# replica is what made the TTFT tail (bench/README.md, "Placement and the TTFT tail").
 # A new session has no cache to lose: it goes only where the requests in flight are within
 # this multiple of the mean (a known session leaves its replica only past the load bound).
 # At 1.0, not above the mean: the TTFT tail came from replicas that took new sessions while

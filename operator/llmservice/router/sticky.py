@@ -334,9 +334,9 @@ class StickyBalancer:
         slack = self.placement_slack
         if alone:
             place_cap, slack = min(load_cap, _cap(self.placement_bound, loads, eligible)), 0
-        # One is always under the cap (the least-loaded eligible replica is below a bound
-        # of at least 1), so ``fewest`` is finite and the walk below finds a replica; the
-        # fallback only keeps the type honest.
+        # One is always under the cap (shared, there is none; alone, the least-loaded
+        # eligible replica is below a bound of at least 1), so ``fewest`` is finite and the
+        # walk below finds a replica; the fallback only keeps the type honest.
         fewest = math.inf
         for replica in eligible:
             if loads.get(replica, 0) < place_cap:
