@@ -26,15 +26,20 @@ the share is the requests'). The 1-minute load average is read as each target st
 ends.
 
 With ``--routers 2`` every target runs two router processes and each turn goes to one of
-them by a hash of the session and the turn: what a load balancer that spreads every request
-over several router replicas does to a conversation, the hardest case for affinity kept by
-each router replica on its own.
+them (``--spread``): ``turn`` (the default) draws each turn's router replica on its own, by a
+mixing hash of the session and the turn, as a load balancer that spreads every request over
+several router replicas does to a conversation, the hardest case for affinity kept by each
+router replica on its own; ``handover`` hashes the same string with CRC-32, which, CRC being
+linear, sends the first four turns of each conversation of this workload to one router
+replica and the rest to the other, or every turn to one (one hand-over at most: the pattern
+of the figures measured before ``--spread`` existed).
 
     .venv/bin/python -m bench.routing_bench                    # the six default targets, ~10 min
     .venv/bin/python -m bench.routing_bench --quick            # a smoke run, ~3 min
     .venv/bin/python -m bench.routing_bench --targets session,vr-sticky \\
         --router-tree /path/to/other/worktree --router-arg=--load-bound=1.1
     .venv/bin/python -m bench.routing_bench --routers 2       # two router replicas per target
+    .venv/bin/python -m bench.routing_bench --routers 2 --spread handover
     .venv/bin/python -m bench.routing_bench --targets session,vr-sticky --repeat 5 \\
         --dump /tmp/turns                                      # medians of five rounds
 """
@@ -48,6 +53,7 @@ import hashlib
 import json
 import os
 import resource
+import socket
 import statistics
 import subprocess
 import sys
@@ -159,26 +165,42 @@ def replicas(
 def router(
     target: Target, backends: list[str], args: argparse.Namespace, logdir: Path
 ) -> Iterator[list[str]]:
-    """``args.routers`` processes of the target's router, all in front of ``backends``."""
+    """``args.routers`` processes of the target's router, all in front of ``backends``;
+    with ``args.peers``, ours tell each other their placements (``--peers``)."""
+    peer_ports = [free_udp_port() for _ in range(args.routers)] if args.peers else []
     with contextlib.ExitStack() as stack:
-        yield [
-            stack.enter_context(
-                one_router(target, backends, args, logdir / f"router-{target.key}-{n}.log")
-            )
-            for n in range(args.routers)
-        ]
+        urls = []
+        for n in range(args.routers):
+            extra = []
+            if peer_ports and target.router == "llmservice":
+                others = [f"127.0.0.1:{p}" for p in peer_ports if p != peer_ports[n]]
+                extra = ["--peer-port", str(peer_ports[n]), "--peers", ",".join(others)]
+            log = logdir / f"router-{target.key}-{n}.log"
+            urls.append(stack.enter_context(one_router(target, backends, args, log, extra)))
+        yield urls
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 @contextlib.contextmanager
 def one_router(
-    target: Target, backends: list[str], args: argparse.Namespace, log: Path
+    target: Target,
+    backends: list[str],
+    args: argparse.Namespace,
+    log: Path,
+    extra: list[str] | None = None,
 ) -> Iterator[str]:
     port = free_port()
     env = None
     if target.router == "llmservice":
         argv = router_argv("llmservice", port, ",".join(backends), None)
         argv += ["--strategy", target.mode, "--session-header", SESSION_HEADER]
-        argv += args.router_arg
+        argv += args.router_arg + (extra or [])
         if args.router_tree:  # the same command, importing the other tree's sources
             env = {**os.environ, "PYTHONPATH": str(Path(args.router_tree, "operator"))}
         ready = "/readyz"
@@ -280,10 +302,16 @@ async def one_turn(
         return ""
 
 
-def router_for(session: Session, turn: int, routers: int) -> int:
-    """Which router replica a turn goes to: spread as a load balancer in front spreads
-    requests, the same for every target (a stable hash, not Python's salted one)."""
-    return zlib.crc32(f"{session.session_id}/{turn}".encode()) % routers
+SPREADS = ("turn", "handover")
+
+
+def router_for(session: Session, turn: int, routers: int, spread: str = "turn") -> int:
+    """Which router replica a turn goes to, the same for every target (a stable hash, not
+    Python's salted one); see ``--spread`` in the module docstring."""
+    key = f"{session.session_id}/{turn}".encode()
+    if spread == "handover":
+        return zlib.crc32(key) % routers
+    return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big") % routers
 
 
 async def conversation(
@@ -294,6 +322,7 @@ async def conversation(
     t0: float,
     results: list[Result],
     transcript: list[list[str]],
+    spread: str,
 ) -> None:
     session: Session = workload.sessions[index]
     await asyncio.sleep(max(0.0, t0 + session.start - time.perf_counter()))
@@ -309,14 +338,14 @@ async def conversation(
             "messages": messages(workload, session, turn, replies),
         }
         result = Result(index, turn)
-        client = clients[router_for(session, turn, len(clients))]
+        client = clients[router_for(session, turn, len(clients), spread)]
         replies.append(await one_turn(client, body, headers, result))
         results.append(result)
     transcript[index] = replies
 
 
 async def drive(
-    urls: list[str], workload: Workload, header: bool
+    urls: list[str], workload: Workload, header: bool, spread: str = "turn"
 ) -> tuple[list[Result], list[list[str]]]:
     """Every conversation of `workload` through the routers at `urls` (each turn to one of
     them, `router_for`): the results and every reply received."""
@@ -334,7 +363,7 @@ async def drive(
         t0 = time.perf_counter()
         await asyncio.gather(
             *(
-                conversation(clients, workload, i, header, t0, results, transcript)
+                conversation(clients, workload, i, header, t0, results, transcript, spread)
                 for i in range(len(workload.sessions))
             )
         )
@@ -513,12 +542,15 @@ def measure(
         before = scrape(backends)
         load_start = os.getloadavg()[0]
         cpu, started = client_cpu_seconds(), time.perf_counter()
-        results, transcript = uvloop.run(drive(urls, workload, target.session_header))
+        results, transcript = uvloop.run(drive(urls, workload, target.session_header, args.spread))
         seconds = time.perf_counter() - started
         cpu = client_cpu_seconds() - cpu
         load_end = os.getloadavg()[0]
         after = scrape(backends)
-    row = summarize(target.label, results, before, after, (load_start, load_end))
+    label = target.label
+    if args.peers and args.routers > 1 and target.router == "llmservice":
+        label += ", placements told to peers"
+    row = summarize(label, results, before, after, (load_start, load_end))
     row.seconds, row.client_cpu, row.digest = seconds, cpu, digest(transcript)
     row.in_flight = sum(r.e2e for r in results) / seconds if seconds else 0.0
     if dump is not None:
@@ -584,6 +616,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="router processes per target; each turn of a conversation goes to one of them"
         " by a hash of the session and the turn, as a load balancer in front of several"
         " router replicas spreads them (default 1)",
+    )
+    p.add_argument(
+        "--peers",
+        action="store_true",
+        help="with --routers 2 or more: this router's processes tell each other their"
+        " placements (--peer-port, --peers; vllm-router has no such thing)",
+    )
+    p.add_argument(
+        "--spread",
+        choices=SPREADS,
+        default="turn",
+        help="with --routers 2 or more: each turn's router replica drawn on its own (turn),"
+        " or one hand-over per conversation at most (handover, CRC-32); see the docstring",
     )
     p.add_argument(
         "--base-port",

@@ -797,9 +797,9 @@ class RouterSpec(CamelModel):
 
     replicas: Annotated[int, Field(ge=1, le=32)] = Field(
         default=2,
-        description="Router replicas. Each remembers where its sessions are; they place a new"
-        " session alike while their session counts are even, so a session's turns through"
-        " different router replicas mostly meet the same engine replica.",
+        description="Router replicas. With SessionAffinity and more than one, they tell each"
+        " other where they place sessions (UDP port 8082 between router Pods), so a session's"
+        " turns through any router replica meet the same engine replica.",
     )
     image: Annotated[str, Field(min_length=1, max_length=512, pattern=IMAGE_PATTERN)] = Field(
         default=DEFAULT_ROUTER_IMAGE, description="Router image."

@@ -19,6 +19,8 @@ MODELS = "models"
 
 ENGINE_PORT = 8000
 ROUTER_PORT = 8080
+# UDP, between router Pods: the placements they tell each other (`llmservice.router.peers`).
+ROUTER_PEER_PORT = 8082
 ROUTER_SERVICE_PORT = 80
 
 

@@ -1,8 +1,9 @@
 """The router `<name>-router`: Deployment, ServiceAccount, Role and RoleBinding.
 
 The router discovers engine replicas by watching their Pods, so its Role grants exactly
-get/list/watch on Pods in its namespace. API keys arrive as a mounted Secret file; the
-operator names the Secret and never reads it.
+get/list/watch on Pods in its namespace; with several router replicas it finds its peers
+the same way (the router Pods, to which it sends its session placements over UDP). API keys
+arrive as a mounted Secret file; the operator names the Secret and never reads it.
 """
 
 from __future__ import annotations
@@ -53,6 +54,13 @@ def admission_args(service: LLMService) -> list[str]:
     return args
 
 
+def peers_enabled(service: LLMService) -> bool:
+    """Whether the router replicas tell each other their session placements: with sessions
+    and more than one router replica (a load balancer may send a session's turns to any)."""
+    router = service.spec.router
+    return router.strategy == "SessionAffinity" and router.replicas > 1
+
+
 def router_args(service: LLMService) -> list[str]:
     """Flags of `llmservice router`, from the spec."""
     router, model = service.spec.router, service.spec.model
@@ -85,6 +93,11 @@ def router_args(service: LLMService) -> list[str]:
         "--grace-period", str(drain_grace_seconds(service)),
     ]  # fmt: skip
     args += admission_args(service)
+    if peers_enabled(service):
+        args += [
+            "--peer-port", str(naming.ROUTER_PEER_PORT),
+            "--peer-selector", selector_string(naming.selector_labels(service, naming.ROUTER)),
+        ]  # fmt: skip
     autoscaling = service.spec.engine.autoscaling
     if autoscaling.enabled and autoscaling.min_replicas == 0:
         # At zero the routers hold requests while the engine starts, and stay ready.
@@ -149,6 +162,7 @@ def render(service: LLMService) -> list[dict[str, Any]]:
         image_pull_policy=router.image_pull_policy,
         args=router_args(service),
         port=naming.ROUTER_PORT,
+        peer_port=naming.ROUTER_PEER_PORT if peers_enabled(service) else None,
         resources=_resources(service),
         volume_mounts=mounts,
         volumes=volumes,

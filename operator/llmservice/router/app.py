@@ -119,6 +119,7 @@ from llmservice.router.payloads import (
     resolve_model,
     set_fields,
 )
+from llmservice.router.peers import PeerSync, static_peers
 from llmservice.router.proxy import Exchange, Proxy, make_pool
 from llmservice.router.retry_budget import RetryBudget
 from llmservice.router.routes import API_CHAT, ROUTES, Route
@@ -193,6 +194,7 @@ class RouterApp:
         api_keys: ApiKeys | None = None,
         api_keys_file: ApiKeysFile | None = None,
         tracing: Tracing | None = None,
+        peer_discovery: Discovery | None = None,
     ) -> None:
         self.config = config
         # None when tracing is off: the request path then makes no span and no header.
@@ -220,6 +222,11 @@ class RouterApp:
         self._sticky = sticky = balancer if isinstance(balancer, StickyBalancer) else None
         if sticky is not None:
             metrics.placement_shared = lambda: sticky.shared
+        # Placements told to and heard from the other router replicas, when configured.
+        self.peers: PeerSync | None = None
+        if sticky is not None and config.peers.enabled:
+            found = peer_discovery or static_peers(config.peers)
+            self.peers = PeerSync(sticky, config.peers, found, metrics.registry)
         dispatcher = self.proxy.dispatcher
         self.admission.queued = dispatcher.queued
         self.admission.limits = dispatcher.limits
@@ -273,12 +280,16 @@ class RouterApp:
         if self.api_keys_file is not None:
             self._keys_watch = asyncio.create_task(self.api_keys_file.watch(self.use_api_keys))
         await self.discovery.start(self._on_replicas)
+        if self.peers is not None:
+            await self.peers.start()
         if self.gate_scraper is not None:
             self.gate_scraper.start()
 
     async def shutdown(self) -> None:
         if self.gate_scraper is not None:
             await self.gate_scraper.stop()
+        if self.peers is not None:
+            await self.peers.stop()
         for task in (self._flusher, self._keys_watch):
             if task is not None:
                 task.cancel()
@@ -777,6 +788,7 @@ def create_app(
     clock: Callable[[], float] = time.monotonic,
     api_keys: ApiKeys | None = None,
     api_keys_file: ApiKeysFile | None = None,
+    peer_discovery: Discovery | None = None,
 ) -> RouterApp:
     """A router app; every collaborator can be injected, none is shared between apps.
 
@@ -799,4 +811,5 @@ def create_app(
         api_keys=api_keys,
         api_keys_file=api_keys_file,
         tracing=tracing,
+        peer_discovery=peer_discovery,
     )

@@ -104,6 +104,7 @@ def make_balancer(config: BalancerConfig) -> Balancer:
             max_sessions=config.max_sessions,
             idle_seconds=config.session_idle_seconds,
             active_seconds=config.session_active_seconds,
+            stable_keys=config.stable_keys,
         )
     if config.strategy is Strategy.LEAST_LOAD:
         return LeastLoadBalancer()

@@ -25,6 +25,14 @@ where it has the same knob)::
                                          with the fewest active sessions)
       --placement-slack 2                while other router replicas place sessions too: the
                                          first on the ring within this many of the fewest
+      # placements told to the other router replicas (UDP; see llmservice.router.peers)
+      --peer-port PORT                   where peers' placements are heard (unset: off; the
+                                         operator's router Pods use 8082)
+      --peer-selector 'app.kubernetes.io/instance=X,app.kubernetes.io/component=router'
+                                         the router Pods to tell (in --namespace) ...
+      --peers 10.0.0.7:8082,...          ... or a fixed list of IP:port
+      --pod-name NAME                    this router's Pod, not its own peer (default:
+                                         $POD_NAME, else the host name)
       --max-sessions 65536  --session-idle-timeout 600   the session table's bounds
       --session-active-seconds 30        a session counts for balance this long after a
                                          request
@@ -89,6 +97,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from llmservice.logs import JsonFormatter
@@ -102,6 +111,7 @@ from llmservice.router.config import (
     CorsConfig,
     DiscoveryConfig,
     OutlierConfig,
+    PeerConfig,
     RetryPolicy,
     RouterConfig,
     Strategy,
@@ -200,6 +210,30 @@ def parser() -> argparse.ArgumentParser:
         " session goes to the first replica on the ring from its key with at most this many"
         " active sessions more than the fewest, whatever the requests in flight, so that the"
         " router replicas agree",
+    )
+    p.add_argument(
+        "--peer-port",
+        type=int,
+        default=None,
+        help="UDP port on which the placements of the other router replicas are heard, and"
+        " from which this one's are sent to them (unset: placements are not shared)",
+    )
+    p.add_argument(
+        "--peer-selector",
+        default="",
+        help="label selector of the router Pods (in --namespace) told of this router's"
+        " placements, at --peer-port; this Pod (--pod-name) is left out",
+    )
+    p.add_argument(
+        "--peers",
+        default="",
+        help="comma-separated IP:port of the other router replicas, instead of --peer-selector",
+    )
+    p.add_argument(
+        "--pod-name",
+        default=os.environ.get("POD_NAME") or None,
+        help="this router's Pod name, left out of its peers (default: $POD_NAME, else the"
+        " host name, which is the Pod name in Kubernetes)",
     )
     p.add_argument(
         "--max-sessions",
@@ -509,6 +543,13 @@ def _csv(value: str) -> tuple[str, ...]:
 def build_config(args: argparse.Namespace) -> RouterConfig:
     """The `RouterConfig` for parsed arguments; raises ValueError when they are inconsistent."""
     static = tuple(url.strip() for url in args.static_backends.split(",") if url.strip())
+    peers = PeerConfig(
+        port=args.peer_port,
+        host=args.host,
+        static=_csv(args.peers),
+        selector=args.peer_selector,
+        self_name=args.pod_name,
+    )
     return RouterConfig(
         served_model_name=args.served_model_name,
         aliases=tuple(args.alias),
@@ -529,6 +570,7 @@ def build_config(args: argparse.Namespace) -> RouterConfig:
             session_idle_seconds=args.session_idle_timeout,
             session_active_seconds=args.session_active_seconds,
             prefix_chars=args.prefix_chars,
+            stable_keys=peers.enabled,
         ),
         timeouts=Timeouts(
             connect=args.connect_timeout,
@@ -576,6 +618,7 @@ def build_config(args: argparse.Namespace) -> RouterConfig:
             keep_alive_timeout=args.keep_alive_timeout,
             max_connections=args.max_client_connections,
         ),
+        peers=peers,
     )
 
 
@@ -584,6 +627,16 @@ def make_discovery(config: RouterConfig) -> Discovery:
     if found.static_backends:
         return StaticDiscovery(found.static_backends)
     return KubernetesDiscovery(load_api_server(found.namespace), found.selector, found.engine_port)
+
+
+def make_peer_discovery(config: RouterConfig) -> Discovery | None:
+    """The router Pods to share placements with, found as the engines are; None when the
+    peers are a fixed list or placements are not shared (`create_app` handles both)."""
+    peers = config.peers
+    if not peers.selector or peers.port is None:
+        return None
+    api = load_api_server(config.discovery.namespace)
+    return KubernetesDiscovery(api, peers.selector, peers.port)
 
 
 def main(argv: list[str]) -> int:
@@ -605,6 +658,7 @@ def main(argv: list[str]) -> int:
             return 2
     try:
         discovery = make_discovery(config)
+        peer_discovery = make_peer_discovery(config)
     except Exception as error:  # no cluster config, unreadable token, bad static URL
         print(f"llmservice router: cannot set up replica discovery: {error}", file=sys.stderr)
         return 2
@@ -613,6 +667,7 @@ def main(argv: list[str]) -> int:
         discovery=discovery,
         access_log=AccessLog(enabled=not args.no_access_log),
         api_keys_file=api_keys_file,
+        peer_discovery=peer_discovery,
     )
     serve(
         app,

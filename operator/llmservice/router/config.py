@@ -40,6 +40,9 @@ DEFAULT_PLACEMENT_BOUND = 1.0
 # router replicas' counts differ by a session or two, and with the fewest alone they would
 # send a session apart (bench/README.md, "Placement shared by router replicas").
 DEFAULT_PLACEMENT_SLACK = 2
+# The UDP port on which router replicas tell each other their placements
+# (`llmservice.router.peers`); the operator's router Pods use it.
+DEFAULT_PEER_PORT = 8082
 DEFAULT_MAX_SESSIONS = 65_536
 DEFAULT_SESSION_IDLE_SECONDS = 600.0
 # A session counts towards its replica's balance while it sent a request this recently: about
@@ -205,6 +208,9 @@ class BalancerConfig:
     session_active_seconds: float = DEFAULT_SESSION_ACTIVE_SECONDS
     virtual_nodes: int = DEFAULT_VIRTUAL_NODES
     prefix_chars: int = DEFAULT_PREFIX_CHARS
+    # Sessions kept under a hash every router process agrees on, which the placements
+    # told to peers name (`llmservice.router.peers`); else Python's own, cheaper one.
+    stable_keys: bool = False
 
     def __post_init__(self) -> None:
         if min(self.load_bound, self.placement_bound) < 1.0:
@@ -274,6 +280,43 @@ class AdmissionConfig:
         floor = self.min_tokens_per_second_per_request
         if floor is not None and not floor > 0:
             raise ValueError("min tokens per second per request must be positive")
+
+
+@dataclass(frozen=True, slots=True)
+class PeerConfig:
+    """Placements shared with the other router replicas (`llmservice.router.peers`).
+
+    Off without a ``port``. The peers are a fixed list of ``host:port`` (``static``) or
+    the router Pods matching ``selector`` (in the engines' namespace) but the one named
+    ``self_name``, at ``port``.
+    """
+
+    port: int | None = None
+    host: str = DEFAULT_HOST
+    static: tuple[str, ...] = ()
+    selector: str = ""
+    self_name: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.port is not None and not 0 < self.port < 65536:
+            raise ValueError("the peer port must be between 1 and 65535")
+        if (self.static or self.selector) and self.port is None:
+            raise ValueError("peers need a peer port")
+        if self.static and self.selector:
+            raise ValueError("peers are a static list or a Pod selector, not both")
+        for peer in self.static:
+            # An address, not a name: datagrams are taken only from the peers' addresses.
+            host, _, port = peer.rpartition(":")
+            try:
+                ipaddress.ip_address(host.removeprefix("[").removesuffix("]"))
+            except ValueError:
+                raise ValueError(f"peer {peer!r} is not an IP address and port") from None
+            if not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"peer {peer!r} is not an IP address and port")
+
+    @property
+    def enabled(self) -> bool:
+        return self.port is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -386,6 +429,7 @@ class RouterConfig:
     # Peers (CIDRs) whose X-Forwarded-* headers are passed on; others' are replaced.
     trusted_proxies: tuple[str, ...] = ()
     cors: CorsConfig = field(default_factory=CorsConfig)
+    peers: PeerConfig = field(default_factory=PeerConfig)
 
     def __post_init__(self) -> None:
         if not self.served_model_name:

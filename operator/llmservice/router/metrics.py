@@ -25,6 +25,9 @@ labels on every update, which cost more than the rest of a proxied request's boo
 ``llmservice_router_replicas{state}``                      routable / draining replicas
 ``llmservice_router_placement_shared``                     1 while sessions are placed as other
                                                            router replicas place them (sticky.py)
+``llmservice_router_peer_placements_total{event}``         placements sent to peers, adopted
+                                                           from them, refused (peers.py)
+``llmservice_router_peers``                                peer router replicas (peers.py)
 =========================================================  =======================================
 """
 

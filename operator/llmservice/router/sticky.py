@@ -44,25 +44,29 @@ grown (measured with tracemalloc), so the default bound of 65,536 sessions holds
 Fleet changes: a new replica takes new sessions until its count is even (no live session
 moves to it); a removed replica's sessions are placed again, and no other session moves.
 
-Several router replicas share no state. When each conversation's turns reach one router
-replica (clients that keep their connection), each places and follows its own sessions as
-above. When a load balancer spreads the turns over several, a router replica hears later
-turns of conversations another one placed; it must then place them where the other did,
-from what both know. The requests in flight are not that (each counts only the requests
-it sent itself, so two rarely agree on which replicas are above the mean); the session
-counts nearly are (each hears from nearly every conversation going on). So a router
-replica that sees such turns (a request whose messages hold an earlier answer, under a key
-it has no record of: ``note_continued``) for at least ``SHARED_SHARE`` of its placements
-places by counts and ring alone (**shared** placement): the first replica on the ring from
-the session's key among those within ``placement_slack`` active sessions of the fewest,
-whatever their load, so that counts a session or two apart still give the same replica.
-A known session whose replica is above the load bound in one router replica's view then
-only spills that turn to another replica and keeps its home, which the others share. On
-the routing benchmark with two router replicas this moved a third fewer turns than before
-(92 against 138-144) and kept 0.739 of the prompts cached against 0.726 (vllm-router's
-`sticky_least_loaded`: 0.733, 108 moves); placing alone, as with one router replica, is
-unchanged (bench/README.md, "Placement shared by router replicas").
-"""
+Several router replicas share at most their placements. Told each other's
+(`llmservice.router.peers`: ``on_place`` for every placement made here, ``adopt`` for a
+peer's), each follows a session wherever any of them placed it, and the session counts for
+the balance of each; the table is then keyed by the ring's hash (``stable_keys``), which
+every router process computes alike. Without peers, they share no state. When each
+conversation's turns reach one router replica (clients that keep their connection), each
+places and follows its own sessions as above. When a load balancer spreads the turns over
+several, a router replica without peers hears later turns of conversations another one
+placed; it must then place them where the other did, from what both know. The requests in
+flight are not that (each counts only the requests it sent itself, so two rarely agree on
+which replicas are above the mean); the session counts nearly are (each hears from nearly
+every conversation going on). So a router replica that sees such turns (a request whose
+messages hold an earlier answer, under a key it has no record of: ``note_continued``) for at
+least ``SHARED_SHARE`` of its placements places by counts and ring alone (**shared**
+placement): the first replica on the ring from the session's key among those within
+``placement_slack`` active sessions of the fewest, whatever their load, so that counts a
+session or two apart still give the same replica. A known session whose replica is above the
+load bound in one router replica's view then only spills that turn to another replica and
+keeps its home, which the others share. On the routing benchmark with two router replicas
+this moved a third fewer turns than before (92 against 138-144) and kept 0.739 of the
+prompts cached against 0.726 (vllm-router's `sticky_least_loaded`: 0.733, 108 moves);
+placing alone, as with one router replica, is unchanged (bench/README.md, "Placement shared
+by router replicas")."""
 
 from __future__ import annotations
 
@@ -92,6 +96,9 @@ SHARED_SHARE = 0.1
 SHARED_WINDOW_SECONDS = 5.0
 # Fewer placements than this in two windows leave the mode as it was.
 SHARED_MIN_PLACEMENTS = 10
+# Two placements of one session this close together, one here and one told by a peer
+# (`adopt`), were made at once: both router replicas keep the same one of the two.
+CONCURRENT_SECONDS = 0.1
 
 
 class SessionTable:
@@ -137,6 +144,14 @@ class SessionTable:
             return entry[0]  # type: ignore[no-any-return]
         dormant = self._dormant.get(key)
         return None if dormant is None else dormant[0]
+
+    def seen(self, key: int) -> float | None:
+        """When ``key`` was last served or placed, or None if it is not kept."""
+        entry = self._active.get(key)
+        if entry is not None:
+            return entry[1]  # type: ignore[no-any-return]
+        dormant = self._dormant.get(key)
+        return None if dormant is None else dormant[1]
 
     def put(self, key: int, replica: str, now: float) -> None:
         """Record that ``key`` was served by ``replica`` at ``now`` (a move or a touch)."""
@@ -212,6 +227,7 @@ class StickyBalancer:
         idle_seconds: float = DEFAULT_SESSION_IDLE_SECONDS,
         active_seconds: float = DEFAULT_SESSION_ACTIVE_SECONDS,
         clock: Callable[[], float] = time.monotonic,
+        stable_keys: bool = False,
     ) -> None:
         if min(load_bound, placement_bound) < 1.0:
             raise ValueError("load and placement bounds must be >= 1.0")
@@ -238,6 +254,14 @@ class StickyBalancer:
         self._next_expiry = -math.inf
         # A session that stays is the common answer: one immutable Choice per replica.
         self._stays: dict[str, Choice] = {}
+        # The table's key for a session key: Python's string hash (cached, 64 bits) is the
+        # cheapest, but differs between processes; placements told to other router
+        # replicas (`on_place`, `adopt`) need the ring's hash, the same in every one.
+        self.stable_keys = stable_keys
+        self._slot: Callable[[str], int] = hash64 if stable_keys else hash
+        # Called with (table key, replica) for every placement made here: a new session
+        # or one moved (`llmservice.router.peers` tells the other router replicas).
+        self.on_place: Callable[[int, str], None] | None = None
 
     def update(self, replicas: Collection[str]) -> None:
         before = set(self.ring.replicas)
@@ -262,15 +286,14 @@ class StickyBalancer:
             self._next_expiry = now + self._expire_every
             if now >= self._window_ends:
                 self._next_window(now)
-        # The table is this process's own: Python's string hash (cached, 64 bits) keys it.
-        # The ring needs a hash every router process agrees on, only to place a session.
-        slot = hash(key)
+        slot = self._slot(key)
         load_cap = _cap(self.load_bound, loads, eligible)
         home = table.get(slot)
         if home is not None and home not in exclude and loads.get(home, 0) < load_cap:
             table.put(slot, home, now)
             return self._stays[home]
-        hashed = hash64(key)
+        # The ring needs a hash every router process agrees on, only to place a session.
+        hashed = slot if self.stable_keys else hash64(key)
         if home is None:
             self._placed[1] += 1
         elif self.shared and home not in exclude:
@@ -285,13 +308,34 @@ class StickyBalancer:
             return Choice(spill, primary=False)
         chosen = self._place(hashed, loads, eligible, exclude, load_cap, alone=not self.shared)
         table.put(slot, chosen, now)
+        if self.on_place is not None and chosen != home:
+            self.on_place(slot, chosen)
         # "primary": the session's first turn went to its ring point; a later turn that
         # had to leave its replica is a spill, as is a placement past the ring point.
         return Choice(chosen, primary=home is None and chosen == self.ring.first(hashed))
 
     def unknown(self, key: str) -> bool:
         """Whether ``key`` has no replica here yet (its next request places it)."""
-        return self.sessions.get(hash(key)) is None
+        return self.sessions.get(self._slot(key)) is None
+
+    def adopt(self, slot: int, replica: str) -> bool:
+        """Another router replica placed the session kept under ``slot`` on ``replica``:
+        its next turn here goes there too, and it counts for balance. False (nothing done)
+        when ``replica`` is not one this router routes to (yet).
+
+        A placement of the same session made here in the last ``CONCURRENT_SECONDS`` to
+        another replica was made at the same moment; each router replica then keeps the
+        replica first in name order, so that both keep the same.
+        """
+        if replica not in self._stays:
+            return False
+        table = self.sessions
+        now = self._clock()
+        home, seen = table.get(slot), table.seen(slot)
+        if home not in (None, replica) and seen is not None and now - seen < CONCURRENT_SECONDS:
+            replica = min(home, replica)
+        table.put(slot, replica, now)
+        return True
 
     def note_continued(self, key: str) -> None:
         """A later turn of a conversation (it holds an answer) under ``key``, unknown here.

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from dataclasses import replace
 from pathlib import Path
 
 import httpx
 import pytest
-from bench.chat_workload import WorkloadSpec, build, messages
+from bench.chat_workload import Workload, WorkloadSpec, build, messages
 from bench.routing_bench import (
     TARGETS,
     Result,
@@ -166,6 +167,23 @@ def test_turns_are_spread_over_the_routers_the_same_way_every_run() -> None:
         router_for(s, turn, 2) for s in workload.sessions for turn in range(len(s.turns))
     ]
     assert {router_for(s, 0, 1) for s in workload.sessions} == {0}
+
+
+def _hand_overs(workload: Workload, spread: str) -> list[int]:
+    """Per conversation, how many times its next turn goes to the other of two routers."""
+    counts = []
+    for s in workload.sessions:
+        picks = [router_for(s, turn, 2, spread) for turn in range(len(s.turns))]
+        counts.append(sum(a != b for a, b in itertools.pairwise(picks)))
+    return counts
+
+
+def test_turn_spread_draws_each_turn_handover_moves_a_conversation_once_at_most() -> None:
+    workload = build(WorkloadSpec(sessions=200))
+    drawn = _hand_overs(workload, "turn")
+    assert max(drawn) >= 3
+    assert sum(drawn) > 0.4 * sum(len(s.turns) - 1 for s in workload.sessions)
+    assert max(_hand_overs(workload, "handover")) == 1
 
 
 FAST = TimingProfile("bench-test", 0.0005, 0.0, 0.0, 0.00001)

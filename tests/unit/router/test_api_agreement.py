@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from dataclasses import replace
 from typing import Any, get_args
 
 import pytest
@@ -38,10 +39,25 @@ def test_an_empty_router_section_renders_the_router_defaults() -> None:
     assert rendered.timeouts == standalone.timeouts
     assert rendered.max_body_bytes == standalone.max_body_bytes
     assert rendered.retry == standalone.retry
-    assert rendered.balancer == standalone.balancer
+    # Two router replicas by default, which share their placements (one alone does not):
+    # the one difference, the table's hash, goes with it.
+    assert rendered.balancer == replace(standalone.balancer, stable_keys=True)
     assert rendered.session_header == standalone.session_header
     assert rendered.forward_authorization == standalone.forward_authorization
     assert rendered.accept_any_model_name == standalone.accept_any_model_name is False
+
+
+def test_several_router_replicas_share_their_placements_and_one_alone_does_not() -> None:
+    shared = _rendered({}).peers
+    assert shared.port == 8082
+    assert shared.selector.endswith("app.kubernetes.io/component=router")
+    assert not shared.static
+    alone = _rendered({"spec": {"router": {"replicas": 1}}})
+    assert not alone.peers.enabled
+    assert not alone.balancer.stable_keys
+    round_robin = _rendered({"spec": {"router": {"strategy": "RoundRobin"}}})
+    assert not round_robin.peers.enabled
+    assert not _by_hand().peers.enabled
 
 
 def test_accept_any_model_name_reaches_the_router() -> None:

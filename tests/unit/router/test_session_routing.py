@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import contextlib
 from collections import Counter
+from dataclasses import replace
 
 import httpx
 
 from llmservice.router import LeastLoadBalancer, StickyBalancer
+from llmservice.router.config import PeerConfig
 from llmservice.sim import SimServer
 
 from .conftest import RouterServer, config, run
+from .test_peers import free_udp_port
 from .test_sticky import Clock
 from .test_with_simulator import sim_config
 
@@ -109,3 +112,65 @@ def test_router_replicas_that_hear_each_others_conversations_share_their_placeme
 
     assert all(balancer.shared for balancer in run(scenario(2)))
     assert not any(balancer.shared for balancer in run(scenario(1)))
+
+
+def test_router_replicas_told_each_others_placements_keep_every_conversation_in_place() -> None:
+    # Two router replicas whose views differ: the first alone hears the first conversations
+    # (as a client keeping its connection to one router replica would send them), so its
+    # session counts differ from the second's. Then every turn alternates between them.
+    # Told each other's placements, the second sends each turn where the first placed the
+    # conversation; placing on its own (the control), it places some elsewhere.
+    async def scenario(peers: bool) -> tuple[int, list[float]]:
+        ports = [free_udp_port(), free_udp_port()]
+        async with contextlib.AsyncExitStack() as stack:
+            sims = [
+                await stack.enter_async_context(SimServer(sim_config(f"sim-{n}"))) for n in range(4)
+            ]
+            urls = [sim.url for sim in sims]
+            clients = []
+            for n in range(2):
+                cfg = config(*urls)
+                if peers:
+                    told = PeerConfig(
+                        port=ports[n], host="127.0.0.1", static=(f"127.0.0.1:{ports[1 - n]}",)
+                    )
+                    cfg = replace(cfg, peers=told, balancer=replace(cfg.balancer, stable_keys=True))
+                router = await stack.enter_async_context(RouterServer(cfg))
+                clients.append(
+                    await stack.enter_async_context(
+                        httpx.AsyncClient(base_url=router.url, timeout=30.0)
+                    )
+                )
+            moved = 0
+            for number in range(16):
+                messages = [{"role": "system", "content": SYSTEM}]
+                served = set()
+                for turn in range(3):
+                    client = clients[0] if number < 3 else clients[(number + turn) % 2]
+                    messages.append({"role": "user", "content": f"Question {turn} of {number}"})
+                    response = await client.post(
+                        "/v1/chat/completions",
+                        json={"model": "llama", "messages": messages, "max_tokens": 4},
+                        headers={"X-Session-ID": f"conversation-{number}"},
+                    )
+                    assert response.status_code == 200, response.text
+                    served.add(response.headers["x-inference-pod"])
+                    messages.append(response.json()["choices"][0]["message"])
+                moved += len(served) > 1
+            adopted = []
+            for http in clients:
+                metrics = (await http.get("/metrics")).text
+                adopted += [
+                    float(line.rsplit(" ", 1)[1])
+                    for line in metrics.splitlines()
+                    if line.startswith('llmservice_router_peer_placements_total{event="adopted"}')
+                ]
+        return moved, adopted
+
+    moved, adopted = run(scenario(peers=True))
+    assert moved == 0
+    assert len(adopted) == 2
+    assert min(adopted) > 0
+    moved, adopted = run(scenario(peers=False))
+    assert moved > 0
+    assert adopted == []
