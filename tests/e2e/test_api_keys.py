@@ -171,6 +171,40 @@ def metric(ip: str, name: str) -> float | None:
     return None
 
 
+ADOPTED = 'llmservice_router_peer_placements_total{event="adopted"}'
+
+
+def check_placements_told_to_peers(ips: list[str], key: str) -> None:
+    """The two router Pods found each other through their Pod watch (each left itself out),
+    and a session one places is adopted by the other, over UDP between their Pod IPs."""
+
+    def found() -> bool:
+        return all(metric(ip, "llmservice_router_peers") == 1.0 for ip in ips)
+
+    eventually(found, 60, "each router Pod to find the other as its peer")
+    before = metric(ips[1], ADOPTED) or 0.0
+    chat = {
+        "model": "Qwen/Qwen2.5-0.5B-Instruct",
+        "max_tokens": 4,
+        "messages": [{"role": "user", "content": "Say hello."}],
+    }
+    headers = {
+        "Content-Type": "application/json",
+        "Authorization": f"Bearer {key}",
+        "X-Session-ID": f"peers-{time.time_ns()}",
+    }
+    request = urllib.request.Request(
+        f"http://{ips[0]}:8080/v1/chat/completions", data=json.dumps(chat).encode(), headers=headers
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+        assert response.status == 200
+
+    def adopted() -> bool:
+        return (metric(ips[1], ADOPTED) or 0.0) > before
+
+    eventually(adopted, 30, "the other router Pod to adopt the session's placement")
+
+
 def router_pods(core: client.CoreV1Api, namespace: str) -> list[Any]:
     pods: list[Any] = core.list_namespaced_pod(
         namespace, label_selector="app.kubernetes.io/component=router"
@@ -214,6 +248,7 @@ def test_rotated_keys_apply_without_a_restart_and_a_broken_update_is_shown(
     wait_ready(custom, namespace, "chat")
     ips = serving_ips(core, namespace, 2)
     uids = {p.metadata.uid for p in router_pods(core, namespace)}
+    check_placements_told_to_peers(ips, OLD_KEY)
 
     for ip in ips:
         assert status_of(ip, OLD_KEY)[0] == 200
