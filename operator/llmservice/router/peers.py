@@ -26,9 +26,10 @@ answer to the one before has arrived), and a placement is sent before the reques
 places is forwarded, so it reaches the peers a datagram's trip later, long before the
 answer; the last placement heard is where the session is. Two placements of one session
 made at the same moment (a client sending one session's requests in parallel to two router
-replicas) are settled the same way by both (`StickyBalancer.adopt`). A datagram lost, or
-one from a peer not known yet, leaves a router replica as it was without peers: it places
-the session's next turn itself and tells the others.
+replicas) are settled the same way by both (`StickyBalancer.adopt`). A router replica that
+joins (a rollout, a restart) is sent the placements of the sessions active at each peer
+once it is found. A datagram lost leaves a router replica as it was without peers: it
+places the session's next turn itself and tells the others.
 
 Who is a peer: the router Pods matching a selector, found as the engine Pods are (a Pod
 watch; the router's Role already allows it), at ``port``, except this one; or a fixed list.
@@ -60,6 +61,10 @@ log = logging.getLogger("llmservice.router.peers")
 
 # Below a Pod network's MTU (1,450 with VXLAN), so a datagram is never fragmented.
 MAX_DATAGRAM_BYTES = 1200
+# A joining peer gets the active sessions' placements this many datagrams at a time (a
+# tenth of a default receive buffer), this far apart: 65,536 sessions in about a second.
+TABLE_BATCH = 16
+TABLE_PAUSE = 0.005
 _MAX_SLOT = 1 << 64
 _MAX_NAME = 253  # a Pod name's or a URL's length in practice; longer is not a replica
 
@@ -151,7 +156,7 @@ class PeerSync(asyncio.DatagramProtocol):
     async def start(self) -> None:
         """Listen for peers' placements, find the peers, and send ours from now on."""
         loop = self._loop = asyncio.get_running_loop()
-        await loop.create_datagram_endpoint(
+        self._transport, _ = await loop.create_datagram_endpoint(
             lambda: self, local_addr=(self.config.host, self.config.port or 0)
         )
         self.balancer.on_place = self.placed
@@ -178,9 +183,34 @@ class PeerSync(asyncio.DatagramProtocol):
             parts = urlsplit(replica.url)
             if parts.hostname is not None and parts.port is not None:
                 peers.append((parts.hostname, parts.port))
+        joined = [peer for peer in peers if peer not in self.peers]
         self.peers = peers
         self._hosts = frozenset(host for host, _ in peers)
         self.peer_count.set(len(peers))
+        for peer in joined:
+            self._send_table(peer)
+
+    def _send_table(self, peer: tuple[str, int]) -> None:
+        """Tell a router replica that just joined (or restarted) where the sessions active
+        here are: without them, it would place again every conversation it hears of, and
+        tell the others, moving them."""
+        if self._transport is None:
+            return
+        datagrams = encode(self.balancer.sessions.active_placements())
+        if datagrams:
+            self._send_paced(peer, datagrams, 0)
+
+    def _send_paced(self, peer: tuple[str, int], datagrams: list[bytes], start: int) -> None:
+        """``TABLE_BATCH`` datagrams now, the next batch ``TABLE_PAUSE`` seconds later: a
+        whole table at once would overflow the peer's receive buffer, which drops the rest."""
+        transport = self._transport
+        if transport is None or peer not in self.peers or self._loop is None:
+            return
+        end = start + TABLE_BATCH
+        for datagram in datagrams[start:end]:
+            transport.sendto(datagram, peer)
+        if end < len(datagrams):
+            self._loop.call_later(TABLE_PAUSE, self._send_paced, peer, datagrams, end)
 
     # -- sending -------------------------------------------------------------------------
 

@@ -153,6 +153,10 @@ class SessionTable:
         dormant = self._dormant.get(key)
         return None if dormant is None else dormant[1]
 
+    def active_placements(self) -> list[tuple[int, str]]:
+        """(key, replica) of every active session, oldest first."""
+        return [(key, entry[0]) for key, entry in self._active.items()]
+
     def put(self, key: int, replica: str, now: float) -> None:
         """Record that ``key`` was served by ``replica`` at ``now`` (a move or a touch)."""
         active = self._active

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 
@@ -199,6 +200,37 @@ def test_two_peer_syncs_tell_each_other_and_drop_strangers() -> None:
             await until(lambda: sample(registries[0], "refused") == 2)
             assert balancers[0].unknown("session:x")
             assert registries[0].get_sample_value("llmservice_router_peers") == 1
+        finally:
+            for sync in syncs:
+                await sync.stop()
+
+    run(scenario())
+
+
+def test_a_router_replica_that_joins_is_told_the_active_sessions() -> None:
+    # One router replica placed 2,000 sessions before the other started (a rollout): once
+    # it finds the newcomer, it sends it every active session's placement, paced.
+    async def scenario() -> None:
+        ports = [free_udp_port(), free_udp_port()]
+        balancers = [balancer(), balancer()]
+        registries = [CollectorRegistry(), CollectorRegistry()]
+        for n in range(2000):
+            balancers[0].pick(f"session:{n}", {})
+        syncs = [
+            PeerSync(balancers[n], PeerConfig(port=ports[n], host="127.0.0.1"), None, registry)
+            for n, registry in enumerate(registries)
+        ]
+        for sync in syncs:
+            await sync.start()
+        try:
+            syncs[1].set_peers({"old": Replica("old", f"http://127.0.0.1:{ports[0]}")})
+            syncs[0].set_peers({"new": Replica("new", f"http://127.0.0.1:{ports[1]}")})
+            await until(lambda: sample(registries[1], "adopted") == 2000)
+            assert balancers[1].sessions.counts == balancers[0].sessions.counts
+            # Found again (the same peer in a later list): not sent again.
+            syncs[0].set_peers({"new": Replica("new", f"http://127.0.0.1:{ports[1]}")})
+            await asyncio.sleep(0.2)
+            assert sample(registries[1], "adopted") == 2000
         finally:
             for sync in syncs:
                 await sync.stop()
