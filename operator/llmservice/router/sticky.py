@@ -147,11 +147,8 @@ class SessionTable:
 
     def seen(self, key: int) -> float | None:
         """When ``key`` was last served or placed, or None if it is not kept."""
-        entry = self._active.get(key)
-        if entry is not None:
-            return entry[1]  # type: ignore[no-any-return]
-        dormant = self._dormant.get(key)
-        return None if dormant is None else dormant[1]
+        entry = self._active.get(key) or self._dormant.get(key)
+        return None if entry is None else entry[1]
 
     def active_placements(self) -> list[tuple[int, str]]:
         """(key, replica) of every active session, oldest first."""

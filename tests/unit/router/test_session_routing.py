@@ -38,6 +38,24 @@ async def conversation(http: httpx.AsyncClient, number: int, turns: int, header:
     return served
 
 
+async def turns_through(clients: list[httpx.AsyncClient], number: int) -> set[str]:
+    """The replicas that served conversation ``number``, its turn N sent through
+    ``clients[N]`` under its session header."""
+    messages = [{"role": "system", "content": SYSTEM}]
+    served = set()
+    for turn, client in enumerate(clients):
+        messages.append({"role": "user", "content": f"Question {turn} of {number}"})
+        response = await client.post(
+            "/v1/chat/completions",
+            json={"model": "llama", "messages": messages, "max_tokens": 4},
+            headers={"X-Session-ID": f"conversation-{number}"},
+        )
+        assert response.status_code == 200, response.text
+        served.add(response.headers["x-inference-pod"])
+        messages.append(response.json()["choices"][0]["message"])
+    return served
+
+
 def test_each_conversation_stays_on_one_replica_and_conversations_spread() -> None:
     async def scenario(header: bool) -> None:
         async with contextlib.AsyncExitStack() as stack:
@@ -90,18 +108,9 @@ def test_router_replicas_that_hear_each_others_conversations_share_their_placeme
                     )
                 )
             for number in range(24):
-                messages = [{"role": "system", "content": SYSTEM}]
-                served = set()
-                for turn in range(3):
-                    messages.append({"role": "user", "content": f"Question {turn} of {number}"})
-                    response = await clients[(number + turn) % routers].post(
-                        "/v1/chat/completions",
-                        json={"model": "llama", "messages": messages, "max_tokens": 4},
-                        headers={"X-Session-ID": f"conversation-{number}"},
-                    )
-                    assert response.status_code == 200, response.text
-                    served.add(response.headers["x-inference-pod"])
-                    messages.append(response.json()["choices"][0]["message"])
+                served = await turns_through(
+                    [clients[(number + turn) % routers] for turn in range(3)], number
+                )
                 assert len(served) == 1, (number, served)
                 clock.now += 0.5
             for http in clients:
@@ -143,20 +152,8 @@ def test_router_replicas_told_each_others_placements_keep_every_conversation_in_
                 )
             moved = 0
             for number in range(16):
-                messages = [{"role": "system", "content": SYSTEM}]
-                served = set()
-                for turn in range(3):
-                    client = clients[0] if number < 3 else clients[(number + turn) % 2]
-                    messages.append({"role": "user", "content": f"Question {turn} of {number}"})
-                    response = await client.post(
-                        "/v1/chat/completions",
-                        json={"model": "llama", "messages": messages, "max_tokens": 4},
-                        headers={"X-Session-ID": f"conversation-{number}"},
-                    )
-                    assert response.status_code == 200, response.text
-                    served.add(response.headers["x-inference-pod"])
-                    messages.append(response.json()["choices"][0]["message"])
-                moved += len(served) > 1
+                turns = [clients[0] if number < 3 else clients[(number + t) % 2] for t in range(3)]
+                moved += len(await turns_through(turns, number)) > 1
             adopted = []
             for http in clients:
                 metrics = (await http.get("/metrics")).text
