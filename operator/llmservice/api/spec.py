@@ -1032,11 +1032,13 @@ class MonitoringSpec(CamelModel):
 
 
 class NetworkPolicySpec(CamelModel):
-    """Who may reach the engine replicas directly."""
+    """Who may reach the engine replicas directly, and the routers' peer port."""
 
     enabled: bool = Field(
         default=True,
-        description="Allow engine traffic only from the router, the operator and monitoring.",
+        description="Allow engine traffic only from the router, the operator and monitoring,"
+        " and the router's peer port (UDP 8082, with several router replicas) only from the"
+        " other router Pods.",
     )
     monitoring_namespace_labels: LabelMap = Field(
         default_factory=lambda: {"kubernetes.io/metadata.name": "monitoring"},

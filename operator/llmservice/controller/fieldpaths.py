@@ -80,7 +80,7 @@ SOURCES: tuple[Source, ...] = (
     Source("PersistentVolumeClaim", None, "spec.storageClassName", "spec.storage.storageClassName"),
     Source("PersistentVolumeClaim", None, "spec.accessModes", "spec.storage.accessModes"),
     # Label maps copied from the spec.
-    Source("NetworkPolicy", None, "spec.ingress[0].from[2].namespaceSelector.matchLabels",
+    Source("NetworkPolicy", naming.ENGINE, "spec.ingress[0].from[2].namespaceSelector.matchLabels",
            "spec.networkPolicy.monitoringNamespaceLabels", True),
     Source("ServiceMonitor", None, "metadata.labels", "spec.monitoring.labels", True),
     # Every child is named after the LLMService.

@@ -1,4 +1,4 @@
-"""PodDisruptionBudgets for engine and router, and the engine's NetworkPolicy."""
+"""PodDisruptionBudgets for engine and router, and the NetworkPolicies of engine and router."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from typing import Any
 
 from llmservice.api import LLMService
 from llmservice.render import naming
+from llmservice.render.router import peers_enabled
 from llmservice.render.templating import render_template
 
 # Labels of the operator's own Pods (deploy/), allowed to scrape engine metrics.
@@ -28,7 +29,14 @@ def render(service: LLMService) -> list[dict[str, Any]]:
         # autoscaler the budget exists whenever it may add replicas: maxUnavailable 1 never
         # blocks a drain, at one replica or at zero (it then selects no Pod).
         budgets.insert(0, _budget(service, naming.engine_name(service), naming.ENGINE))
-    network_policy = None
+    network_policy = router_policy = None
+    if service.spec.network_policy.enabled and peers_enabled(service):
+        # The router's clients reach it from anywhere, as before; its peer port only from
+        # the other router Pods (they tell each other their session placements over it).
+        router_policy = {
+            "metadata": naming.object_meta(service, naming.router_name(service), naming.ROUTER),
+            "router_selector": naming.selector_labels(service, naming.ROUTER),
+        }
     if service.spec.network_policy.enabled:
         network_policy = {
             "metadata": naming.object_meta(service, naming.engine_name(service), naming.ENGINE),
@@ -39,4 +47,9 @@ def render(service: LLMService) -> list[dict[str, Any]]:
                 service.spec.network_policy.monitoring_namespace_labels
             ),
         }
-    return render_template("policies.yaml.j2", budgets=budgets, network_policy=network_policy)
+    return render_template(
+        "policies.yaml.j2",
+        budgets=budgets,
+        network_policy=network_policy,
+        router_policy=router_policy,
+    )
