@@ -20,7 +20,11 @@ from prometheus_client import CollectorRegistry, generate_latest
 from llmservice.api.validation import parse_llmservice
 from llmservice.render import render_all
 from llmservice.router.admission import AdmissionMetrics
+from llmservice.router.balancer import LeastLoadBalancer
+from llmservice.router.config import PeerConfig
 from llmservice.router.metrics import RouterMetrics
+from llmservice.router.peers import PeerSync
+from llmservice.router.sticky import StickyBalancer
 from llmservice.sandbox.gpu_exporter import LABELS as GPU_LABELS
 from llmservice.sim.config import SimConfig
 from llmservice.sim.metrics import SimMetrics, render_metrics
@@ -46,6 +50,12 @@ def exposition() -> str:
     router.routed("header", True)
     router.add_tokens(1, 2)
     router.set_replicas(1, 0)
+    router.placement_shared = lambda: False
+    peers = PeerSync(
+        StickyBalancer(fallback=LeastLoadBalancer()), PeerConfig(port=8082), None, registry
+    )
+    peers.placements.labels("sent").inc()
+    peers.peer_count.set(1)
     admission = AdmissionMetrics(registry)
     admission.reject("queue_full", "team-a")
     admission.waited("team-a", 0.2)
