@@ -446,7 +446,7 @@ def test_a_later_turn_of_a_known_session_is_not_foreign() -> None:
 
 
 def shared(fleet: list[str], **kwargs: float) -> StickyBalancer:
-    balancer = sticky(fleet, **kwargs)
+    balancer = sticky(fleet, None, **kwargs)
     balancer.shared = True
     return balancer
 
