@@ -34,7 +34,8 @@ places the session's next turn itself and tells the others.
 Who is a peer: the router Pods matching a selector, found as the engine Pods are (a Pod
 watch; the router's Role already allows it), at ``port``, except this one; or a fixed list.
 Datagrams from any other address are dropped unread, and what a peer sends is checked
-(shape, sizes, replicas this router routes to) before it is used. The worst a peer that
+(shape, sizes) before it is used; a placement on an engine replica this router replica has
+not seen become ready yet is held for a few seconds and followed when it does. The worst a peer that
 lies can do is place sessions badly: the load bound still moves a session off an overloaded
 replica.
 """
@@ -139,8 +140,8 @@ class PeerSync(asyncio.DatagramProtocol):
         self.placements = Counter(
             "llmservice_router_peer_placements",
             "Placements sent to peer router replicas (one per peer), adopted from them, or"
-            " refused (a replica this router does not route to, or a datagram that is not a"
-            " peer's)",
+            " refused (a datagram that is not a peer's, or a replica this router does not"
+            " route to yet: followed if it arrives within 10 s)",
             ["event"],
             registry=registry,
         )

@@ -99,6 +99,11 @@ SHARED_MIN_PLACEMENTS = 10
 # Two placements of one session this close together, one here and one told by a peer
 # (`adopt`), were made at once: both router replicas keep the same one of the two.
 CONCURRENT_SECONDS = 0.1
+# A peer's placement on a replica this router replica does not route to yet (an engine Pod
+# it has not yet seen become ready) is held this long, at most this many, and followed when
+# the replica arrives, so that a scale-up does not move the sessions placed on it.
+EARLY_SECONDS = 10.0
+EARLY_MAX = 4096
 
 
 class SessionTable:
@@ -263,6 +268,8 @@ class StickyBalancer:
         # Called with (table key, replica) for every placement made here: a new session
         # or one moved (`llmservice.router.peers` tells the other router replicas).
         self.on_place: Callable[[int, str], None] | None = None
+        # Peers' placements on replicas not routable here yet: (table key, replica, when).
+        self._early: list[tuple[int, str, float]] = []
 
     def update(self, replicas: Collection[str]) -> None:
         before = set(self.ring.replicas)
@@ -270,6 +277,8 @@ class StickyBalancer:
         self._fallback.update(replicas)
         self.sessions.forget_replicas(before.difference(self.ring.replicas))
         self._stays = {replica: Choice(replica, primary=True) for replica in self.ring.replicas}
+        if self._early:
+            self._adopt_early()
 
     def pick(
         self, key: str | None, loads: Mapping[str, int], exclude: Collection[str] = ()
@@ -321,22 +330,46 @@ class StickyBalancer:
 
     def adopt(self, slot: int, replica: str) -> bool:
         """Another router replica placed the session kept under ``slot`` on ``replica``:
-        its next turn here goes there too, and it counts for balance. False (nothing done)
-        when ``replica`` is not one this router routes to (yet).
+        its next turn here goes there too, and it counts for balance. False when ``replica``
+        is not one this router routes to yet: the placement is then held, and followed if
+        the replica becomes routable within ``EARLY_SECONDS``.
 
         A placement of the same session made here in the last ``CONCURRENT_SECONDS`` to
         another replica was made at the same moment; each router replica then keeps the
         replica first in name order, so that both keep the same.
         """
+        now = self._clock()
         if replica not in self._stays:
+            self._hold(slot, replica, now)
             return False
         table = self.sessions
-        now = self._clock()
         home, seen = table.get(slot), table.seen(slot)
         if home not in (None, replica) and seen is not None and now - seen < CONCURRENT_SECONDS:
             replica = min(home, replica)
         table.put(slot, replica, now)
         return True
+
+    def _hold(self, slot: int, replica: str, now: float) -> None:
+        """Keep a peer's placement on a replica not routable here yet (see EARLY_SECONDS)."""
+        early = self._early
+        if early and now - early[0][2] >= EARLY_SECONDS:
+            self._early = early = [entry for entry in early if now - entry[2] < EARLY_SECONDS]
+        if len(early) < EARLY_MAX:
+            early.append((slot, replica, now))
+
+    def _adopt_early(self) -> None:
+        """Follow the held placements whose replica is routable now; sessions placed here
+        in the meantime keep their replica (the peers heard of that placement too)."""
+        now = self._clock()
+        table, kept = self.sessions, []
+        for slot, replica, when in self._early:
+            if now - when >= EARLY_SECONDS:
+                continue
+            if replica not in self._stays:
+                kept.append((slot, replica, when))
+            elif table.get(slot) is None:
+                table.put(slot, replica, now)
+        self._early = kept
 
     def note_continued(self, key: str) -> None:
         """A later turn of a conversation (it holds an answer) under ``key``, unknown here.

@@ -16,6 +16,7 @@ from llmservice.router.config import PeerConfig
 from llmservice.router.discovery import Replica
 from llmservice.router.peers import MAX_DATAGRAM_BYTES, PeerSync, decode, encode
 from llmservice.router.ring import hash64
+from llmservice.router.sticky import EARLY_MAX, EARLY_SECONDS
 
 from .conftest import run, until
 from .test_sticky import Clock
@@ -108,10 +109,33 @@ def test_a_session_a_peer_placed_goes_there_and_counts_for_balance() -> None:
     assert choice.replica == elsewhere
 
 
-def test_a_replica_this_router_does_not_route_to_is_not_adopted() -> None:
-    sticky = balancer()
-    assert not sticky.adopt(hash64("session:s"), "engine-z")
+def test_a_placement_on_a_replica_not_routable_yet_is_followed_when_it_arrives() -> None:
+    # A scale-up: a peer saw the new engine Pod ready first and placed a session on it.
+    clock = Clock()
+    sticky = balancer(clock)
+    placed_here = hash64("session:here")
+    assert not sticky.adopt(hash64("session:s"), "engine-e")
+    assert not sticky.adopt(placed_here, "engine-e")
     assert sticky.unknown("session:s")
+    sticky.sessions.put(placed_here, "engine-a", clock.now)  # placed here meanwhile
+    clock.now += 1.0
+    sticky.update([*FLEET, "engine-e"])
+    assert sticky.sessions.get(hash64("session:s")) == "engine-e"
+    assert sticky.sessions.get(placed_here) == "engine-a"  # what the peers heard of last
+    assert sticky.sessions.counts == {"engine-e": 1, "engine-a": 1}
+
+
+def test_held_placements_expire_and_are_bounded() -> None:
+    clock = Clock()
+    sticky = balancer(clock)
+    assert not sticky.adopt(hash64("session:old"), "engine-e")
+    clock.now += EARLY_SECONDS
+    for n in range(EARLY_MAX + 10):
+        sticky.adopt(hash64(f"session:{n}"), "engine-f")
+    assert len(sticky._early) == EARLY_MAX  # the expired one went first
+    sticky.update([*FLEET, "engine-e"])  # too late for it
+    assert sticky.unknown("session:old")
+    assert len(sticky._early) == EARLY_MAX  # still waiting for engine-f
 
 
 def test_placements_made_at_once_settle_on_the_same_replica_on_both_sides() -> None:
