@@ -40,9 +40,6 @@ DEFAULT_PLACEMENT_BOUND = 1.0
 # router replicas' counts differ by a session or two, and with the fewest alone they would
 # send a session apart (bench/README.md, "Placement shared by router replicas").
 DEFAULT_PLACEMENT_SLACK = 2
-# The UDP port on which router replicas tell each other their placements
-# (`llmservice.router.peers`); the operator's router Pods use it.
-DEFAULT_PEER_PORT = 8082
 DEFAULT_MAX_SESSIONS = 65_536
 DEFAULT_SESSION_IDLE_SECONDS = 600.0
 # A session counts towards its replica's balance while it sent a request this recently: about
