@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import socket
 
@@ -251,10 +250,14 @@ def test_a_router_replica_that_joins_is_told_the_active_sessions() -> None:
             syncs[0].set_peers({"new": Replica("new", f"http://127.0.0.1:{ports[1]}")})
             await until(lambda: sample(registries[1], "adopted") == 2000)
             assert balancers[1].sessions.counts == balancers[0].sessions.counts
-            # Found again (the same peer in a later list): not sent again.
-            syncs[0].set_peers({"new": Replica("new", f"http://127.0.0.1:{ports[1]}")})
-            await asyncio.sleep(0.2)
-            assert sample(registries[1], "adopted") == 2000
+            # Found again (the same peer in a later list): not sent again; a third is.
+            tables_sent: list[tuple[str, int]] = []
+            syncs[0]._send_table = tables_sent.append  # type: ignore[method-assign]
+            new = Replica("new", f"http://127.0.0.1:{ports[1]}")
+            syncs[0].set_peers({"new": new})
+            assert tables_sent == []
+            syncs[0].set_peers({"new": new, "third": Replica("third", "http://127.0.0.3:9")})
+            assert tables_sent == [("127.0.0.3", 9)]
         finally:
             for sync in syncs:
                 await sync.stop()
