@@ -431,6 +431,9 @@ class RouterConfig:
     def __post_init__(self) -> None:
         if not self.served_model_name:
             raise ValueError("served model name is required")
+        if self.peers.enabled and self.balancer.strategy is not Strategy.SESSION:
+            # Only sessions have placements to share: refused rather than left unused.
+            raise ValueError("a peer port needs the SessionAffinity strategy")
         if self.max_body_bytes < 1 or self.max_connections < 1:
             raise ValueError("max body bytes and max connections must be >= 1")
         if self.max_buffered_body_bytes < 1:

@@ -60,6 +60,17 @@ def test_several_router_replicas_share_their_placements_and_one_alone_does_not()
     assert not _by_hand().peers.enabled
 
 
+def test_a_peer_port_without_sessions_or_a_peer_list_without_it_is_refused() -> None:
+    peers = ("--peer-port", "8082", "--peers", "10.0.0.2:8082")
+    assert _by_hand(*peers).peers.static == ("10.0.0.2:8082",)
+    with pytest.raises(ValueError, match="SessionAffinity"):
+        _by_hand(*peers, "--strategy", "RoundRobin")
+    with pytest.raises(ValueError, match="peer port"):
+        _by_hand("--peers", "10.0.0.2:8082")
+    with pytest.raises(ValueError, match="not an IP address"):
+        _by_hand("--peer-port", "8082", "--peers", "router-1:8082")
+
+
 def test_accept_any_model_name_reaches_the_router() -> None:
     rendered = _rendered({"spec": {"model": {"acceptAnyModelName": True}}})
     assert rendered.accept_any_model_name is True
