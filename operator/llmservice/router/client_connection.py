@@ -179,11 +179,32 @@ class ClientConnection:
             else:
                 transport.write(body)
         if not more:
-            cycle.response_complete = True
-            cycle.message_event.set()
-            if not cycle.keep_alive:
-                transport.close()
-            cycle.on_response()
+            self._complete()
+
+    def write_frames(self, frames: bytes, more: bool) -> None:
+        """Write chunk frames of a chunked answer `start` began, as they are (the engine's
+        own, `llmservice.router.upstream.Response.splice`); the last ones (``more`` false)
+        end with the last chunk and complete the answer."""
+        cycle = self._cycle
+        if cycle.disconnected:
+            return
+        head = self._head
+        self._head = None
+        if head:
+            cycle.transport.writelines((head, frames))
+        elif frames:
+            cycle.transport.write(frames)
+        if not more:
+            self._complete()
+
+    def _complete(self) -> None:
+        """The answer is all written: the cycle's bookkeeping, as uvicorn's ``send``'s."""
+        cycle = self._cycle
+        cycle.response_complete = True
+        cycle.message_event.set()
+        if not cycle.keep_alive:
+            cycle.transport.close()
+        cycle.on_response()
 
     def flush(self) -> None:
         """Write a head `start` holds, alone: an answer cut off before its first part."""

@@ -39,7 +39,9 @@ Timeouts: ``connect`` bounds the TCP connect (a connect timeout is retried like 
 and answers 504 when it was the last attempt), ``first_byte`` the wait for the response
 headers (504), ``idle`` each wait for the next body chunk, ``total`` the whole exchange. A
 failure after the headers went out cannot change the status: an SSE stream gets a final
-``data: {"error": ...}`` event, any other body is cut off by closing the connection.
+``data: {"error": ...}`` event, any other body is cut off by closing the connection (as is
+a stream broken off inside one of the engine's chunk frames that went on as they came:
+the client's HTTP client then reports an incomplete chunked body).
 
 Headers: hop-by-hop headers (RFC 9110 section 7.6.1) are dropped both ways, the client's
 ``Authorization`` is dropped unless ``forward_authorization`` is set, and the request id
@@ -181,6 +183,9 @@ class Exchange:
     sse: bool = False
     response_started: bool = False
     response_finished: bool = False
+    # The engine's frames went on as they came and the body broke off inside one: nothing
+    # of the router's own can follow (`Response.at_frame_end`).
+    cut_mid_frame: bool = False
     extra_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     span: Span | None = None
 
@@ -578,9 +583,11 @@ class Proxy:
         # An SSE answer's parts: written by the engine connection's callback as they arrive
         # (`PartWriter`), or sent by this task; either way noted, for the usage at the end.
         parts: PartsSent
+        # Past ASGI the engine's own chunk frames go on as they came where they can.
+        frames = False
         if sse and connection is not None and connection.streaming:
             parts = splice = connection.part_writer(self.clock)
-            response.splice(splice)
+            frames = response.splice(splice, frames=direct is not None)
         else:
             parts, splice = PartsSent(self.clock), None
         read_chunk = response.read_chunk
@@ -608,7 +615,10 @@ class Proxy:
                 else:
                     if direct.paused:  # the client takes no more now: wait, as send would
                         await direct.drain()
-                    direct.write(chunk, not ended)
+                    if frames:
+                        direct.write_frames(chunk, not ended)
+                    else:
+                        direct.write(chunk, not ended)
                 if ended:
                     break
         except UpstreamError as error:
@@ -620,16 +630,19 @@ class Proxy:
                 response.splice(None)
             if sse:
                 exchange.first_byte_at = parts.first_at
+            if frames and not exchange.response_finished:
+                exchange.cut_mid_frame = not response.at_frame_end()
         if not exchange.response_finished:
             exchange.response_finished = True
             if direct is None:
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
+            elif frames:  # the engine's last chunk went on with its frames
+                direct.write_frames(b"", False)
             else:
                 direct.write(b"", False)
         if sse:
-            exchange.prompt_tokens, exchange.completion_tokens = usage_from_sse_tail(
-                parts.previous + parts.last
-            )
+            tail = response.body_tail() if frames else parts.previous + parts.last
+            exchange.prompt_tokens, exchange.completion_tokens = usage_from_sse_tail(tail)
         elif kept and kept_size < _USAGE_BODY_LIMIT:
             exchange.prompt_tokens, exchange.completion_tokens = usage_from_json(b"".join(kept))
 
@@ -642,7 +655,7 @@ class Proxy:
     ) -> None:
         """End a response whose headers are already out; see the module docstring."""
         exchange.cause = error.cause
-        if not exchange.sse:
+        if not exchange.sse or exchange.cut_mid_frame:
             # The app returns with the body incomplete and the server closes the
             # connection; a head held for the first part goes out first, as sent.
             if connection is not None:

@@ -40,6 +40,20 @@ while the outlet says it is ``writable`` (the client's side keeps that flag, on 
 that change it). The reader is woken only for what the outlet does not take (the client is
 not taking more: the chunks are buffered and read as usual, in order), for the end of the
 body and for an error.
+
+An outlet that speaks HTTP/1.1 chunked framing itself can take the engine's own frames
+(``splice(outlet, frames=True)``): each read is written as it came, not framed again (the
+framing was a sixth of a streamed part's instructions). The engine's bytes are still parsed
+first, and a read the parser refuses is not written. It needs the body read before the
+splice to end on a frame boundary the router knows: the read that ended the head must
+have ended there or gone on with whole frames only, and so must every read since (the
+common case: an engine sends its head before its first token, and the first tokens'
+frames whole; the router then frames those parts again, as one). Otherwise the body is
+framed again as above. From then on every byte of the body goes to the outlet or the
+reader as it came, the end of the body included, so the framing the client gets is
+exactly the engine's. A response broken off part-way can be followed by a part of the
+router's own only if the bytes passed on end on a frame boundary, which
+`Response.at_frame_end` finds out once, then.
 """
 
 from __future__ import annotations
@@ -65,14 +79,19 @@ __all__ = [
 ]
 
 _MAX_BUFFER = 256 * 1024  # pause reading from the engine past this much unread body
+_TAIL_PARTS = 8  # the last body parts kept while the engine's frames are passed on (usage)
+_HEAD_END = b"\r\n\r\n"
+_CHUNKED = b"chunked"
+_LAST_CHUNK = b"0\r\n\r\n"
 
 
 class Outlet(Protocol):
     """Where `Response.splice` writes a body's parts (`llmservice.router.client_connection`).
 
-    ``transport`` takes each part as one HTTP/1.1 chunk while ``writable``; the parts
-    written are noted as they go: the first one's time (``clock()``) in ``first_at``, and
-    the last two in ``previous`` and ``last``.
+    ``transport`` takes each part as one HTTP/1.1 chunk while ``writable`` (or the engine's
+    own frames, `Response.splice`); the parts written are noted as they go: the first one's
+    time (``clock()``) in ``first_at``, and the last two in ``previous`` and ``last`` (not
+    while the engine's frames are passed on: then `Response.body_tail` has them).
     """
 
     transport: asyncio.WriteTransport
@@ -112,6 +131,29 @@ class ProtocolError(UpstreamError):
     """The engine's bytes were not a valid HTTP/1.1 response."""
 
 
+def _whole_frames(data: bytes, start: int) -> bool:
+    """Whether ``data[start:]`` is whole chunk frames (or nothing), read by their sizes.
+
+    ``data`` is valid chunked framing (the parser took it), a frame being a size in hex, an
+    optional extension after ";", CRLF, that many bytes and CRLF; the last chunk (size 0)
+    ends the body, and is not counted as a frame here.
+    """
+    end = len(data)
+    at = start
+    while at < end:
+        line_end = data.find(b"\r\n", at)
+        if line_end < 0:
+            return False
+        try:
+            size = int(data[at:line_end].partition(b";")[0], 16)
+        except ValueError:
+            return False
+        if size == 0:
+            return False
+        at = line_end + size + 4
+    return at == end
+
+
 class _Connection(asyncio.Protocol):
     """One keep-alive connection; parses responses and buffers their body chunks."""
 
@@ -123,6 +165,9 @@ class _Connection(asyncio.Protocol):
         # `data_received` looks at what a read brought once the read is parsed.
         self.chunks: collections.deque[bytes] = collections.deque()
         self.on_body: Callable[[bytes], None] = self.chunks.append
+        # The engine's own bytes of the body, for the reader, while they are passed on as
+        # they came (`Response.splice` with ``frames``); `chunks` then keeps only a tail.
+        self.frames: collections.deque[bytes] = collections.deque()
         self.parser = httptools.HttpResponseParser(self)
         self.closed = False
         self.idle_since = 0.0
@@ -146,7 +191,11 @@ class _Connection(asyncio.Protocol):
         self.complete = False
         self.keep_alive = False
         self.reads = 0  # reads that brought bytes of this response (its progress)
+        self.head_end_read = -1  # the read in which the head ended
+        self.frame_end_read = -1  # the last read after which the body ended on a frame's end
+        self.pass_frames = False  # the body's reads go on as they came
         self.chunks.clear()
+        self.frames.clear()
         self.buffered = 0
         self.paused = False
         self.error: UpstreamError | None = None
@@ -168,13 +217,34 @@ class _Connection(asyncio.Protocol):
                 self.transport.close()
             return
         chunks = self.chunks
-        if not chunks:
-            return
         outlet = self.outlet
         # Written only while the reader waits: it has passed on all it was given, so nothing
-        # written here can overtake a part it holds. The body written is this read's, after
-        # any the outlet did not take before (then the reader is awake).
-        if outlet is not None and outlet.writable and self.waiter is not None and not self.complete:
+        # written here can overtake a part it holds. The end of the body is the reader's.
+        if self.pass_frames:
+            # The engine's frames as they came; its parts are kept only for the usage's tail.
+            if len(chunks) > _TAIL_PARTS:
+                for _ in range(_TAIL_PARTS // 2):
+                    chunks.popleft()
+            if (
+                outlet is not None
+                and outlet.writable
+                and self.waiter is not None
+                and not self.complete
+            ):
+                outlet.transport.write(data)
+                if outlet.first_at is None:
+                    outlet.first_at = outlet.clock()
+                return
+            self.frames.append(data)
+        elif not chunks:
+            if outlet is None:
+                self._note_frame_end(data)
+            return
+        elif (
+            outlet is not None and outlet.writable and self.waiter is not None and not self.complete
+        ):
+            # The body written is this read's, after any the outlet did not take before (then
+            # the reader is awake).
             body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
             chunks.clear()
             outlet.transport.write(b"%x\r\n%b\r\n" % (len(body), body))
@@ -183,6 +253,8 @@ class _Connection(asyncio.Protocol):
                 outlet.first_at = outlet.clock()
             outlet.previous, outlet.last = outlet.last, body
             return
+        elif outlet is None:
+            self._note_frame_end(data)
         self._wake()  # the reader takes what the outlet did not
         # Held for the reader. The read's length bounds the body it brought (its framing
         # counts too, so reading pauses a little early, never late).
@@ -190,6 +262,26 @@ class _Connection(asyncio.Protocol):
         if self.buffered > _MAX_BUFFER and not self.paused and self.transport is not None:
             self.paused = True
             self.transport.pause_reading()
+
+    def _note_frame_end(self, data: bytes) -> None:
+        """Before a splice: note whether the body read so far ends on a chunk frame's end,
+        as it does when every read since the head's end was whole frames (see
+        `Response.splice`). The parser has accepted ``data``: only the boundaries are looked
+        for, and a read that is not whole frames stops the count for this response."""
+        reads = self.reads
+        if not self.head_done or self.complete:
+            return
+        if self.head_end_read == reads:
+            # The head ends at its first blank line when every line of it ends in CRLF.
+            start = data.find(_HEAD_END) + len(_HEAD_END)
+            if reads != 1 or data.count(b"\n", 0, start) != data.count(b"\r\n", 0, start):
+                return
+        elif self.frame_end_read == reads - 1:
+            start = 0
+        else:
+            return
+        if _whole_frames(data, start):
+            self.frame_end_read = reads
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -225,6 +317,7 @@ class _Connection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         self.status = self.parser.get_status_code()
         self.head_done = True
+        self.head_end_read = self.reads
         self._wake()
 
     def on_message_complete(self) -> None:
@@ -283,13 +376,18 @@ class Response:
     def ended(self) -> bool:
         """Whether the whole body has arrived and been read (`read_chunk` would give b"")."""
         connection = self._connection
-        return connection.complete and not connection.chunks
+        held = connection.frames if connection.pass_frames else connection.chunks
+        return connection.complete and not held
 
     async def read_chunk(self) -> bytes:
-        """The body that arrived since the last call (waiting for some); b"" at the end."""
+        """The body that arrived since the last call (waiting for some); b"" at the end.
+
+        While the engine's frames are passed on (`splice` with ``frames``), the engine's
+        bytes as they came: whole or partial chunk frames, the last chunk's included.
+        """
         connection = self._connection
         while True:
-            chunks = connection.chunks
+            chunks = connection.frames if connection.pass_frames else connection.chunks
             if chunks:
                 # Whatever has arrived goes out together: no added latency, fewer writes.
                 chunk = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
@@ -310,15 +408,61 @@ class Response:
             connection.waiter = waiter
             await waiter
 
-    def splice(self, outlet: Outlet | None) -> None:
+    def splice(self, outlet: Outlet | None, *, frames: bool = False) -> bool:
         """Write the body to ``outlet`` as it arrives, or stop (None); see the module docstring.
 
         A read's body goes to the outlet only while it is writable and the reader waits in
         `read_chunk`: a part `read_chunk` returned is passed on before the next one is
         written. What the outlet does not take, the end of the body and errors still come
         through `read_chunk`, which then waits for nothing else.
+
+        ``frames``: the outlet takes chunk frames as they are. Returns whether the engine's
+        own frames are passed on from now on (for the rest of the body, `read_chunk`'s
+        included): the answer is chunked and its body so far ends on a frame boundary (see
+        the module docstring).
         """
-        self._connection.outlet = outlet
+        connection = self._connection
+        connection.outlet = outlet
+        if (
+            frames
+            and not connection.pass_frames
+            and connection.frame_end_read == connection.reads
+            and not connection.complete
+            and connection.error is None
+            and (self.header(b"transfer-encoding") or b"").strip().lower() == _CHUNKED
+        ):
+            connection.pass_frames = True
+            chunks = connection.chunks
+            if chunks:  # whole frames the reader has not taken: framed again, as one
+                body = b"".join(chunks)
+                connection.frames.append(b"%x\r\n%b\r\n" % (len(body), body))
+                # (and kept in `chunks`: the usage's tail, if the body is that short)
+        return connection.pass_frames
+
+    def body_tail(self) -> bytes:
+        """The last parts of a body whose frames were passed on (its usage is in them)."""
+        return b"".join(self._connection.chunks)
+
+    def at_frame_end(self) -> bool:
+        """Whether what went on of a body whose frames are passed on ends on a frame
+        boundary, so that a part of the router's own can follow (a broken-off stream's
+        error event). Asked once, when the body is broken off; the connection is not
+        reused after.
+
+        The parser is given a last chunk: it ends the body there, without a part, only
+        where a frame had ended. Frames held for the reader were not passed on: then no.
+        """
+        connection = self._connection
+        if connection.frames or connection.complete:
+            return False
+        held = len(connection.chunks)
+        try:
+            connection.parser.feed_data(_LAST_CHUNK)
+        except httptools.HttpParserError:
+            return False
+        finally:
+            connection.keep_alive = False  # the probe's message is not the engine's
+        return connection.complete and len(connection.chunks) == held
 
     def close(self) -> None:
         """Give the connection back when the body was read whole, else drop it."""

@@ -12,6 +12,7 @@ from dataclasses import replace
 from types import TracebackType
 from typing import Any, TypeVar
 
+import httptools
 import uvicorn
 import uvloop
 
@@ -203,3 +204,37 @@ async def until_stalled(count: Callable[[], int], quiet: float = 0.25) -> None:
         return value > 0 and loop.time() - seen[1] > quiet
 
     await until(stalled)
+
+
+class Answers:
+    """A strict HTTP/1.1 parser of the router's answers on one connection; ``raw`` keeps
+    every byte read, for a test of the framing itself."""
+
+    def __init__(self) -> None:
+        self.parser = httptools.HttpResponseParser(self)
+        self.bodies: list[bytearray] = []
+        self.complete = 0
+        self.raw = bytearray()
+
+    def on_message_begin(self) -> None:
+        self.bodies.append(bytearray())
+
+    def on_body(self, body: bytes) -> None:
+        self.bodies[-1] += body
+
+    def on_message_complete(self) -> None:
+        self.complete += 1
+
+    async def read(self, reader: asyncio.StreamReader, answers: int) -> None:
+        """Read until ``answers`` answers are complete; fails if the connection closes."""
+        while self.complete < answers:
+            data = await reader.read(1 << 16)
+            assert data, "the router closed the connection"
+            self.raw += data
+            self.parser.feed_data(data)
+
+    async def read_to_close(self, reader: asyncio.StreamReader) -> None:
+        """Read until the router closes the connection."""
+        while data := await reader.read(1 << 16):
+            self.raw += data
+            self.parser.feed_data(data)

@@ -9,7 +9,6 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-import httptools
 import pytest
 from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
@@ -19,6 +18,7 @@ from llmservice.router.client_connection import ClientConnection, PartWriter
 from .backends import FakeBackend, Mode
 from .conftest import (
     CHAT,
+    Answers,
     RouterServer,
     config,
     reset_at_exit,
@@ -50,11 +50,12 @@ class _CountedTransport:
 def writes(monkeypatch: pytest.MonkeyPatch) -> dict[bool, int]:
     """A chunked answer's parts by the way they went: True for those the engine connection
     wrote to the client itself, False for those the request's task wrote (through uvicorn's
-    ``send`` or the connection's `ClientConnection.write`)."""
+    ``send`` or the connection's `ClientConnection.write` or ``write_frames``)."""
     counts = {True: 0, False: 0}
     part_writer = ClientConnection.part_writer
     send = RequestResponseCycle.send
     write = ClientConnection.write
+    write_frames = ClientConnection.write_frames
 
     def counted_writer(self: ClientConnection, clock: Callable[[], float]) -> PartWriter:
         writer = part_writer(self, clock)
@@ -75,8 +76,14 @@ def writes(monkeypatch: pytest.MonkeyPatch) -> dict[bool, int]:
             counts[False] += 1
         write(self, body, more)
 
+    def counted_write_frames(self: ClientConnection, frames: bytes, more: bool) -> None:
+        if frames and more:
+            counts[False] += 1
+        write_frames(self, frames, more)
+
     monkeypatch.setattr(ClientConnection, "part_writer", counted_writer)
     monkeypatch.setattr(ClientConnection, "write", counted_write)
+    monkeypatch.setattr(ClientConnection, "write_frames", counted_write_frames)
     monkeypatch.setattr(RequestResponseCycle, "send", counted_send)
     return counts
 
@@ -86,30 +93,6 @@ def _post(path: bytes = b"/v1/chat/completions") -> bytes:
         b"POST " + path + b" HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
         b"content-length: " + str(len(REQUEST)).encode() + b"\r\n\r\n" + REQUEST
     )
-
-
-class _Answers:
-    """A strict HTTP/1.1 parser of the router's answers on one connection."""
-
-    def __init__(self) -> None:
-        self.parser = httptools.HttpResponseParser(self)
-        self.bodies: list[bytearray] = []
-        self.complete = 0
-
-    def on_message_begin(self) -> None:
-        self.bodies.append(bytearray())
-
-    def on_body(self, body: bytes) -> None:
-        self.bodies[-1] += body
-
-    def on_message_complete(self) -> None:
-        self.complete += 1
-
-    async def read(self, reader: asyncio.StreamReader, answers: int) -> None:
-        while self.complete < answers:
-            data = await reader.read(1 << 16)
-            assert data, "the router closed the connection"
-            self.parser.feed_data(data)
 
 
 def test_a_slow_reader_gets_every_event_in_order(writes: dict[bool, int]) -> None:
@@ -151,7 +134,7 @@ def test_a_slow_reader_gets_every_event_in_order(writes: dict[bool, int]) -> Non
             assert max(buffered) <= 512 << 10
             written_straight = writes[True]
             # Reading on, the client gets every event once, in order, in valid framing.
-            answers = _Answers()
+            answers = Answers()
             await answers.read(reader, 1)
             body = bytes(answers.bodies[0])
             events = body.split(b"\n\n")
@@ -174,7 +157,7 @@ def test_the_connection_is_kept_alive_after_a_written_stream(writes: dict[bool, 
             RouterServer(config(backend.url)) as router,
         ):
             reader, writer = await asyncio.open_connection("127.0.0.1", router.port)
-            answers = _Answers()
+            answers = Answers()
             for count in (1, 2):
                 writer.write(_post())
                 await answers.read(reader, count)
@@ -240,7 +223,7 @@ def test_a_non_streamed_answer_is_not_spliced_part_by_part(writes: dict[bool, in
                 + b"\r\n\r\n"
                 + json.dumps(CHAT).encode()
             )
-            answers = _Answers()
+            answers = Answers()
             await answers.read(reader, 1)
             writer.close()
             assert json.loads(bytes(answers.bodies[0]))["usage"]["total_tokens"] == 10
