@@ -15,7 +15,8 @@ the others' work costs its caches; they are for comparing targets, not absolute 
 Phases of a round: non-streamed chat requests at ``--plain-connections`` per target (us per
 request), SSE replies of ``--chunks`` events sent ``--sse-delay`` apart at
 ``--stream-connections`` per target (us per chunk, the events and ``[DONE]``), and the
-same replies to chat requests of about 14 KB (ms per chat stream).
+same replies to chat requests of about 14 KB (ms per chat stream). ``--split`` adds a table
+of each figure's user-space and kernel parts (utime and stime apart).
 
     PATH=$PATH:/tmp/vllm-router-venv/bin python -m bench.router_side_by_side --rounds 8
     python -m bench.router_side_by_side --baseline before=/tmp/before-tree
@@ -26,6 +27,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import contextlib
+import math
 import os
 import shutil
 import statistics
@@ -43,7 +45,7 @@ from bench.router_bench import (
     LOAD_CORE,
     POST_LUA,
     ROUTER_CORE,
-    cpu_seconds,
+    cpu_times,
     find_vllm_router,
     free_port,
     process,
@@ -67,6 +69,11 @@ class Figures:
 
     values: dict[str, list[float]] = field(default_factory=dict)
     ratios: dict[str, list[float]] = field(default_factory=dict)
+    # The same, of the user-space and the kernel part of each figure.
+    user: dict[str, list[float]] = field(default_factory=dict)
+    user_ratios: dict[str, list[float]] = field(default_factory=dict)
+    kernel: dict[str, list[float]] = field(default_factory=dict)
+    kernel_ratios: dict[str, list[float]] = field(default_factory=dict)
 
 
 def _cell(values: list[float], digits: int) -> str:
@@ -88,6 +95,26 @@ def table(results: dict[str, Figures], reference: str) -> str:
             digits = 2 if phase == "chat" else 1
             cells.append(_cell(figures.values.get(phase, []), digits))
             cells.append("-" if name == reference else _cell(figures.ratios.get(phase, []), 3))
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def split_table(results: dict[str, Figures], reference: str) -> str:
+    """`table`'s figures in their user-space and kernel parts."""
+    head = ["target"]
+    for _, _, per, _ in PHASES:
+        head += [f"user {per}", "ratio", f"kernel {per}", "ratio"]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, figures in results.items():
+        cells = [name]
+        for phase, _, _, _ in PHASES:
+            digits = 2 if phase == "chat" else 1
+            for values, ratios in (
+                (figures.user, figures.user_ratios),
+                (figures.kernel, figures.kernel_ratios),
+            ):
+                cells.append(_cell(values.get(phase, []), digits))
+                cells.append("-" if name == reference else _cell(ratios.get(phase, []), 3))
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
@@ -134,20 +161,32 @@ def run(targets: dict[str, str | None], args: argparse.Namespace, tmp: Path) -> 
                     plain = phase == "plain"
                     connections = args.plain_connections if plain else args.stream_connections
                     parts = args.chunks + 1 if phase == "stream" else 1  # events and [DONE]
-                    before = {kind: cpu_seconds(pid) for kind, pid in pids.items()}
+                    before = {kind: cpu_times(pid) for kind, pid in pids.items()}
                     loads = {
                         kind: pool.submit(_load, url, scripts[script], connections, args.seconds)
                         for kind, url in urls.items()
                     }
                     served = {kind: load.result() * parts for kind, load in loads.items()}
-                    figures = {
-                        kind: (cpu_seconds(pid) - before[kind]) / served[kind] * scale
-                        for kind, pid in pids.items()
+                    used = {kind: cpu_times(pid) for kind, pid in pids.items()}
+                    user = {
+                        kind: (used[kind][0] - before[kind][0]) / served[kind] * scale
+                        for kind in pids
                     }
-                    for kind, figure in figures.items():
-                        results[kind].values.setdefault(phase, []).append(figure)
-                        ratio = figure / figures[reference]
-                        results[kind].ratios.setdefault(phase, []).append(ratio)
+                    kernel = {
+                        kind: (used[kind][1] - before[kind][1]) / served[kind] * scale
+                        for kind in pids
+                    }
+                    total = {kind: user[kind] + kernel[kind] for kind in pids}
+                    for kind in pids:
+                        figures = results[kind]
+                        for values, ratios, of in (
+                            (figures.values, figures.ratios, total),
+                            (figures.user, figures.user_ratios, user),
+                            (figures.kernel, figures.kernel_ratios, kernel),
+                        ):
+                            values.setdefault(phase, []).append(of[kind])
+                            ratio = of[kind] / of[reference] if of[reference] else math.nan
+                            ratios.setdefault(phase, []).append(ratio)
                 print(f"round {round_ + 1}/{args.rounds} done", file=sys.stderr)
     return results
 
@@ -171,6 +210,9 @@ def main() -> None:
     parser.add_argument(
         "--floor", action="store_true", help="also bench/asgi_floor.py and bench/raw_floor.py"
     )
+    parser.add_argument(
+        "--split", action="store_true", help="also the user-space and kernel parts apart"
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None or shutil.which("taskset") is None:
         sys.exit("router_side_by_side needs wrk and taskset (apt-get install wrk util-linux)")
@@ -193,6 +235,9 @@ def main() -> None:
     for when, (one, five, fifteen) in zip(("before", "after"), loads, strict=True):
         print(f"load average {when}: {one:.2f} {five:.2f} {fifteen:.2f} (1, 5, 15 min)")
     print(table(results, next(iter(targets))))
+    if args.split:
+        print()
+        print(split_table(results, next(iter(targets))))
 
 
 if __name__ == "__main__":

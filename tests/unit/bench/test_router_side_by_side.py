@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bench.router_side_by_side import Figures, table
+from bench.router_side_by_side import Figures, split_table, table
 
 
 def test_the_table_gives_medians_ranges_and_paired_ratios_but_none_for_the_reference() -> None:
@@ -23,3 +23,28 @@ def test_the_table_gives_medians_ranges_and_paired_ratios_but_none_for_the_refer
         "| other | 95.0 [88.0-99.0] | 1.100 [0.950-1.100] | 18.0 [11.0-36.0] "
         "| 1.100 [0.900-1.200] | 1.25 [1.25-1.25] | 1.250 [1.250-1.250] |"
     )
+
+
+def test_the_split_table_gives_the_user_and_kernel_parts_apart() -> None:
+    reference = Figures(
+        user={"stream": [9.0, 10.0]},
+        user_ratios={"stream": [1.0, 1.0]},
+        kernel={"stream": [16.0, 15.0]},
+        kernel_ratios={"stream": [1.0, 1.0]},
+    )
+    other = Figures(
+        user={"stream": [11.0, 12.0]},
+        user_ratios={"stream": [1.2, 1.2]},
+        kernel={"stream": [14.0, 16.0]},
+        kernel_ratios={"stream": [0.875, 1.0667]},
+    )
+    rows = split_table({"ref": reference, "other": other}, "ref").splitlines()
+    assert rows[0].startswith("| target | user us/request | ratio | kernel us/request | ratio |")
+    stream = rows[3].split(" | ")[5:9]
+    assert stream == [
+        "11.5 [11.0-12.0]",
+        "1.200 [1.200-1.200]",
+        "15.0 [14.0-16.0]",
+        "0.971 [0.875-1.067]",
+    ]
+    assert rows[2].split(" | ")[5:9] == ["9.5 [9.0-10.0]", "-", "15.5 [15.0-16.0]", "-"]
