@@ -272,9 +272,15 @@ class _Connection(asyncio.Protocol):
         if not self.head_done or self.complete:
             return
         if self.head_end_read == reads:
-            # The head ends at its first blank line when every line of it ends in CRLF.
-            start = data.find(_HEAD_END) + len(_HEAD_END)
-            if reads != 1 or data.count(b"\n", 0, start) != data.count(b"\r\n", 0, start):
+            # The head ends at its first blank line when it is all in this read and every
+            # line of it ends in CRLF.
+            blank = data.find(_HEAD_END)
+            start = blank + len(_HEAD_END)
+            if (
+                reads != 1
+                or blank < 0
+                or data.count(b"\n", 0, start) != data.count(b"\r\n", 0, start)
+            ):
                 return
         elif self.frame_end_read == reads - 1:
             start = 0

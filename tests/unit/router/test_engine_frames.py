@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from llmservice.router.config import Timeouts
+from llmservice.router.upstream import _whole_frames
 
 from .conftest import CHAT, Answers, RouterServer, config, run, scripted_engine, until
 
@@ -152,6 +153,35 @@ def test_a_read_that_ends_inside_a_frame_keeps_the_routers_framing() -> None:
             assert router.log_lines()[0]["completion_tokens"] == 6
 
     run(scenario())
+
+
+@given(
+    sizes=st.lists(st.integers(1, 300), min_size=1, max_size=6),
+    extension=st.sampled_from([b"", b";x=1", b' ;name="a b"']),
+    digits=st.sampled_from([b"%x", b"%X", b"%04x"]),
+    data=st.data(),
+)
+def test_whole_frames_are_told_by_their_sizes_from_any_boundary(
+    sizes: list[int], extension: bytes, digits: bytes, data: st.DataObject
+) -> None:
+    """A read is whole frames exactly when it ends where a frame does (the size lines'
+    spellings, extensions and the frames' contents, CRLFs included, notwithstanding)."""
+    frames = [
+        digits % size
+        + extension
+        + b"\r\n"
+        + data.draw(st.binary(min_size=size, max_size=size))
+        + b"\r\n"
+        for size in sizes
+    ]
+    stream = b"".join(frames)
+    ends = {0}
+    for piece in frames:
+        ends.add(max(ends) + len(piece))
+    start = data.draw(st.sampled_from(sorted(ends - {len(stream)})))
+    for end in range(start, len(stream) + 1):
+        assert _whole_frames(stream[:end], start) == (end in ends), end
+    assert not _whole_frames(stream + LAST_CHUNK, start)  # the last chunk ends the body
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
