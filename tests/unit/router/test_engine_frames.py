@@ -14,6 +14,7 @@ import asyncio
 import itertools
 import json
 import re
+from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -35,8 +36,9 @@ EVENTS = [b'data: {"n": %d, "text": "token %d"}\n\n' % (n, n) for n in range(6)]
 ]
 LAST_CHUNK = b"0\r\n\r\n"
 PAUSE = 0.03  # between the engine's writes: each arrives as a read of its own
-# The router's own framing of a part: lower-case hex, no leading zero.
-ROUTER_SIZE = re.compile(rb"(?:^|\r\n)[0-9a-f]{1,3}\r\n")
+# The router's own spelling of a chunk size: lower-case hex without a leading zero.
+ROUTER_SIZE = re.compile(rb"0|[1-9a-f][0-9a-f]*")
+SIZE_LINE = re.compile(rb"(?:^|\r\n)([0-9A-Fa-f]+)\r\n")
 
 
 def frame(data: bytes) -> bytes:
@@ -98,61 +100,52 @@ def body_bytes(answers: Answers) -> bytes:
     return bytes(answers.raw).split(b"\r\n\r\n", 1)[1].split(b"HTTP/1.1 ", 1)[0]
 
 
-def test_the_engines_frames_reach_the_client_as_they_came() -> None:
-    async def scenario() -> None:
-        engine = Engine([HEAD, *(frame(event) for event in EVENTS), LAST_CHUNK])
+def relayed(plan: list[bytes | None]) -> tuple[Answers, dict[str, Any]]:
+    """The answer an `Engine` writes by ``plan``, as a client of a router in front of it
+    read it (to its end), and the router's access log line of it."""
+
+    async def scenario() -> tuple[Answers, dict[str, Any]]:
+        engine = Engine(plan)
         server, url = await scripted_engine(engine.handle)
         async with server, RouterServer(config(url)) as router:
             answers = await ask(router.port)
-            assert answers.complete == 1
-            assert bytes(answers.bodies[0]) == b"".join(EVENTS)
-            assert body_bytes(answers) == BODY  # the engine's own framing, byte for byte
             await until(lambda: len(router.log_lines()) == 1)
-            line = router.log_lines()[0]
-            assert (line["status"], line["prompt_tokens"], line["completion_tokens"]) == (200, 7, 6)
-            assert line["ttfb_ms"] is not None
+            return answers, router.log_lines()[0]
 
-    run(scenario())
+    return run(scenario())
+
+
+def test_the_engines_frames_reach_the_client_as_they_came() -> None:
+    answers, line = relayed([HEAD, *(frame(event) for event in EVENTS), LAST_CHUNK])
+    assert bytes(answers.bodies[0]) == b"".join(EVENTS)
+    assert body_bytes(answers) == BODY  # the engine's own framing, byte for byte
+    assert (line["status"], line["prompt_tokens"], line["completion_tokens"]) == (200, 7, 6)
+    assert line["ttfb_ms"] is not None
 
 
 def test_parts_that_came_with_the_head_are_framed_again_and_the_engines_frames_follow() -> None:
-    async def scenario() -> None:
-        first = EVENTS[0] + EVENTS[1]
-        plan = [HEAD + frame(EVENTS[0]) + frame(EVENTS[1])]
-        plan += [frame(event) for event in EVENTS[2:]] + [LAST_CHUNK]
-        engine = Engine(plan)
-        server, url = await scripted_engine(engine.handle)
-        async with server, RouterServer(config(url)) as router:
-            answers = await ask(router.port)
-            assert answers.complete == 1
-            assert (
-                body_bytes(answers)
-                == routers_frame(first)
-                + b"".join(frame(event) for event in EVENTS[2:])
-                + LAST_CHUNK
-            )
-
-    run(scenario())
+    first = EVENTS[0] + EVENTS[1]
+    plan: list[bytes | None] = [HEAD + frame(EVENTS[0]) + frame(EVENTS[1])]
+    plan += [frame(event) for event in EVENTS[2:]] + [LAST_CHUNK]
+    answers, _ = relayed(plan)
+    rest = b"".join(frame(event) for event in EVENTS[2:])
+    assert body_bytes(answers) == routers_frame(first) + rest + LAST_CHUNK
 
 
 def test_a_read_that_ends_inside_a_frame_keeps_the_routers_framing() -> None:
-    async def scenario() -> None:
-        cut = frame(EVENTS[0])
-        plan = [HEAD + cut[:9], cut[9:], *(frame(event) for event in EVENTS[1:]), LAST_CHUNK]
-        engine = Engine(plan)
-        server, url = await scripted_engine(engine.handle)
-        async with server, RouterServer(config(url)) as router:
-            answers = await ask(router.port)
-            assert answers.complete == 1
-            assert bytes(answers.bodies[0]) == b"".join(EVENTS)
-            body = body_bytes(answers)
-            assert b"00" not in re.findall(rb"(?:^|\r\n)([0-9A-Fa-f]+)\r\n", body)[0][:2]
-            assert frame(EVENTS[1]) not in body  # none of the engine's frames as they came
-            assert ROUTER_SIZE.match(body)
-            await until(lambda: len(router.log_lines()) == 1)
-            assert router.log_lines()[0]["completion_tokens"] == 6
-
-    run(scenario())
+    cut = frame(EVENTS[0])
+    answers, line = relayed(
+        [HEAD + cut[:9], cut[9:], *(frame(event) for event in EVENTS[1:]), LAST_CHUNK]
+    )
+    assert bytes(answers.bodies[0]) == b"".join(EVENTS)
+    body = body_bytes(answers)
+    assert frame(EVENTS[1]) not in body  # none of the engine's frames as they came
+    sizes = SIZE_LINE.findall(body)
+    # The router's frames: the first event in two (as its reads brought it), each other
+    # event in one, and the last chunk.
+    assert len(sizes) == len(EVENTS) + 2
+    assert all(ROUTER_SIZE.fullmatch(size) for size in sizes)
+    assert line["completion_tokens"] == 6
 
 
 @given(
@@ -195,38 +188,21 @@ def test_any_reads_of_the_engines_answer_reach_the_client_whole(cuts: list[int])
     points = [0, *sorted(cuts), len(whole)]
     usage_at = len(whole) - len(frame(EVENTS[-2]) + frame(EVENTS[-1]) + LAST_CHUNK)
     usage_in_tail = len([point for point in points[1:-1] if point > usage_at]) <= 1
-    plan: list[bytes | None] = [whole[a:b] for a, b in itertools.pairwise(points)]
-
-    async def scenario() -> None:
-        engine = Engine(plan)
-        server, url = await scripted_engine(engine.handle)
-        async with server, RouterServer(config(url)) as router:
-            answers = await ask(router.port)
-            assert answers.complete == 1
-            assert bytes(answers.bodies[0]) == b"".join(EVENTS)
-            await until(lambda: len(router.log_lines()) == 1)
-            if usage_in_tail:
-                assert router.log_lines()[0]["completion_tokens"] == 6
-
-    run(scenario())
+    answers, line = relayed([whole[a:b] for a, b in itertools.pairwise(points)])
+    assert bytes(answers.bodies[0]) == b"".join(EVENTS)
+    if usage_in_tail:
+        assert line["completion_tokens"] == 6
 
 
 def test_a_stream_broken_off_between_the_engines_frames_ends_with_an_error_event() -> None:
-    async def scenario() -> None:
-        engine = Engine([HEAD, frame(EVENTS[0]), frame(EVENTS[1]), None])
-        server, url = await scripted_engine(engine.handle)
-        async with server, RouterServer(config(url)) as router:
-            answers = await ask(router.port)
-            assert answers.complete == 1  # a whole answer, the error event its last part
-            events = bytes(answers.bodies[0]).split(b"\n\n")
-            assert events[:2] == [EVENTS[0][:-2], EVENTS[1][:-2]]
-            error = json.loads(events[2][len(b"data: ") :])
-            assert error["error"]["code"] == "upstream_protocol_error"
-            assert body_bytes(answers).startswith(frame(EVENTS[0]) + frame(EVENTS[1]))
-            await until(lambda: len(router.log_lines()) == 1)
-            assert router.log_lines()[0]["cause"] == "upstream_protocol"
-
-    run(scenario())
+    answers, line = relayed([HEAD, frame(EVENTS[0]), frame(EVENTS[1]), None])
+    # A whole answer (`ask` reads to its end), the error event its last part.
+    events = bytes(answers.bodies[0]).split(b"\n\n")
+    assert events[:2] == [EVENTS[0][:-2], EVENTS[1][:-2]]
+    error = json.loads(events[2][len(b"data: ") :])
+    assert error["error"]["code"] == "upstream_protocol_error"
+    assert body_bytes(answers).startswith(frame(EVENTS[0]) + frame(EVENTS[1]))
+    assert line["cause"] == "upstream_protocol"
 
 
 def test_a_stream_broken_off_inside_a_frame_closes_the_clients_connection() -> None:
