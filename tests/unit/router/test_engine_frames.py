@@ -35,7 +35,6 @@ EVENTS = [b'data: {"n": %d, "text": "token %d"}\n\n' % (n, n) for n in range(6)]
     b"data: [DONE]\n\n",
 ]
 LAST_CHUNK = b"0\r\n\r\n"
-PAUSE = 0.03  # between the engine's writes: each arrives as a read of its own
 # The router's own spelling of a chunk size: lower-case hex without a leading zero.
 ROUTER_SIZE = re.compile(rb"0|[1-9a-f][0-9a-f]*")
 SIZE_LINE = re.compile(rb"(?:^|\r\n)([0-9A-Fa-f]+)\r\n")
@@ -53,14 +52,32 @@ BODY = b"".join(frame(event) for event in EVENTS) + LAST_CHUNK
 
 
 class Engine:
-    """An engine that answers each request on a connection with the next plan's writes,
-    a pause between them; a plan ending in None closes the connection there."""
+    """An engine that answers each request on a connection with the next plan's writes; a
+    plan ending in None closes the connection there. Each write waits until the router
+    (``router``, set once it runs) has read the ones before and waits for more, so that
+    each is a read of its own, whatever the machine's load."""
 
     def __init__(self, *plans: list[bytes | None]) -> None:
         self.plans = list(plans)
         self.connections = 0
         self.requests = 0
         self.closed = asyncio.Event()
+        self.router: RouterServer | None = None
+
+    def _caught_up(self, written: int) -> bool:
+        assert self.router is not None
+        assert self.router.app.proxy.pool is not None
+        return any(
+            connection.reads >= written
+            and (connection.waiter is not None or connection.complete or connection.closed)
+            for connection in self.router.app.proxy.pool._open
+        )
+
+    async def write(self, writer: asyncio.StreamWriter, piece: bytes, written: int) -> None:
+        """Write the ``written``-th piece of an answer, once the router has read the rest."""
+        await until(lambda: written == 1 or self._caught_up(written - 1))
+        writer.write(piece)
+        await writer.drain()
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
@@ -74,12 +91,11 @@ class Engine:
                 assert length is not None
                 await reader.readexactly(int(length.group(1)))
                 self.requests += 1
-                for piece in self.plans.pop(0):
+                for written, piece in enumerate(self.plans.pop(0), 1):
                     if piece is None:
+                        await until(lambda n=written: self._caught_up(n - 1))  # type: ignore[misc]
                         return
-                    writer.write(piece)
-                    await writer.drain()
-                    await asyncio.sleep(PAUSE)
+                    await self.write(writer, piece, written)
         finally:
             writer.close()
             self.closed.set()
@@ -108,6 +124,7 @@ def relayed(plan: list[bytes | None]) -> tuple[Answers, dict[str, Any]]:
         engine = Engine(plan)
         server, url = await scripted_engine(engine.handle)
         async with server, RouterServer(config(url)) as router:
+            engine.router = router
             answers = await ask(router.port)
             await until(lambda: len(router.log_lines()) == 1)
             return answers, router.log_lines()[0]
@@ -214,6 +231,7 @@ def test_a_stream_broken_off_inside_a_frame_closes_the_clients_connection() -> N
         engine = Engine([HEAD, frame(EVENTS[0]), half, None])
         server, url = await scripted_engine(engine.handle)
         async with server, RouterServer(config(url)) as router:
+            engine.router = router
             answers = Answers()
             reader, writer = await asyncio.open_connection("127.0.0.1", router.port)
             writer.write(POST)
@@ -239,10 +257,9 @@ def test_an_idle_timeout_inside_a_frame_closes_and_between_frames_ends_with_an_e
                 self.connections += 1
                 await reader.readuntil(b"\r\n\r\n")
                 await reader.readexactly(len(REQUEST))
-                for piece in self.plans.pop(0):
+                for written, piece in enumerate(self.plans.pop(0), 1):
                     assert piece is not None
-                    writer.write(piece)
-                    await asyncio.sleep(PAUSE)
+                    await self.write(writer, piece, written)
                 await reader.read()  # stalls until the router drops the connection
                 writer.close()
                 if not self.plans:
@@ -251,6 +268,7 @@ def test_an_idle_timeout_inside_a_frame_closes_and_between_frames_ends_with_an_e
         engine = Stalling([HEAD, frame(EVENTS[0]), half], [HEAD, frame(EVENTS[0])])
         server, url = await scripted_engine(engine.handle)
         async with server, RouterServer(config(url, timeouts=Timeouts(idle=0.3))) as router:
+            engine.router = router
             inside = Answers()
             reader, writer = await asyncio.open_connection("127.0.0.1", router.port)
             writer.write(POST)
@@ -275,6 +293,7 @@ def test_the_engines_trailer_passes_and_the_connections_stay_alive() -> None:
         engine = Engine(plan, list(plan))
         server, url = await scripted_engine(engine.handle)
         async with server, RouterServer(config(url)) as router:
+            engine.router = router
             answers = Answers()
             reader, writer = await asyncio.open_connection("127.0.0.1", router.port)
             for count in (1, 2):
