@@ -203,16 +203,19 @@ RAW_FLOOR = "raw floor"
 FLOORS = {FLOOR: "bench.asgi_floor", RAW_FLOOR: "bench.raw_floor"}
 
 
-def router_argv(kind: str, port: int, backend: str, vllm_router: str | None) -> list[str]:
+def router_argv(
+    kind: str, port: int, backend: str, vllm_router: str | None, python: str = sys.executable
+) -> list[str]:
+    """The command of target ``kind``; a Python one is run by ``python``."""
     if kind in FLOORS:
         backend_port = backend.rsplit(":", 1)[1]
         return [
-            sys.executable, "-m", FLOORS[kind], "--port", str(port),
+            python, "-m", FLOORS[kind], "--port", str(port),
             "--backend-port", backend_port,
         ]  # fmt: skip
     if kind.startswith(LLMSERVICE):
         return [
-            sys.executable, "-m", "llmservice.cli", "router", "--served-model-name", "m",
+            python, "-m", "llmservice.cli", "router", "--served-model-name", "m",
             "--host", "127.0.0.1", "--port", str(port), "--static-backends", backend,
             "--drain-delay", "0", "--log-level", "warning",
         ]  # fmt: skip

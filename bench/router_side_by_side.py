@@ -18,8 +18,16 @@ request), SSE replies of ``--chunks`` events sent ``--sse-delay`` apart at
 same replies to chat requests of about 14 KB (ms per chat stream). ``--split`` adds a table
 of each figure's user-space and kernel parts (utime and stime apart).
 
+``--interpreter LABEL=PYTHON`` adds this tree's router run by another Python (one with the
+router's dependencies installed: a virtualenv of the wheel, as `image_python.sh` makes):
+the interpreter counts as much as a change of code. A CPython built without profile-guided
+and link-time optimisation (pyenv's default) spends 9-14% more CPU per request and 2-6%
+more per streamed part on the same router than one built with them, as the image's
+(python:3.11-slim) and Debian's are.
+
     PATH=$PATH:/tmp/vllm-router-venv/bin python -m bench.router_side_by_side --rounds 8
     python -m bench.router_side_by_side --baseline before=/tmp/before-tree
+    python -m bench.router_side_by_side --interpreter debian=/tmp/debian-venv/bin/python
 """
 
 from __future__ import annotations
@@ -55,12 +63,22 @@ from bench.router_bench import (
 )
 
 VLLM_ROUTER = "vllm-router"
+_TREE = Path(__file__).resolve().parents[1]  # the source tree this file belongs to
 # (phase, wrk script, what a figure is per, unit scale)
 PHASES = (
     ("plain", "json", "us/request", 1e6),
     ("stream", "sse", "us/chunk", 1e6),
     ("chat", "chat", "ms/chat stream", 1e3),
 )
+
+
+@dataclass(frozen=True)
+class Target:
+    """A router to measure: ``tree``'s sources (None: as installed or this tree's) run by
+    ``python`` (Python targets only)."""
+
+    tree: str | None = None
+    python: str = sys.executable
 
 
 @dataclass
@@ -124,7 +142,7 @@ def _load(url: str, script: Path, connections: int, seconds: float) -> int:
     return wrk(url + "/v1/chat/completions", script, connections, seconds, latency=False).requests
 
 
-def run(targets: dict[str, str | None], args: argparse.Namespace, tmp: Path) -> dict[str, Figures]:
+def run(targets: dict[str, Target], args: argparse.Namespace, tmp: Path) -> dict[str, Figures]:
     """Start every target at once, then load them together for ``args.rounds`` rounds."""
     scripts = {name: tmp / f"{name}.lua" for name in ("json", "sse", "chat")}
     scripts["json"].write_text(POST_LUA % {"stream": "false", "messages": HELLO})
@@ -143,12 +161,12 @@ def run(targets: dict[str, str | None], args: argparse.Namespace, tmp: Path) -> 
         wait_http(backend + "/health")
         urls: dict[str, str] = {}
         pids: dict[str, int] = {}
-        for number, (kind, tree) in enumerate(targets.items()):
+        for number, (kind, target) in enumerate(targets.items()):
             port = free_port()
             env = None
-            if tree is not None:  # the same command, importing the baseline's sources
-                env = {**os.environ, "PYTHONPATH": str(Path(tree, "operator"))}
-            argv = router_argv(kind, port, backend, args.vllm_router)
+            if target.tree is not None:  # the same command, importing the tree's sources
+                env = {**os.environ, "PYTHONPATH": str(Path(target.tree, "operator"))}
+            argv = router_argv(kind, port, backend, args.vllm_router, target.python)
             proc = stack.enter_context(process(argv, ROUTER_CORE, tmp / f"{number}.log", env))
             pids[kind], urls[kind] = proc.pid, f"http://127.0.0.1:{port}"
         for kind, url in urls.items():
@@ -191,7 +209,27 @@ def run(targets: dict[str, str | None], args: argparse.Namespace, tmp: Path) -> 
     return results
 
 
-def main() -> None:
+def choose_targets(args: argparse.Namespace) -> dict[str, Target]:
+    """The targets the arguments name, the reference of the ratios first."""
+    targets: dict[str, Target] = {}
+    if args.vllm_router:
+        targets[VLLM_ROUTER] = Target()
+    targets[LLMSERVICE] = Target()
+    for given in args.baseline:
+        label, _, tree = given.rpartition("=")
+        targets[f"{LLMSERVICE} ({label or Path(tree).name})"] = Target(tree)
+    for given in args.interpreter:
+        label, _, python = given.rpartition("=")
+        if not label or shutil.which(python) is None:
+            raise ValueError(f"--interpreter wants LABEL=PYTHON, PYTHON runnable: {given!r}")
+        # This tree's sources, so that only the interpreter differs from "llmservice".
+        targets[f"{LLMSERVICE} ({label})"] = Target(str(_TREE), python)
+    if args.floor:
+        targets.update(dict.fromkeys(FLOORS, Target()))
+    return targets
+
+
+def arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=4.0, help="per phase of a round")
@@ -208,23 +246,29 @@ def main() -> None:
         help="the router of another source tree as one more target; repeatable",
     )
     parser.add_argument(
+        "--interpreter",
+        action="append",
+        default=[],
+        metavar="LABEL=PYTHON",
+        help="this tree's router run by another Python as one more target; repeatable",
+    )
+    parser.add_argument(
         "--floor", action="store_true", help="also bench/asgi_floor.py and bench/raw_floor.py"
     )
     parser.add_argument(
         "--split", action="store_true", help="also the user-space and kernel parts apart"
     )
-    args = parser.parse_args()
+    return parser.parse_args(argv)
+
+
+def main() -> None:
+    args = arguments()
     if shutil.which("wrk") is None or shutil.which("taskset") is None:
         sys.exit("router_side_by_side needs wrk and taskset (apt-get install wrk util-linux)")
-    targets: dict[str, str | None] = {}
-    if args.vllm_router:
-        targets[VLLM_ROUTER] = None  # first: the reference of the ratios
-    targets[LLMSERVICE] = None
-    for given in args.baseline:
-        label, _, tree = given.rpartition("=")
-        targets[f"{LLMSERVICE} ({label or Path(tree).name})"] = tree
-    if args.floor:
-        targets.update(dict.fromkeys(FLOORS))
+    try:
+        targets = choose_targets(args)
+    except ValueError as error:
+        sys.exit(f"router_side_by_side: {error}")
     loads = [os.getloadavg()]
     try:
         with tempfile.TemporaryDirectory(prefix="router-side-by-side-") as tmp:

@@ -1,8 +1,20 @@
-"""The side-by-side table: medians with ranges, and the paired ratios to the reference."""
+"""The side-by-side bench: its tables (medians with ranges, paired ratios to the reference) and
+its targets."""
 
 from __future__ import annotations
 
-from bench.router_side_by_side import Figures, split_table, table
+import sys
+from pathlib import Path
+
+import pytest
+from bench.router_side_by_side import (
+    Figures,
+    Target,
+    arguments,
+    choose_targets,
+    split_table,
+    table,
+)
 
 
 def test_the_table_gives_medians_ranges_and_paired_ratios_but_none_for_the_reference() -> None:
@@ -48,3 +60,20 @@ def test_the_split_table_gives_the_user_and_kernel_parts_apart() -> None:
         "0.971 [0.875-1.067]",
     ]
     assert rows[2].split(" | ")[5:9] == ["9.5 [9.0-10.0]", "-", "15.5 [15.0-16.0]", "-"]
+
+
+def test_an_interpreter_target_runs_this_trees_router_by_that_python() -> None:
+    targets = choose_targets(
+        arguments(["--vllm-router=", "--interpreter", f"optimised={sys.executable}"])
+    )
+    assert list(targets) == ["llmservice", "llmservice (optimised)"]
+    assert targets["llmservice"] == Target()
+    tree = Path(__file__).resolve().parents[3]
+    assert targets["llmservice (optimised)"] == Target(str(tree), sys.executable)
+    assert Path(tree, "operator", "llmservice", "router").is_dir()
+
+
+@pytest.mark.parametrize("given", [sys.executable, "optimised=/nonexistent/python"])
+def test_an_interpreter_needs_a_label_and_a_runnable_python(given: str) -> None:
+    with pytest.raises(ValueError, match="LABEL=PYTHON"):
+        choose_targets(arguments(["--vllm-router=", "--interpreter", given]))
