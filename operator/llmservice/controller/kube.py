@@ -121,17 +121,30 @@ class ClusterAPI:
             if error.status != 404:
                 raise
 
-    async def patch_status(self, namespace: str, name: str, status: LLMServiceStatus) -> None:
-        """Replace the LLMService's status fields (merge patch of the status subresource).
+    async def patch_status(
+        self,
+        namespace: str,
+        name: str,
+        status: LLMServiceStatus,
+        resource_version: str | None = None,
+    ) -> dict[str, Any]:
+        """Replace the LLMService's status fields (merge patch of the status subresource),
+        and give the LLMService as the patch left it.
 
-        The status goes out through its model, by alias: a field the model does not know
-        cannot be sent (and then pruned by the API server without a word).
+        With ``resource_version`` the patch applies to that version of the object only (a
+        409 Conflict otherwise): a status worked out from an older copy never replaces a
+        newer one. The status goes out through its model, by alias: a field the model does
+        not know cannot be sent (and then pruned by the API server without a word).
         """
         path = LLMSERVICE.object_path(namespace, name) + "/status"
         document = status.model_dump(mode="json", by_alias=True, exclude_none=True)
-        await asyncio.to_thread(
-            self._call, "PATCH", path, {"status": document}, None, "application/merge-patch+json"
+        patch: dict[str, Any] = {"status": document}
+        if resource_version is not None:
+            patch["metadata"] = {"resourceVersion": resource_version}
+        result: dict[str, Any] = await asyncio.to_thread(
+            self._call, "PATCH", path, patch, None, "application/merge-patch+json"
         )
+        return result
 
     async def crd_exists(self, name: str) -> bool:
         path = f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}"

@@ -176,7 +176,15 @@ async def _write_status(
     if status == current:
         return
     meta = body["metadata"]
-    await ctx.api.patch_status(meta["namespace"], meta["name"], status)
+    # `current` is the store's copy: written onto that version only, and the written object
+    # takes its place in the store at once. Else the next reconcile, often under way before
+    # the watch brings this write back, would start from the older status: it would write
+    # that status's autoscaling decision and transitions over this one's, or find nothing to
+    # write when its older copy already said what this write replaced. (A 409 makes the
+    # reconcile run again, on the newer copy.)
+    version = meta.get("resourceVersion")
+    written = await ctx.api.patch_status(meta["namespace"], meta["name"], status, version)
+    ctx.store.upsert_over(written, version)
     outcome.status_written = True
     await _record_transitions(ctx, body, current.conditions or [], status.conditions or [])
 
@@ -269,7 +277,9 @@ async def _apply_children(
                         extra=about(namespace, name))  # fmt: skip
             continue
         ctx.refused.clear(owner, child)
-        ctx.store.upsert(applied)
+        ctx.store.upsert_over(
+            applied, None if live is None else live["metadata"].get("resourceVersion")
+        )
         outcome.applied.append(f"{obj['kind']} {key[2]}")
         log.info("Applied %s %s", obj["kind"], key[2], extra=about(namespace, name))
 

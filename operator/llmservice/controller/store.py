@@ -1,9 +1,11 @@
 """What the watches have seen: LLMServices, their children and their Pods.
 
 Fed by kopf's event handlers (the list at start, then every change), read by `reconcile()`,
-so a converged LLMService is checked without a single API request. Objects are keyed by
-(kind, namespace, name) and grouped by the `app.kubernetes.io/instance` label that every
-child carries.
+so a converged LLMService is checked without a single API request. The operator's own writes
+(children applied, the LLMService's status) go in as the API server answers them, without
+waiting for the watch to bring them back, but never over a copy the watch brought since
+(`upsert_over`). Objects are keyed by (kind, namespace, name) and grouped by the
+`app.kubernetes.io/instance` label that every child carries.
 """
 
 from __future__ import annotations
@@ -42,6 +44,18 @@ class ClusterStore:
         instance = self._instance(obj)
         if instance is not None:
             self._by_instance[instance].add(key)
+
+    def upsert_over(self, obj: Mapping[str, Any], version: str | None) -> None:
+        """Store ``obj``, the answer to the operator's own write, if the copy held is still
+        the one the write was made over: of resource version ``version`` (None: there was
+        none). A copy the watch has brought since stays, the write's own or a later one:
+        its answer may be handled after the watch's events of later changes, and storing
+        it then would leave the store behind for as long as the object does not change
+        again. Resource versions are compared for equality only, never ordered."""
+        held = self._objects.get(key_of(obj))
+        held_version = None if held is None else (held.get("metadata") or {}).get("resourceVersion")
+        if held_version == version:
+            self.upsert(obj)
 
     def remove(self, obj: Mapping[str, Any]) -> None:
         key = key_of(obj)

@@ -43,6 +43,15 @@ def _context(api: Any, http: httpx.AsyncClient, **extra: Any) -> Context:
     )
 
 
+def _written(namespace: str, name: str, status: LLMServiceStatus) -> dict[str, Any]:
+    """The LLMService as a status patch leaves it, as far as the store needs."""
+    return {
+        **BODY,
+        "metadata": {**BODY["metadata"], "namespace": namespace, "name": name},
+        "status": status.model_dump(mode="json", by_alias=True, exclude_none=True),
+    }
+
+
 class UnavailableAPI:
     """Every apply fails with 503; status patches are recorded."""
 
@@ -52,8 +61,11 @@ class UnavailableAPI:
     async def apply(self, kind: Kind, obj: Any) -> dict[str, Any]:
         raise client.ApiException(status=503, reason="Service Unavailable")
 
-    async def patch_status(self, namespace: str, name: str, status: LLMServiceStatus) -> None:
+    async def patch_status(
+        self, namespace: str, name: str, status: LLMServiceStatus, version: str | None = None
+    ) -> dict[str, Any]:
         self.statuses.append(status)
+        return _written(namespace, name, status)
 
 
 def test_transient_error_sets_reconciling_and_propagates() -> None:
@@ -105,8 +117,11 @@ class RefusingAPI:
             raise error
         return {**obj, "metadata": {**obj["metadata"], "resourceVersion": "1"}}
 
-    async def patch_status(self, namespace: str, name: str, status: LLMServiceStatus) -> None:
+    async def patch_status(
+        self, namespace: str, name: str, status: LLMServiceStatus, version: str | None = None
+    ) -> dict[str, Any]:
         self.statuses.append(status)
+        return _written(namespace, name, status)
 
     async def emit_event(self, owner: Any, event_type: str, reason: str, note: str) -> None:
         self.events.append((event_type, reason, note))
@@ -155,11 +170,14 @@ class FlappingStatusAPI(RefusingAPI):
         self.applied.append(obj["kind"])
         return {**obj, "metadata": {**obj["metadata"], "resourceVersion": "1"}}
 
-    async def patch_status(self, namespace: str, name: str, status: LLMServiceStatus) -> None:
+    async def patch_status(
+        self, namespace: str, name: str, status: LLMServiceStatus, version: str | None = None
+    ) -> dict[str, Any]:
         if self.failures:
             self.failures -= 1
             raise client.ApiException(status=503, reason="Service Unavailable")
         self.statuses.append(status)
+        return _written(namespace, name, status)
 
 
 class ScaleUpTo:
