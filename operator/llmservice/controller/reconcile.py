@@ -175,18 +175,29 @@ async def _write_status(
 ) -> None:
     if status == current:
         return
-    meta = body["metadata"]
-    # `current` is the store's copy: written onto that version only, and the written object
-    # takes its place in the store at once. Else the next reconcile, often under way before
-    # the watch brings this write back, would start from the older status: it would write
-    # that status's autoscaling decision and transitions over this one's, or find nothing to
-    # write when its older copy already said what this write replaced. (A 409 makes the
-    # reconcile run again, on the newer copy.)
-    version = meta.get("resourceVersion")
-    written = await ctx.api.patch_status(meta["namespace"], meta["name"], status, version)
-    ctx.store.upsert_over(written, version)
+    await _patch_status(ctx, body, status)
     outcome.status_written = True
     await _record_transitions(ctx, body, current.conditions or [], status.conditions or [])
+
+
+async def _patch_status(
+    ctx: Context, body: Mapping[str, Any], status: LLMServiceStatus, *, onto_copy: bool = True
+) -> None:
+    """Write ``status``, worked out from ``body`` (the store's copy), and put the object
+    written in the store at once.
+
+    ``onto_copy``: onto that copy's version only (409 Conflict otherwise, and the reconcile
+    runs again on the newer copy). Else the next reconcile, often under way before the
+    watch brings this write back, would start from the older status: it would write that
+    status's autoscaling decision and transitions over this one's, or find nothing to write
+    when its older copy already said what this write replaced.
+    """
+    meta = body["metadata"]
+    version = meta.get("resourceVersion")
+    written = await ctx.api.patch_status(
+        meta["namespace"], meta["name"], status, version if onto_copy else None
+    )
+    ctx.store.upsert_over(written, version)
 
 
 async def _report_transient(
@@ -207,7 +218,7 @@ async def _report_transient(
     )
     meta = body["metadata"]
     try:
-        await ctx.api.patch_status(meta["namespace"], meta["name"], status)
+        await _patch_status(ctx, body, status)
     except (client.ApiException, OSError) as second:
         log.warning(
             "Could not report the API error in the status: %s",
@@ -430,9 +441,8 @@ async def _keep_scaling_step(
         last_decision=step,
     )
     try:
-        await ctx.api.patch_status(
-            meta["namespace"], meta["name"], LLMServiceStatus(autoscaling=autoscaling)
-        )
+        # Whatever the copy: the step was taken (a merge patch of this one field).
+        await _patch_status(ctx, body, LLMServiceStatus(autoscaling=autoscaling), onto_copy=False)
     except (client.ApiException, OSError) as error:
         log.warning(
             "Could not record the scaling step in the status: %s",
