@@ -42,6 +42,8 @@ of the figures measured before ``--spread`` existed).
     .venv/bin/python -m bench.routing_bench --routers 2 --spread handover
     .venv/bin/python -m bench.routing_bench --targets session,vr-sticky --repeat 5 \\
         --dump /tmp/turns                                      # medians of five rounds
+    .venv/bin/python -m bench.routing_bench --targets session,vr-sticky \\
+        --variant lb4=--load-bound=4.0 --repeat 3              # one more target: other flags
 """
 
 from __future__ import annotations
@@ -83,6 +85,7 @@ class Target:
     router: str  # "llmservice" or "vllm-router"
     mode: str  # our --strategy, or vllm-router's --policy
     session_header: bool
+    flags: tuple[str, ...] = ()  # ours: flags of this target alone (`--variant`)
 
 
 TARGETS = {
@@ -200,7 +203,7 @@ def one_router(
     if target.router == "llmservice":
         argv = router_argv("llmservice", port, ",".join(backends), None)
         argv += ["--strategy", target.mode, "--session-header", SESSION_HEADER]
-        argv += args.router_arg + (extra or [])
+        argv += args.router_arg + list(target.flags) + (extra or [])
         if args.router_tree:  # the same command, importing the other tree's sources
             env = {**os.environ, "PYTHONPATH": str(Path(args.router_tree, "operator"))}
         ready = "/readyz"
@@ -656,6 +659,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="an extra flag for our router's targets (repeatable; use --router-arg=--x)",
     )
     p.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME=FLAGS",
+        help="one more target: the session target with these flags of our router,"
+        " comma-separated (repeatable), run in the same rounds as the others, for example"
+        " --variant lb4=--load-bound=4.0",
+    )
+    p.add_argument(
         "--repeat",
         type=int,
         default=1,
@@ -675,13 +687,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def variant(spec: str) -> Target:
+    """The session target with extra flags, from ``NAME=FLAG,FLAG``."""
+    name, sep, flags = spec.partition("=")
+    if not sep or not name or not flags:
+        sys.exit(f"--variant {spec!r}: expected NAME=FLAGS, e.g. lb4=--load-bound=4.0")
+    base = TARGETS["session"]
+    return replace(
+        base, key=f"session-{name}", label=f"{base.label} ({flags})", flags=tuple(flags.split(","))
+    )
+
+
 def main() -> None:
     args = parse_args()
     keys = [k.strip() for k in args.targets.split(",") if k.strip()]
     unknown = [k for k in keys if k not in TARGETS]
     if unknown:
         sys.exit(f"unknown targets {unknown}; known: {', '.join(TARGETS)}")
-    targets = [TARGETS[k] for k in keys]
+    targets = [TARGETS[k] for k in keys] + [variant(spec) for spec in args.variant]
     if not args.vllm_router:
         skipped = [t.key for t in targets if t.router == "vllm-router"]
         targets = [t for t in targets if t.router != "vllm-router"]

@@ -26,6 +26,7 @@ from bench.routing_bench import (
     quality_table,
     router_for,
     summarize,
+    variant,
 )
 
 from llmservice.sim import SimConfig, SimServer, TimingProfile
@@ -236,3 +237,25 @@ def test_a_target_end_to_end_through_our_router(key: str, routers: int, tmp_path
     if key == "round-robin":
         assert max(row.per_replica) - min(row.per_replica) <= 1
         assert row.moves > 0
+
+
+def test_a_variant_is_the_session_target_with_its_own_flags(tmp_path: Path) -> None:
+    """The flags reach that target's router alone: a later --strategy wins in argparse, so
+    a variant that sets RoundRobin spreads every conversation's turns."""
+    rr = variant("rr=--strategy=RoundRobin,--load-bound=1.5")
+    assert rr.key == "session-rr"
+    assert rr.flags == ("--strategy=RoundRobin", "--load-bound=1.5")
+    assert rr.session_header
+    assert rr.router == "llmservice"
+    assert TARGETS["session"].flags == ()
+    args = parse_args(["--replicas", "2", "--sim-profile", "instant"])
+    row = measure(rr, build(SMALL), SimSettings("instant", 4096, 16, 4096), args, tmp_path, None)
+    assert row.errors == 0
+    assert max(row.per_replica) - min(row.per_replica) <= 1
+    assert row.moves > 0
+
+
+@pytest.mark.parametrize("spec", ["lb4", "=--load-bound=4", "lb4="])
+def test_a_variant_without_a_name_or_flags_is_refused(spec: str) -> None:
+    with pytest.raises(SystemExit, match="NAME=FLAGS"):
+        variant(spec)
